@@ -1,0 +1,63 @@
+"""User-facing errors.
+
+Every error a user can cause derives from :class:`SdsearchError`; the CLI prints its message as one
+line and exits with its ``exit_code`` (2 for bad input, 1 for a state that stops the work).
+Messages follow one rule: *where* (file and key path), *what is wrong*, *what is allowed or how to fix it*.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SdsearchError",
+    "SpaceError",
+    "ConfigError",
+    "DataError",
+    "StudyError",
+    "StudyLockedError",
+    "InfeasibleSpaceError",
+]
+
+
+class SdsearchError(Exception):
+    """Root of every error sdsearch raises on purpose; ``exit_code`` is what the CLI returns."""
+
+    exit_code: int = 2
+
+
+class SpaceError(SdsearchError, ValueError):
+    """A YAML space or trainer config is invalid.
+
+    Args:
+        source: the file (or ``"<string>"``) the key came from.
+        key: dotted key path, e.g. ``space.fusion.type``; empty for whole-document problems.
+        message: what is wrong and what is allowed.
+    """
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        self.source = source
+        self.key = key
+        self.message = message
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+class ConfigError(SdsearchError, ValueError):
+    """A programmatic config (not from a file) is invalid, or a command got a bad argument."""
+
+
+class DataError(SdsearchError):
+    """A dataset cannot be found or read; the message says how to get it."""
+
+
+class StudyError(SdsearchError):
+    """A study cannot be created, resumed or read (changed space, foreign storage, no trials)."""
+
+    exit_code = 1
+
+
+class StudyLockedError(StudyError):
+    """Another driver holds the study (one driver per SQLite study)."""
+
+
+class InfeasibleSpaceError(StudyError):
+    """Sampling kept drawing configs that break the budget; the space probably has no feasible config."""
