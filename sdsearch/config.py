@@ -13,23 +13,23 @@ from typing import Any
 
 __all__ = [
     "ARCHS",
+    "AUGMENTS",
     "BRANCH_STYLES",
     "CBFE_LOCATIONS",
+    "DATASETS",
+    "EXIT_NAMES",
     "FUSION_TYPES",
-    "TEACHERS",
     "LOSS_STYLES",
     "OPTIMIZERS",
     "SCHEDULES",
-    "AUGMENTS",
-    "DATASETS",
-    "EXIT_NAMES",
+    "TEACHERS",
     "BackboneConfig",
     "BranchesConfig",
     "CBFEConfig",
-    "FusionConfig",
-    "ModelConfig",
-    "LossConfig",
     "DataConfig",
+    "FusionConfig",
+    "LossConfig",
+    "ModelConfig",
     "TrainConfig",
     "TrialConfig",
     "exit_names",
@@ -170,7 +170,7 @@ class TrialConfig:
 
 def exit_names(placement: tuple[int, ...] | list[int]) -> tuple[str, ...]:
     """Exit names for a branch placement, in depth order: ``(1, 3)`` -> ``("1", "3", "final")``."""
-    return tuple(str(s) for s in sorted(set(placement))) + ("final",)
+    return (*(str(s) for s in sorted(set(placement))), "final")
 
 
 def _plain(value: Any) -> Any:
@@ -187,7 +187,11 @@ def _build(cls: type, d: dict[str, Any]) -> Any:
     for name, value in d.items():
         if name not in hints:
             raise KeyError(f"{cls.__name__} has no field {name!r}")
-        default = hints[name].default_factory() if hints[name].default_factory is not dataclasses.MISSING else hints[name].default  # type: ignore[misc]
+        default = (
+            hints[name].default_factory()
+            if hints[name].default_factory is not dataclasses.MISSING
+            else hints[name].default
+        )  # type: ignore[misc]
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             value = _build(type(default), value)
         elif isinstance(default, tuple) and isinstance(value, list):

@@ -1,0 +1,277 @@
+"""The ``sdsearch`` command: parse arguments, call one API function, print, return an exit code.
+
+Exit codes: 0 success, 2 bad input (:class:`~sdsearch.errors.SdsearchError` with ``exit_code`` 2),
+1 anything else, each with a one-line reason on stderr; ``--debug`` shows the traceback instead.
+Heavy modules are imported inside the handlers so ``--help`` and ``validate`` start instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sdsearch import __version__
+from sdsearch.errors import ConfigError, SdsearchError
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+# -- validate ------------------------------------------------------------------------------------
+
+
+def _add_validate(sub: Any) -> None:
+    p = sub.add_parser("validate", help="check a space or trainer config and summarise it")
+    p.add_argument("file", help="space YAML file")
+    p.set_defaults(handler=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from sdsearch.space import load_space
+    from sdsearch.summary import space_summary
+
+    _console().print(space_summary(load_space(args.file)))
+    return 0
+
+
+# -- cost ----------------------------------------------------------------------------------------
+
+
+def _add_cost(sub: Any) -> None:
+    p = sub.add_parser("cost", help="params and MACs of every exit's deploy model for a fixed config")
+    p.add_argument("config", help="trainer config YAML (every value fixed)")
+    p.add_argument("--input", help="input shape CxHxW, e.g. 3x32x32 (default: from the data section)")
+    p.add_argument("--classes", type=int, help="number of classes (default: from the data section)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_cost)
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--input: {text!r} is not CxHxW (e.g. 3x32x32)") from None
+    if min(c, h, w) < 1 or min(h, w) < 8:
+        raise ConfigError(f"--input: {text!r} needs C >= 1 and H, W >= 8")
+    return c, h, w
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from sdsearch.cost import config_costs
+    from sdsearch.summary import cost_table
+
+    shape = _parse_shape(args.input) if args.input else None
+    if args.classes is not None and args.classes < 2:
+        raise ConfigError(f"--classes: must be >= 2, got {args.classes}")
+    costs = config_costs(args.config, input_shape=shape, num_classes=args.classes)
+    rows = [{"exit": e, "params": c.params, "macs": c.macs, "flops": c.flops} for e, c in costs.items()]
+    if args.json:
+        print(json.dumps({"exits": rows}))
+    else:
+        _console().print(cost_table(rows))
+    return 0
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run (or resume) the search a space file describes")
+    p.add_argument("space", help="space YAML file")
+    p.add_argument("--trials", type=int, help="trained trials to reach (overrides the file's trials)")
+    p.add_argument("--storage", help="study storage URL (overrides the file's storage)")
+    p.add_argument(
+        "--fresh", action="store_true", help="start a new study; the old one is kept under a suffixed name"
+    )
+    p.add_argument("--address", help="join an existing Ray cluster (auto, or ray://host:port)")
+    p.add_argument("--seed", type=int, help="sampler and training seed (overrides the file's seed)")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sdsearch.search.runner import run
+
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials: must be >= 1, got {args.trials}")
+    run(args.space, n_trials=args.trials, storage=args.storage, fresh=args.fresh, address=args.address,
+        seed=args.seed)  # fmt: skip
+    return 0
+
+
+# -- show ----------------------------------------------------------------------------------------
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="space YAML file, or a storage (URL or .db file)")
+    p.add_argument("--study", dest="study_name", help="study name (needed when a storage holds several)")
+    p.add_argument("--budget", action="append", default=[], metavar="METRIC=SIZE",
+                   help="a tighter budget than the study's, e.g. macs=1M (repeatable)")  # fmt: skip
+
+
+def _parse_budget(items: Sequence[str]) -> dict[str, float] | None:
+    from sdsearch.sizes import parse_size
+
+    budget: dict[str, float] = {}
+    for item in items:
+        metric, _, size = item.partition("=")
+        if metric not in ("params", "macs", "flops") or not size:
+            raise ConfigError(
+                f"--budget: {item!r} is not METRIC=SIZE with METRIC params, macs or flops (e.g. macs=1M)"
+            )
+        try:
+            budget[metric] = parse_size(size)
+        except ValueError as exc:
+            raise ConfigError(f"--budget: {exc}") from None
+    return budget or None
+
+
+def _add_show(sub: Any) -> None:
+    p = sub.add_parser("show", help="Pareto front of a study: table, plot, CSV or JSON")
+    _add_source(p)
+    p.add_argument("--candidates", action="store_true", help="front over (trial, exit) candidates")
+    p.add_argument("--plot", metavar="FILE.png", help="write accuracy vs MACs / params plots")
+    p.add_argument("--csv", metavar="FILE", help="write the front as CSV")
+    p.add_argument("--json", action="store_true", help="print the front as JSON")
+    p.set_defaults(handler=_show)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from sdsearch.report import front_json, front_report, plot_front, write_csv
+    from sdsearch.search.front import load_front
+
+    front = load_front(args.source, study_name=args.study_name, candidates=args.candidates,
+                       budget=_parse_budget(args.budget))  # fmt: skip
+    if args.json:
+        print(json.dumps(front_json(front), indent=2))
+    else:
+        _console().print(front_report(front))
+    if args.csv:
+        write_csv(front, args.csv)
+    if args.plot:
+        plot_front(front, args.plot)
+        if not args.json:
+            _console().print(f"plot written to {args.plot}")
+    return 0
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="write the chosen configuration as a trainer config")
+    _add_source(p)
+    p.add_argument("--pick", default="knee", help="best, knee (default), trial:N or trial:N:EXIT")
+    p.add_argument("--epochs", type=int, help="train longer in the final run")
+    p.add_argument("-o", "--out", required=True, help="trainer config to write, e.g. best.yaml")
+    p.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sdsearch.export import export_config
+
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
+    doc = export_config(args.source, study_name=args.study_name, pick=args.pick, budget=_parse_budget(args.budget),
+                        epochs=args.epochs, out=args.out)  # fmt: skip
+    prov = doc.get("provenance", {})
+    _console().print(f"wrote {args.out} (trial {prov.get('trial')}, exit {doc['deploy']['exit']}); "
+                     f"train it with: sdsearch train {args.out}")  # fmt: skip
+    return 0
+
+
+# -- train ---------------------------------------------------------------------------------------
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a fixed config into a deployable model")
+    p.add_argument("config", help="trainer config YAML (e.g. from sdsearch export)")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sdsearch.training import train
+
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
+    out = args.out or str(Path("runs") / Path(args.config).stem)
+    result = train(args.config, out=out, epochs=args.epochs)
+    _console().print(f"model and metrics written to {result.out}")
+    return 0
+
+
+# -- studies -------------------------------------------------------------------------------------
+
+
+def _add_studies(sub: Any) -> None:
+    p = sub.add_parser("studies", help="list the studies in a storage with their trial counts")
+    p.add_argument("storage", help="storage URL or .db file (or a space file: its storage)")
+    p.set_defaults(handler=_studies)
+
+
+def _studies(args: argparse.Namespace) -> int:
+    from sdsearch.search.storage import list_studies
+    from sdsearch.summary import studies_table
+
+    _console().print(studies_table(list_studies(args.storage)))
+    return 0
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdsearch",
+        description="Search self-distilled lightweight CNNs for edge budgets (Optuna + Ray Tune).",
+    )
+    parser.add_argument("--version", action="version", version=f"sdsearch {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_validate, _add_cost, _add_run, _add_show, _add_export, _add_train, _add_studies):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sdsearch`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except SdsearchError as exc:
+        if args.debug:
+            raise
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            "interrupted; finished trials are kept in the study (run the same command to resume)",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Rich renderables for the small commands: ``validate``, ``cost`` and ``studies``.
+
+Fronts and plots live in :mod:`sdsearch.report`; this module only formats records it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from sdsearch.sizes import format_size
+
+if TYPE_CHECKING:
+    from sdsearch.space import Space
+
+__all__ = ["cost_table", "space_summary", "studies_table"]
+
+
+def space_summary(space: Space) -> Group:
+    """Name, budget and the searched dimensions of a space (conditional ones marked)."""
+    from sdsearch.search.storage import mask_url
+
+    budget = ", ".join(f"{k} <= {format_size(v)}" for k, v in space.budget.items()) or "none"
+    kind = (
+        "trainer config (every value fixed)"
+        if space.is_fixed
+        else f"{len(space.searched)} searched dimensions"
+    )
+    head = Text.assemble(
+        ("ok ", "bold green"), (space.source, "bold"), f": {kind}\n",
+        f"study {space.name} in {mask_url(space.storage)}; {space.n_trials} trained trials; "
+        f"sampler {space.sampler.type}; objectives {', '.join(space.objectives)}\n",
+        f"budget: {budget}; data: {space.data.dataset}; {space.train.epochs} epochs; deploy exit {space.deploy_exit}",
+    )  # fmt: skip
+    if space.is_fixed:
+        return Group(head)
+    conditional = space.conditional
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    table.add_column("dimension")
+    table.add_column("distribution")
+    table.add_column("condition", style="dim")
+    for dim in space.searched:
+        table.add_row(dim.key, dim.describe(), conditional.get(dim.key, ""))
+    return Group(head, table)
+
+
+def cost_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """Deploy cost per exit (MACs are multiply-accumulates; papers often call them FLOPs)."""
+    table = Table(title="deploy cost per exit (MACs = multiply-accumulates; FLOPs = 2 x MACs)")
+    for column in ("exit", "params", "MACs", "FLOPs"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["exit"]), format_size(row["params"]), format_size(row["macs"]), format_size(row["flops"])
+        )
+    return table
+
+
+def studies_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """One line per study: trial counts by outcome."""
+    table = Table(title="studies")
+    columns = ("study", "complete", "rejected", "failed", "pruned", "running", "target")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "study" else "right")
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    return table

@@ -1,0 +1,155 @@
+"""Space files: the shipped spaces validate, every malformed file fails with its key path, sampling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sdsearch.cli import main
+from sdsearch.config import TrialConfig
+from sdsearch.errors import SpaceError
+from sdsearch.space import config_to_document, diff_documents, load_space, load_trial_config, parse_space
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "spaces").glob("*.yaml"))
+BAD = sorted((Path(__file__).parent / "bad_spaces").glob("*.yaml"))
+
+
+def _expected_key(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect:"), path
+    return first.split(":", 1)[1].strip()
+
+
+def test_corpus_is_large_enough():
+    assert len(BAD) >= 40
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_spaces_validate(path, capsys):
+    assert main(["validate", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_malformed_file_names_its_key(path, capsys):
+    code = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    key = _expected_key(path)
+    prefix = f"{path}: {key}: " if key else f"{path}: "
+    assert lines[0].startswith(prefix), f"{lines[0]!r} does not start with {prefix!r}"
+    assert "Traceback" not in err
+
+
+def test_did_you_mean_on_unknown_key(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("name: s\nspace:\n  fusion: {typ: residual}\n")
+    with pytest.raises(SpaceError, match=r"did you mean type\?"):
+        load_space(f)
+
+
+def test_missing_file_is_exit_2(capsys):
+    assert main(["validate", "nope/missing.yaml"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_defaults_fill_every_optional_key():
+    space = parse_space({"name": "x"})
+    assert space.is_fixed
+    assert space.storage == "sqlite:///studies/x.db"
+    assert space.objectives == ("accuracy", "params", "macs")
+    assert space.fixed_config() == TrialConfig()
+
+
+def test_space_train_overrides_train():
+    space = parse_space({"train": {"lr": 0.1, "epochs": 3}, "space": {"train": {"lr": 0.5}}})
+    cfg = space.fixed_config()
+    assert cfg.train.lr == 0.5 and cfg.train.epochs == 3
+
+
+def test_sizes_and_budget():
+    space = parse_space({"budget": {"params": "50k", "macs": "1.5G", "flops": 2e6}})
+    assert space.budget == {"params": 50_000, "macs": 1.5e9, "flops": 2e6}
+
+
+def _study():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def test_conditional_keys_are_sampled_only_where_they_apply():
+    space = load_space(ROOT / "spaces" / "iot_budget.yaml")
+    study = _study()
+    for _ in range(60):
+        trial = study.ask()
+        cfg = space.suggest(trial)
+        assert ("cbfe.ratio" in trial.params) == (cfg.model.cbfe.location != "none")
+        if cfg.model.fusion.type == "none":
+            assert cfg.loss.teacher != "fused"
+            assert "loss.teacher" not in trial.params
+        study.tell(trial, 0.0)
+
+
+def test_fixed_teacher_fused_restricts_fusion():
+    space = parse_space(
+        {"space": {"fusion": {"type": {"choice": ["none", "residual"]}}, "loss": {"teacher": "fused"}}}
+    )
+    study = _study()
+    for _ in range(10):
+        trial = study.ask()
+        assert space.suggest(trial).model.fusion.type == "residual"
+        study.tell(trial, 0.0)
+
+
+def test_enqueued_params_are_reproduced():
+    space = load_space(ROOT / "spaces" / "iot_budget.yaml")
+    study = _study()
+    first = study.ask()
+    cfg = space.suggest(first)
+    study.tell(first, 0.0)
+    study.enqueue_trial(first.params)
+    again = study.ask()
+    assert space.suggest(again) == cfg
+
+
+def test_spec_hash_ignores_run_settings_but_not_the_space(tmp_path):
+    base = {"name": "h", "trials": 5, "space": {"backbone": {"width": {"choice": [0.25, 0.5]}}}}
+    h = parse_space(base).spec_hash()
+    assert (
+        parse_space({**base, "trials": 50, "resources": {"cpu": 2}, "storage": "sqlite:///o.db"}).spec_hash()
+        == h
+    )
+    changed = parse_space({**base, "space": {"backbone": {"width": {"choice": [0.25, 1.0]}}}})
+    assert changed.spec_hash() != h
+    diff = diff_documents(parse_space(base).study_spec(), changed.study_spec())
+    assert any(line.startswith("space.backbone.width") for line in diff)
+
+
+def test_trainer_config_round_trip(tmp_path):
+    import yaml
+
+    cfg = TrialConfig().replace(deploy_exit="2")
+    doc = config_to_document(cfg, name="best", provenance={"study": "s", "trial": 3})
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert load_trial_config(path) == cfg
+
+
+def test_distribution_left_is_refused_for_training(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("space:\n  backbone: {width: {choice: [0.5, 1.0]}}\n")
+    with pytest.raises(SpaceError, match=r"space\.backbone\.width: is still a distribution"):
+        load_trial_config(path)
+
+
+def test_space_module_imports_no_heavy_library():
+    code = "import sys, sdsearch.space, sdsearch.cli; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
