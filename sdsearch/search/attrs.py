@@ -5,10 +5,12 @@ stored format has one definition. Values are JSON-serialisable (Optuna's RDB sto
 
 Study user attrs:
     ``SPEC_HASH``: stable hash of the parts of the space file that define the study.
-    ``SPEC``: the validated space document (dict) the study was created from, so a study can be
-    shown and exported without the YAML file.
+    ``SPEC``: ``{"document": the validated space document, "study_spec": Space.study_spec(),
+    "trials": the file's target, "source": the file}``, so a study can be shown and exported
+    without the YAML file and a changed space can name the keys that changed.
     ``OBJECTIVES``: list of objective names, e.g. ``["accuracy", "params", "macs"]``.
     ``BUDGET``: dict metric -> limit (numbers), e.g. ``{"params": 50000, "macs": 2000000}``.
+    ``TARGET``: the number of trained trials the last ``sdsearch run`` aimed for.
 
 Trial user attrs:
     ``CONFIG``: ``TrialConfig.to_dict()`` of the trial (set for every trial, rejected ones too).
@@ -19,6 +21,9 @@ Trial user attrs:
     ``FAIL_REASON``: one line saying why a trial FAILed (NaN loss, exception, out of memory).
     ``EPOCHS_DONE``: epochs trained (PRUNED and FAIL trials may have fewer than configured).
     ``RETRY_OF``: number of the orphaned trial a re-enqueued trial repeats.
+    ``INTERRUPTED``: true on a trial its driver left RUNNING (killed, Ctrl-C), told FAIL on the next
+    run and re-enqueued once; such trials do not count toward ``trials``.
+    ``WORKER``: ``{"node": ..., "pid": ..., "started": unix time, "finished": unix time}`` of the run.
 
 Constraints are stored with ``Trial.set_constraint(metric, value - limit)`` (Optuna 5), one per
 budget metric; ``FrozenTrial.constraints`` reads them back as a dict (all <= 0 means feasible).
@@ -30,6 +35,7 @@ SPEC_HASH = "sdsearch:spec_hash"
 SPEC = "sdsearch:spec"
 OBJECTIVES = "sdsearch:objectives"
 BUDGET = "sdsearch:budget"
+TARGET = "sdsearch:target"
 
 CONFIG = "config"
 COST = "cost"
@@ -38,6 +44,8 @@ REJECTED = "rejected"
 FAIL_REASON = "fail_reason"
 EPOCHS_DONE = "epochs_done"
 RETRY_OF = "retry_of"
+INTERRUPTED = "interrupted"
+WORKER = "worker"
 
 REJECTED_BUDGET = "budget"
 REJECTED_INVALID = "invalid"

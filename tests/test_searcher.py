@@ -1,0 +1,161 @@
+"""SDOptunaSearch driven without Tune (as Ray's own searcher tests do): budget, NaN, missing, stop."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sdsearch.config import TrialConfig
+from sdsearch.cost import Cost
+from sdsearch.search import attrs
+from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler, budget_violations, final_state
+from sdsearch.space import parse_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = {
+    "name": "unit",
+    "objectives": ["accuracy", "params", "macs"],
+    "budget": {"macs": 1000},
+    "train": {"epochs": 3},
+    "space": {"backbone": {"width": {"choice": [0.25, 0.5, 1.0]}}, "branches": {"placement": [1, 2]}},
+}
+
+
+def fake_costs(config: TrialConfig) -> dict[str, Cost]:
+    """Cost grows with width and exit depth: width 1.0 breaks the 1000-MAC budget."""
+    w = config.model.backbone.width
+    return {e: Cost(params=int(100 * w * (i + 1)), macs=int(1000 * w * (i + 1) / 2)) for i, e in enumerate(config.model.exits)}
+
+
+def make_searcher(budget=None, space=None, storage=None):
+    spec = dict(SPACE) if space is None else space
+    if budget is not None:
+        spec["budget"] = budget
+    sp = parse_space(spec)
+    study = optuna.create_study(
+        directions=[attrs.DIRECTIONS[o] for o in sp.objectives], sampler=optuna.samplers.RandomSampler(seed=1), storage=storage
+    )
+    return SDOptunaSearch(SpaceSampler(sp), study=study, objectives=sp.objectives, budget=sp.budget, cost_fn=fake_costs), study
+
+
+def result(acc=0.8, epoch=3, **extra):
+    return {"accuracy": acc, "accuracy_1": 0.5, "accuracy_2": 0.6, "accuracy_final": acc, "epoch": epoch, **extra}
+
+
+def test_budget_violations():
+    assert budget_violations(Cost(params=10, macs=50), {"macs": 40, "params": 20}) == {"macs": 10.0, "params": -10.0}
+
+
+def test_infeasible_configs_are_told_at_once_and_never_returned():
+    searcher, study = make_searcher()
+    suggested = [searcher.suggest(f"t{i}") for i in range(8)]
+    for s in suggested:
+        cfg = TrialConfig.from_dict(s["config"])
+        assert fake_costs(cfg)["final"].macs <= 1000
+    rejected = [t for t in study.trials if attrs.REJECTED in t.user_attrs]
+    assert rejected, "width 1.0 should have been drawn and rejected"
+    for t in rejected:
+        assert t.state == TrialState.PRUNED
+        assert t.user_attrs[attrs.REJECTED] == attrs.REJECTED_BUDGET
+        assert t.constraints["macs"] > 0
+    assert searcher.n_rejected == len(rejected)
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    assert len(running) == 8 and all(t.constraints["macs"] <= 0 for t in running)
+
+
+def test_complete_trial_stores_values_candidates_and_constraints():
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    searcher.on_trial_complete("a", result(0.9))
+    t = study.trials[s["trial_number"]]
+    cfg = TrialConfig.from_dict(s["config"])
+    final = fake_costs(cfg)["final"]
+    assert t.state == TrialState.COMPLETE
+    assert t.values == [0.9, final.params, final.macs]
+    assert [c["exit"] for c in t.user_attrs[attrs.CANDIDATES]] == ["1", "2", "final"]
+    assert t.user_attrs[attrs.EPOCHS_DONE] == 3
+    assert study.best_trials[0].number == t.number
+
+
+@pytest.mark.parametrize(
+    "res, reason",
+    [
+        (result(float("nan")), "accuracy nan"),
+        (result(float("inf")), "accuracy inf"),
+        ({"epoch": 3}, "no accuracy"),
+        (None, "no accuracy"),
+        (result(0.5, fail_reason="loss became nan at epoch 2, step 5"), "loss became nan"),
+        (result(0.5, fail_reason="out of memory: CUDA"), "out of memory"),
+    ],
+)
+def test_nan_missing_and_failures_end_fail_with_reason(res, reason):
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    searcher.on_trial_complete("a", res)
+    t = study.trials[s["trial_number"]]
+    assert t.state == TrialState.FAIL
+    assert reason in t.user_attrs[attrs.FAIL_REASON]
+
+
+def test_ray_error_without_result_is_fail():
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    searcher.on_trial_complete("a", None, error=True)
+    assert study.trials[s["trial_number"]].state == TrialState.FAIL
+
+
+def test_early_stop_is_pruned_with_epochs_done():
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    searcher.on_trial_complete("a", result(0.7, epoch=1))
+    t = study.trials[s["trial_number"]]
+    assert t.state == TrialState.PRUNED
+    assert t.user_attrs[attrs.EPOCHS_DONE] == 1
+    assert attrs.REJECTED not in t.user_attrs
+
+
+def test_completion_is_told_once():
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    searcher.on_trial_complete("a", result(0.9))
+    searcher.on_trial_complete("a", result(0.1))
+    assert study.trials[s["trial_number"]].values[0] == 0.9
+
+
+def test_infeasible_space_finishes_after_bounded_draws():
+    searcher, study = make_searcher(budget={"macs": 1})
+    searcher._max_rejections = 25
+    from ray.tune.search import Searcher
+
+    assert searcher.suggest("a") == Searcher.FINISHED
+    assert searcher.infeasible
+    assert len(study.trials) == 25 and all(t.state == TrialState.PRUNED for t in study.trials)
+
+
+def test_final_state_keeps_shallow_candidates_of_pruned_trials():
+    cfg = TrialConfig.from_dict({"model": {"branches": {"placement": [1]}}, "train": {"epochs": 5}})
+    costs = {"1": Cost(1, 2), "final": Cost(3, 4)}
+    out = final_state({"accuracy": 0.5, "accuracy_1": 0.4, "accuracy_final": 0.5, "epoch": 2}, error=False,
+                      config=cfg, costs=costs, objectives=("accuracy", "macs"))  # fmt: skip
+    assert out.state == TrialState.PRUNED and len(out.candidates) == 2
+    assert not math.isnan(out.candidates[0]["accuracy"])
+
+
+def test_orphans_are_failed_and_requeued_once(tmp_path):
+    from sdsearch.search.runner import recover_orphans
+
+    searcher, study = make_searcher(storage=f"sqlite:///{tmp_path}/o.db")
+    s = searcher.suggest("a")
+    orphan = study.trials[s["trial_number"]]
+    assert recover_orphans(study, [orphan], "interrupted") == 1
+    t = study.trials[orphan.number]
+    assert t.state == TrialState.FAIL and t.user_attrs[attrs.INTERRUPTED]
+    retry = searcher.suggest("b")
+    assert retry["config"] == s["config"]
+    assert study.trials[retry["trial_number"]].user_attrs[attrs.RETRY_OF] == orphan.number
+    # the retry is itself orphaned: failed, but not enqueued a second time
+    assert recover_orphans(study, [study.trials[retry["trial_number"]]], "interrupted") == 0
