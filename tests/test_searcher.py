@@ -28,7 +28,10 @@ SPACE = {
 def fake_costs(config: TrialConfig) -> dict[str, Cost]:
     """Cost grows with width and exit depth: width 1.0 breaks the 1000-MAC budget."""
     w = config.model.backbone.width
-    return {e: Cost(params=int(100 * w * (i + 1)), macs=int(1000 * w * (i + 1) / 2)) for i, e in enumerate(config.model.exits)}
+    return {
+        e: Cost(params=int(100 * w * (i + 1)), macs=int(1000 * w * (i + 1) / 2))
+        for i, e in enumerate(config.model.exits)
+    }
 
 
 def make_searcher(budget=None, space=None, storage=None):
@@ -37,17 +40,31 @@ def make_searcher(budget=None, space=None, storage=None):
         spec["budget"] = budget
     sp = parse_space(spec)
     study = optuna.create_study(
-        directions=[attrs.DIRECTIONS[o] for o in sp.objectives], sampler=optuna.samplers.RandomSampler(seed=1), storage=storage
+        directions=[attrs.DIRECTIONS[o] for o in sp.objectives],
+        sampler=optuna.samplers.RandomSampler(seed=1),
+        storage=storage,
     )
-    return SDOptunaSearch(SpaceSampler(sp), study=study, objectives=sp.objectives, budget=sp.budget, cost_fn=fake_costs), study
+    return SDOptunaSearch(
+        SpaceSampler(sp), study=study, objectives=sp.objectives, budget=sp.budget, cost_fn=fake_costs
+    ), study
 
 
 def result(acc=0.8, epoch=3, **extra):
-    return {"accuracy": acc, "accuracy_1": 0.5, "accuracy_2": 0.6, "accuracy_final": acc, "epoch": epoch, **extra}
+    return {
+        "accuracy": acc,
+        "accuracy_1": 0.5,
+        "accuracy_2": 0.6,
+        "accuracy_final": acc,
+        "epoch": epoch,
+        **extra,
+    }
 
 
 def test_budget_violations():
-    assert budget_violations(Cost(params=10, macs=50), {"macs": 40, "params": 20}) == {"macs": 10.0, "params": -10.0}
+    assert budget_violations(Cost(params=10, macs=50), {"macs": 40, "params": 20}) == {
+        "macs": 10.0,
+        "params": -10.0,
+    }
 
 
 def test_infeasible_configs_are_told_at_once_and_never_returned():

@@ -1,0 +1,114 @@
+"""One rich live view of a running search (Ray's own console output is switched off).
+
+Shows done/target, running, rejected, failed, best accuracy, front size, elapsed time and an ETA.
+It is a Ray Tune ``Callback`` fed by the searcher's counters, so it reads no storage in the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from sdsearch.search.searcher import SDOptunaSearch
+
+__all__ = ["LiveView", "pareto_size"]
+
+
+def pareto_size(points: list[list[float]], signs: list[float]) -> int:
+    """Number of non-dominated points (values multiplied by ``signs`` so that larger is better)."""
+    scored = [[s * v for s, v in zip(signs, p)] for p in points]
+    return sum(
+        not any(all(o >= q for o, q in zip(other, p)) and other != p for other in scored) for p in scored
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+class LiveView(Callback):
+    """Ray Tune callback drawing the search's state; ``done_before`` counts trials of earlier runs."""
+
+    def __init__(self, searcher: SDOptunaSearch, *, target: int, done_before: int, title: str,
+                 console: Console | None = None, signs: list[float] | None = None) -> None:  # fmt: skip
+        self.searcher = searcher
+        self.target = target
+        self.done_before = done_before
+        self.title = title
+        self.signs = signs or []
+        self.started = time.time()
+        self.running: set[str] = set()
+        self.console = console or Console(stderr=True)
+        self.live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
+
+    def __enter__(self) -> LiveView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.update(self.render())
+        self.live.__exit__(*exc)
+
+    # -- Ray callback hooks ------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+        self.live.update(self.render())
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.live.update(self.render())
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
+        self.live.update(self.render())
+
+    on_trial_error = on_trial_complete
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if iteration % 10 == 0:
+            self.live.update(self.render())
+
+    # -- drawing -----------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        from optuna.trial import TrialState
+
+        outcomes = [o for _, o in self.searcher.completed]
+        done = self.done_before + len(outcomes)
+        values = [o.values for o in outcomes if o.state == TrialState.COMPLETE and o.values]
+        elapsed = time.time() - self.started
+        finished_now = len(outcomes)
+        remaining = max(0, self.target - done)
+        eta = elapsed / finished_now * remaining if finished_now else None
+        return {
+            "done": done,
+            "running": len(self.running),
+            "rejected": self.searcher.n_rejected,
+            "failed": sum(o.state == TrialState.FAIL for o in outcomes),
+            "pruned": sum(o.state == TrialState.PRUNED for o in outcomes),
+            "best": max((v[0] for v in values), default=None),
+            "front": pareto_size(values, self.signs) if values and self.signs else 0,
+            "elapsed": elapsed,
+            "eta": eta,
+        }
+
+    def render(self) -> Table:
+        s = self.stats()
+        table = Table.grid(padding=(0, 2))
+        best = f"{s['best']:.4f}" if s["best"] is not None else "-"
+        eta = _duration(s["eta"]) if s["eta"] is not None else "-"
+        table.add_row(
+            f"[bold]{self.title}[/]", f"done {s['done']}/{self.target}", f"running {s['running']}",
+            f"rejected {s['rejected']}", f"failed {s['failed']}", f"pruned {s['pruned']}",
+            f"best accuracy {best}", f"front {s['front']}", f"elapsed {_duration(s['elapsed'])}", f"ETA {eta}",
+        )  # fmt: skip
+        return table

@@ -1,0 +1,452 @@
+"""``sdsearch run``: one fresh Ray Tune run per invocation over a stored Optuna study.
+
+The study storage is the only truth (DESIGN.md §1, §6). Each invocation:
+
+1. validates the space and opens (or creates) its study; a changed space is refused with the keys
+   that changed, unless ``fresh`` (the old study is kept under a suffixed name);
+2. takes the study's driver lock (SQLite: one driver per file);
+3. tells trials left RUNNING by a dead driver FAIL (``interrupted``) and re-enqueues each once;
+4. counts trained trials and runs only the missing ones through a new ``Tuner`` whose searcher
+   (:class:`~sdsearch.search.searcher.SDOptunaSearch`) asks the stored study.
+
+Who moves a trial out of RUNNING: the searcher (rejections in ``suggest``, results in
+``on_trial_complete``) and this module (orphans at start; trials in flight at Ctrl-C or on error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdsearch.errors import InfeasibleSpaceError, SpaceError, StudyError, StudyLockedError
+from sdsearch.search import attrs
+from sdsearch.search.storage import count_trials, mask_url, open_storage, sqlite_path
+from sdsearch.space import Space, diff_documents, load_space
+
+__all__ = ["RunSummary", "make_sampler", "prepare_study", "recover_orphans", "run", "study_lock"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one invocation did: counts after it, and what it added."""
+
+    study_name: str
+    storage: str
+    target: int
+    trained_before: int
+    trained: int
+    counts: Mapping[str, int]
+    seconds: float
+
+    @property
+    def added(self) -> int:
+        return self.trained - self.trained_before
+
+
+# -- samplers ------------------------------------------------------------------------------------
+
+
+def _tpe(seed: int, **options: Any) -> Any:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, **options)
+
+
+def _nsga2(seed: int, **options: Any) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, **options)
+
+
+def _nsga3(seed: int, **options: Any) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIIISampler(seed=seed, **options)
+
+
+def _gp(seed: int, **options: Any) -> Any:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed, **options)
+
+
+def _random(seed: int, **options: Any) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed, **options)
+
+
+def _qmc(seed: int, **options: Any) -> Any:
+    import optuna
+
+    return optuna.samplers.QMCSampler(seed=seed, **options)
+
+
+#: Sampler name -> factory(seed, **options); the names match :data:`sdsearch.space.SAMPLERS`.
+SAMPLER_FACTORIES: dict[str, Callable[..., Any]] = {
+    "tpe": _tpe, "nsga2": _nsga2, "nsga3": _nsga3, "gp": _gp, "random": _random, "qmc": _qmc,
+}  # fmt: skip
+
+
+def make_sampler(space: Space, *, seed: int) -> Any:
+    """The space's Optuna sampler; a bad option combination is reported against ``sampler``."""
+    try:
+        return SAMPLER_FACTORIES[space.sampler.type](seed, **dict(space.sampler.options))
+    except (TypeError, ValueError) as exc:
+        raise SpaceError(
+            space.source, "sampler", f"{space.sampler.type} rejected its options: {exc}"
+        ) from None
+
+
+# -- the study -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def study_lock(storage_url: str, study_name: str) -> Iterator[None]:
+    """One driver per SQLite study file: an exclusive ``flock`` on ``<db>.lock`` holding our pid.
+
+    Server databases need no lock: several drivers may share a study (heartbeats find dead ones).
+    """
+    path = sqlite_path(storage_url)
+    if path is None:
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise StudyLockedError(
+                f"study {study_name} in {path} is already running (pid {pid}); wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _free_name(existing: set[str], name: str) -> str:
+    n = 1
+    while f"{name}.{n}" in existing:
+        n += 1
+    return f"{name}.{n}"
+
+
+def _rename_study(storage: Any, old: str, new: str) -> None:
+    """Keep an old study under a new name (Optuna has no rename; the RDB schema is stable)."""
+    from sqlalchemy import text
+
+    with storage.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE studies SET study_name = :new WHERE study_name = :old"), {"new": new, "old": old}
+        )
+
+
+def prepare_study(space: Space, storage: Any, *, fresh: bool = False, seed: int | None = None) -> Any:
+    """Create or load the space's study, refusing a changed space unless ``fresh``.
+
+    Returns an ``optuna.Study`` whose sampler is seeded from (seed, number of trials so far), so a
+    resumed run does not replay the first run's random draws.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
+    spec_hash = space.spec_hash()
+    if space.name in names:
+        existing = optuna.load_study(study_name=space.name, storage=storage)
+        stored = existing.user_attrs.get(attrs.SPEC_HASH)
+        if stored is None and not fresh:
+            raise StudyError(
+                f"study {space.name} in {mask_url(space.storage)} was not created by sdsearch; "
+                "choose another name or storage, or pass --fresh to start anew (the old one is kept)"
+            )
+        if stored != spec_hash and not fresh:
+            old = existing.user_attrs.get(attrs.SPEC, {})
+            changes = diff_documents(old.get("study_spec", {}), space.study_spec()) or ["(unknown)"]
+            shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+            raise StudyError(
+                f"{space.source}: the space changed since study {space.name} started ({shown}); "
+                f"run with --fresh to start a new study (the old one is kept as {_free_name(names, space.name)})"
+            )
+        if fresh:
+            _rename_study(storage, space.name, _free_name(names, space.name))
+    n_before = 0 if fresh or space.name not in names else len(existing.trials)
+    base_seed = space.seed if seed is None else seed
+    study = optuna.create_study(
+        storage=storage,
+        study_name=space.name,
+        directions=[attrs.DIRECTIONS[o] for o in space.objectives],
+        sampler=make_sampler(space, seed=base_seed * 1_000_003 + n_before),
+        load_if_exists=True,
+    )
+    if study.user_attrs.get(attrs.SPEC_HASH) != spec_hash:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(space.objectives))
+        study.set_user_attr(attrs.SPEC_HASH, spec_hash)
+        study.set_user_attr(attrs.SPEC, {"document": dict(space.document), "study_spec": space.study_spec(),
+                                         "trials": space.n_trials, "source": space.source})  # fmt: skip
+        study.set_user_attr(attrs.OBJECTIVES, list(space.objectives))
+        study.set_user_attr(attrs.BUDGET, dict(space.budget))
+    return study
+
+
+def recover_orphans(study: Any, trials: list[Any], reason: str) -> int:
+    """Tell RUNNING ``trials`` FAIL (``interrupted``) and re-enqueue each once with the same params.
+
+    A trial that is itself a retry is not re-enqueued again, so a config that kills its driver
+    cannot loop forever. Returns the number re-enqueued.
+    """
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    retried = {t.user_attrs.get(attrs.RETRY_OF) for t in study.get_trials(deepcopy=False)}
+    requeued = 0
+    for handle in trials:
+        trial = storage.get_trial(handle._trial_id)  # live Trial or FrozenTrial: read the stored state
+        if trial.state != TrialState.RUNNING:
+            continue
+        storage.set_trial_user_attr(trial._trial_id, attrs.INTERRUPTED, True)
+        storage.set_trial_user_attr(trial._trial_id, attrs.FAIL_REASON, reason)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if attrs.RETRY_OF in trial.user_attrs or trial.number in retried:
+            continue
+        study.enqueue_trial(dict(trial.params), user_attrs={attrs.RETRY_OF: trial.number})
+        requeued += 1
+    return requeued
+
+
+def _orphans(study: Any, *, shared: bool) -> list[Any]:
+    """RUNNING trials no live driver owns: all of them under the SQLite lock, stale ones otherwise."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not shared:
+        return running
+    from sdsearch.search.searcher import heartbeat_enabled
+
+    storage = study._storage
+    if not heartbeat_enabled(storage):
+        return []
+    stale = set(storage._get_stale_trial_ids(study._study_id))
+    return [t for t in running if t._trial_id in stale]
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+
+
+def _quiet_ray_env() -> None:
+    """Environment Ray reads at import/init: no auth token locally, no console chatter, no loggers."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, *, object_store_bytes: int) -> Iterator[bool]:
+    """Start (or join) Ray unless it already runs; yields whether this call started it."""
+    _quiet_ray_env()
+    import ray
+
+    if ray.is_initialized():
+        yield False
+        return
+    kwargs: dict[str, Any] = {
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+        "include_dashboard": False,
+    }
+    if address:
+        kwargs.pop("include_dashboard")
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(object_store_memory=object_store_bytes, **kwargs)
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def _check_resources(space: Space) -> None:
+    import ray
+
+    available = ray.cluster_resources()
+    if space.resources.gpu > available.get("GPU", 0):
+        raise SpaceError(space.source, "resources.gpu",
+                         f"each trial asks for {space.resources.gpu:g} GPU but the Ray cluster has "
+                         f"{available.get('GPU', 0):g}; set gpu: 0 to train on CPUs")  # fmt: skip
+    if space.resources.cpu > available.get("CPU", 0):
+        raise SpaceError(space.source, "resources.cpu",
+                         f"each trial asks for {space.resources.cpu:g} CPUs but the Ray cluster has "
+                         f"{available.get('CPU', 0):g}; lower resources.cpu")  # fmt: skip
+
+
+def _scheduler(space: Space) -> Any:
+    if space.scheduler.type != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    epochs = space.dims.get("train.epochs")
+    max_epochs = (
+        space.train.epochs if epochs is None else int(max(epochs.choices or (epochs.high, epochs.value or 0)))
+    )
+    return ASHAScheduler(time_attr="training_iteration", metric="accuracy", mode="max", max_t=max_epochs,
+                         grace_period=space.scheduler.grace_epochs, reduction_factor=space.scheduler.reduction_factor)  # fmt: skip
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def run(
+    space: Space | str | os.PathLike[str],
+    *,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    fresh: bool = False,
+    address: str | None = None,
+    seed: int | None = None,
+    fit_fn: Callable[..., Any] | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Run (or resume) the search a space describes until ``n_trials`` trials are trained.
+
+    Example:
+        >>> summary = run("spaces/iot_budget.yaml")            # doctest: +SKIP
+        >>> summary.trained, summary.target                   # doctest: +SKIP
+        (12, 12)
+
+    Args:
+        space: a :class:`Space` or the path of its YAML file.
+        n_trials: trained trials to reach (default: the space's ``trials``); raising it extends a study.
+        storage: override the space's storage URL.
+        fresh: start a new study; an existing one is kept under a suffixed name.
+        address: join a running Ray cluster (``auto`` or ``ray://host:port``).
+        seed: override the space's seed.
+        fit_fn: replace the training inside each trial (tests and benchmarks use a cheap stand-in,
+            ``sdsearch.testing.FakeFit``); must be picklable.
+        progress: draw the live view.
+
+    Raises:
+        SpaceError: bad input (exit 2). StudyError: changed space, locked or foreign storage,
+        infeasible budget (exit 1).
+    """
+    space = space if isinstance(space, Space) else load_space(space)
+    if storage is not None:
+        from sdsearch.search.storage import storage_url
+
+        space = dataclasses.replace(space, storage=storage_url(storage))
+    if seed is not None:
+        space = dataclasses.replace(space, seed=seed)
+    target = n_trials or space.n_trials
+    started = time.time()
+    db = open_storage(space.storage, create=True)
+    with study_lock(space.storage, space.name):
+        study = prepare_study(space, db, fresh=fresh)
+        shared = sqlite_path(space.storage) is None
+        recover_orphans(
+            study, _orphans(study, shared=shared), "interrupted: its driver stopped before the trial ended"
+        )
+        study.set_user_attr(attrs.TARGET, target)
+        before = count_trials(study.get_trials(deepcopy=False))
+        missing = target - before["trained"]
+        if missing > 0:
+            _search(space, study, missing=missing, done_before=before["trained"], target=target,
+                    address=address, fit_fn=fit_fn, progress=progress)  # fmt: skip
+        after = count_trials(study.get_trials(deepcopy=False))
+    return RunSummary(study_name=space.name, storage=mask_url(space.storage), target=target,
+                      trained_before=before["trained"], trained=after["trained"], counts=after,
+                      seconds=time.time() - started)  # fmt: skip
+
+
+def _search(space: Space, study: Any, *, missing: int, done_before: int, target: int, address: str | None,
+            fit_fn: Callable[..., Any] | None, progress: bool) -> None:  # fmt: skip
+    """Train ``missing`` trials through one fresh Tuner; in-flight trials are retired on any exit."""
+    from sdsearch.cost import exit_costs
+    from sdsearch.data import load_dataset
+    from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
+
+    dataset = load_dataset(space.data, seed=space.seed)
+    shape = dataset.shape
+
+    def cost_fn(config: Any) -> Any:
+        return exit_costs(config.model, num_classes=shape.num_classes, in_chans=shape.in_chans,
+                          input_size=(shape.height, shape.width))  # fmt: skip
+
+    searcher = SDOptunaSearch(SpaceSampler(space), study=study, objectives=space.objectives, budget=space.budget,
+                              cost_fn=cost_fn)  # fmt: skip
+    store_bytes = max(256 * 2**20, 3 * dataset.nbytes)
+    with ray_session(address, object_store_bytes=store_bytes):
+        _check_resources(space)
+        try:
+            _fit(space, searcher, dataset, missing=missing, done_before=done_before, target=target,
+                 fit_fn=fit_fn, progress=progress)  # fmt: skip
+        finally:
+            recover_orphans(study, searcher.in_flight, "interrupted: the run stopped before the trial ended")
+    if searcher.infeasible:
+        raise InfeasibleSpaceError(
+            f"{space.source}: budget: {searcher.consecutive_rejections} configs in a row broke the budget "
+            f"({', '.join(f'{k} <= {v:g}' for k, v in space.budget.items())}); raise the budget or offer smaller "
+            "widths, depths or fewer exits"
+        )
+
+
+def _fit(space: Space, searcher: Any, dataset: Any, *, missing: int, done_before: int, target: int,
+         fit_fn: Callable[..., Any] | None, progress: bool) -> None:  # fmt: skip
+    from ray import tune
+
+    from sdsearch.search.progress import LiveView
+    from sdsearch.search.trainable import train_trial
+
+    resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    fn = tune.with_resources(tune.with_parameters(train_trial, dataset=dataset, fit_fn=fit_fn), resources)
+    signs = [1.0 if attrs.DIRECTIONS[o] == "maximize" else -1.0 for o in space.objectives]
+    view = LiveView(searcher, target=target, done_before=done_before, title=space.name, signs=signs)
+    scratch = tempfile.mkdtemp(prefix="sdsearch-ray-")
+    tuner = tune.Tuner(
+        fn,
+        param_space={"threads": max(1, int(space.resources.cpu))},
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=_scheduler(space),
+            num_samples=missing,
+            max_concurrent_trials=space.resources.concurrent or 0,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{space.name}-{int(time.time())}-{os.getpid()}",
+            storage_path=scratch,
+            verbose=0,
+            callbacks=[view] if progress else [],
+            log_to_file=False,
+        ),
+    )
+    ctx = view if progress else contextlib.nullcontext()
+    with ctx:
+        tuner.fit()
+    _rmtree(Path(scratch))
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,209 @@
+"""Opening study storages safely: URLs, masking, refusing foreign or corrupted files, listing studies.
+
+The Optuna storage is the only persistent truth of a study (DESIGN.md §1), so this module never
+creates a database when it only reads, never writes into a file that is not an Optuna store, and
+never prints a password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sdsearch.errors import StudyError
+from sdsearch.search import attrs
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+__all__ = [
+    "count_trials",
+    "is_counted",
+    "list_studies",
+    "mask_url",
+    "open_storage",
+    "resolve_study",
+    "sqlite_path",
+    "storage_url",
+]
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_OPTUNA_TABLES = {"studies", "trials", "version_info"}
+
+
+def storage_url(source: str) -> str:
+    """A storage URL for ``source``: URLs pass through, ``*.db`` paths become ``sqlite:///path``."""
+    return source if "://" in source else f"sqlite:///{source}"
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _mask_in(text: str) -> str:
+    """Hide anything that looks like a password inside a URL embedded in ``text``."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", text)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for other databases and in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def _check_sqlite_file(path: Path, url: str, *, create: bool) -> None:
+    """Refuse anything that is not (or cannot become) an Optuna SQLite store."""
+    if not path.exists():
+        if not create:
+            raise StudyError(
+                f"{url}: no study storage there yet (run `sdsearch run SPACE` first, or check the path)"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyError(
+                f"{url}: cannot create {path.parent}/ ({exc.strerror}); choose another --storage"
+            ) from None
+        if not os.access(path.parent, os.W_OK):
+            raise StudyError(
+                f"{url}: {path.parent}/ is not writable; choose another --storage or fix its permissions"
+            )
+        return
+    if path.is_dir():
+        raise StudyError(f"{url}: {path} is a directory, not a database file")
+    if path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        if f.read(16) != _SQLITE_MAGIC:
+            raise StudyError(
+                f"{url}: {path} is not an SQLite database; refusing to touch it (choose another --storage)"
+            )
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StudyError(f"{url}: {path} is corrupted or unreadable ({exc}); nothing was changed") from None
+    if tables and not tables >= _OPTUNA_TABLES:
+        raise StudyError(
+            f"{url}: {path} is an SQLite database of something else (tables: {', '.join(sorted(tables)[:4])}); "
+            "refusing to touch it (choose another --storage)"
+        )
+    if create and not os.access(path, os.W_OK):
+        raise StudyError(f"{url}: {path} is read-only; fix its permissions or choose another --storage")
+
+
+def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStorage:
+    """Open an Optuna RDB storage with clear errors; with ``create=False`` nothing is ever created.
+
+    SQLite stores get a long busy timeout (trials are told from one driver, but readers such as
+    ``sdsearch show`` may look at the same time). Server databases get heartbeats so that several
+    drivers can share a study and a dead driver's trials can be recognised as stale.
+
+    Raises:
+        StudyError: the storage is missing (when reading), foreign, corrupted or not writable.
+    """
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = storage_url(url)
+    path = sqlite_path(url)
+    kwargs: dict[str, Any] = {}
+    if path is not None:
+        _check_sqlite_file(path, url, create=create)
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    elif not url.startswith("sqlite"):
+        kwargs.update(heartbeat_interval=30, grace_period=120)
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except (SQLAlchemyError, RuntimeError, ValueError, ImportError, ModuleNotFoundError) as exc:
+        reason = _mask_in(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        raise StudyError(f"{mask_url(url)}: cannot open the study storage ({reason})") from None
+
+
+def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str]:
+    """``(storage_url, study_name)`` for a space file or a storage (URL or ``.db`` path).
+
+    A storage that holds exactly one study needs no ``study_name``.
+    """
+    if source.endswith((".yaml", ".yml")):
+        from sdsearch.space import load_space
+
+        space = load_space(source)
+        return space.storage, study_name or space.name
+    url = storage_url(source)
+    names = [s.study_name for s in _summaries(url)]
+    if study_name is not None:
+        if study_name not in names:
+            raise StudyError(
+                f"{mask_url(url)}: no study {study_name!r} (studies: {', '.join(names) or 'none'})"
+            )
+        return url, study_name
+    if len(names) == 1:
+        return url, names[0]
+    if not names:
+        raise StudyError(f"{mask_url(url)}: holds no study yet (run `sdsearch run SPACE` first)")
+    raise StudyError(f"{mask_url(url)}: holds several studies ({', '.join(names)}); pass --study NAME")
+
+
+def _summaries(url: str) -> list[Any]:
+    import optuna
+
+    return optuna.study.get_all_study_summaries(open_storage(url), include_best_trial=False)
+
+
+def is_counted(trial: FrozenTrial) -> bool:
+    """Whether a finished trial counts toward ``trials``: it was trained (not rejected, not interrupted)."""
+    from optuna.trial import TrialState
+
+    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        return False
+    return attrs.REJECTED not in trial.user_attrs and not trial.user_attrs.get(attrs.INTERRUPTED, False)
+
+
+def count_trials(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """Counts by outcome: complete, rejected, failed, pruned, interrupted, running, waiting, trained."""
+    from optuna.trial import TrialState
+
+    counts: Counter[str] = Counter()
+    for t in trials:
+        if attrs.REJECTED in t.user_attrs:
+            counts["rejected"] += 1
+        elif t.user_attrs.get(attrs.INTERRUPTED, False):
+            counts["interrupted"] += 1
+        else:
+            counts[{TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned",
+                    TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]] += 1  # fmt: skip
+        counts["trained"] += is_counted(t)
+    keys = ("complete", "rejected", "failed", "pruned", "interrupted", "running", "waiting", "trained")
+    return {k: counts.get(k, 0) for k in keys}
+
+
+def list_studies(source: str) -> list[dict[str, Any]]:
+    """One row per study in a storage: name, counts by outcome and the target from its space."""
+    import optuna
+
+    url, _ = resolve_study(source) if source.endswith((".yaml", ".yml")) else (storage_url(source), None)
+    storage = open_storage(url)
+    rows = []
+    for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        row: dict[str, Any] = {"study": summary.study_name, **count_trials(study.get_trials(deepcopy=False))}
+        spec = study.user_attrs.get(attrs.SPEC) or {}
+        row["target"] = spec.get("trials", "") if isinstance(spec, dict) else ""
+        rows.append(row)
+    return rows

@@ -1,0 +1,102 @@
+"""The Ray Tune trainable: build one config, train it, report every epoch. It never imports Optuna.
+
+Every exception is caught and reported as ``fail_reason`` so the searcher can store *why* a trial
+failed (Ray only tells a searcher *that* it failed). The dataset arrives once per worker through
+Ray's object store (``tune.with_parameters``), as numpy arrays shared zero-copy.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from sdsearch.config import TrialConfig
+
+if TYPE_CHECKING:
+    from sdsearch.data import Dataset
+    from sdsearch.trainer import EpochReport
+
+__all__ = ["exit_metrics", "train_trial", "worker_info"]
+
+
+def exit_metrics(val_accuracy: dict[str, float], deploy_exit: str) -> dict[str, float]:
+    """Flat Ray metrics: ``accuracy`` (the deployed exit) plus ``accuracy_<exit>`` for every exit."""
+    metrics = {f"accuracy_{name}": float(acc) for name, acc in val_accuracy.items()}
+    metrics["accuracy"] = float(val_accuracy[deploy_exit])
+    return metrics
+
+
+def worker_info(started: float) -> dict[str, Any]:
+    """Where and when a trial ran: Ray node id (hostname outside Ray), pid, start and end times."""
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else socket.gethostname()
+    except Exception:
+        node = socket.gethostname()
+    return {
+        "node": node,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": started,
+        "finished": time.time(),
+    }
+
+
+def _fail_reason(exc: BaseException) -> str:
+    import torch
+
+    from sdsearch.errors import SdsearchError
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return f"out of memory: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if isinstance(exc, SdsearchError):
+        return str(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: Any = None) -> None:
+    """Ray function trainable: ``config`` is ``{"config": TrialConfig.to_dict(), "threads": n, ...}``.
+
+    ``fit_fn(cfg, dataset, threads=, report=)`` defaults to :func:`fit_config`; tests and benchmarks
+    pass a cheap stand-in (``sdsearch.testing.FakeFit``) and keep the real failure handling.
+    """
+    from ray import tune
+
+    started = time.time()
+    cfg = TrialConfig.from_dict(config["config"])
+    last: dict[str, Any] = {"epoch": 0}
+
+    def report(epoch: EpochReport) -> None:
+        last.update(exit_metrics(epoch.val_accuracy, cfg.deploy_exit))
+        last.update(epoch=epoch.epoch, train_loss=float(epoch.train_loss), seconds=float(epoch.seconds),
+                    worker=worker_info(started))  # fmt: skip
+        tune.report(dict(last))
+
+    try:
+        (fit_fn or fit_config)(cfg, dataset, threads=config.get("threads"), report=report)
+    except Exception as exc:
+        tune.report({**last, "fail_reason": _fail_reason(exc), "worker": worker_info(started)})
+
+
+def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None, report: Any) -> Any:
+    """Build the network and loss of ``cfg`` and train them (the same path as ``sdsearch train``)."""
+    import torch
+
+    from sdsearch.data import load_dataset
+    from sdsearch.losses import SelfDistillLoss
+    from sdsearch.nn.network import SelfDistillNet
+    from sdsearch.trainer import fit
+
+    data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(cfg.seed)
+    shape = data.shape
+    net = SelfDistillNet(cfg.model, num_classes=shape.num_classes, in_chans=shape.in_chans,
+                         input_size=(shape.height, shape.width))  # fmt: skip
+    loss = SelfDistillLoss(cfg.loss, net)
+    return fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=device,
+               threads=threads, report=report, deploy_exit=cfg.deploy_exit)  # fmt: skip

@@ -1,0 +1,115 @@
+"""End-to-end search through Ray Tune with a stand-in fit (FakeFit): resume, budget, locks, GPUs."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sdsearch.errors import InfeasibleSpaceError, StudyError, StudyLockedError
+from sdsearch.search import attrs
+from sdsearch.search.runner import run, study_lock
+from sdsearch.space import parse_space
+from sdsearch.testing import FakeFit
+
+pytestmark = pytest.mark.ray
+
+
+def make_space(tmp_path, **overrides):
+    doc = {
+        "name": "e2e",
+        "storage": f"sqlite:///{tmp_path}/e2e.db",
+        "trials": 4,
+        "seed": 0,
+        "sampler": "random",
+        "budget": {"params": 60_000},
+        "resources": {"cpu": 1, "concurrent": 2},
+        "data": {"dataset": "digits"},
+        "train": {"epochs": 2},
+        "space": {
+            "backbone": {"arch": "mobilenetv2", "width": {"choice": [0.125, 0.75, 1.0]}, "depth": 1},
+            "branches": {"placement": {"subset": [1, 2]}},
+        },
+    }
+    doc.update(overrides)
+    return parse_space(doc, source=str(tmp_path / "e2e.yaml"))
+
+
+def trials(space):
+    return optuna.load_study(study_name=space.name, storage=space.storage).trials
+
+
+def test_run_trains_target_rejects_over_budget_and_resumes(tmp_path, ray_session):
+    space = make_space(tmp_path)
+    summary = run(space, fit_fn=FakeFit(), progress=False)
+    assert summary.trained == 4 and summary.counts["complete"] == 4
+    all_trials = trials(space)
+    rejected = [t for t in all_trials if attrs.REJECTED in t.user_attrs]
+    trained = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    assert rejected, "wide configs (over 60k params) must have been drawn and rejected"
+    for t in rejected:  # never reached Ray: no worker, no epochs
+        assert attrs.WORKER not in t.user_attrs and attrs.EPOCHS_DONE not in t.user_attrs
+        assert t.user_attrs[attrs.COST]["params"] > 60_000
+    for t in trained:
+        assert t.user_attrs[attrs.WORKER]["pid"] > 0
+        assert t.user_attrs[attrs.COST]["params"] <= 60_000
+        assert {c["exit"] for c in t.user_attrs[attrs.CANDIDATES]} >= {"final"}
+
+    again = run(space, fit_fn=FakeFit(), progress=False)
+    assert again.added == 0 and len(trials(space)) == len(all_trials)
+
+    more = run(space, n_trials=6, fit_fn=FakeFit(), progress=False)
+    assert more.added == 2 and more.trained == 6
+
+
+def test_changed_space_is_refused_then_fresh_keeps_the_old_study(tmp_path, ray_session):
+    space = make_space(tmp_path, trials=1)
+    run(space, fit_fn=FakeFit(), progress=False)
+    changed = make_space(tmp_path, trials=1, train={"epochs": 3})
+    with pytest.raises(StudyError, match=r"train\.epochs: 2 -> 3.*--fresh"):
+        run(changed, fit_fn=FakeFit(), progress=False)
+    run(changed, fresh=True, fit_fn=FakeFit(), progress=False)
+    names = {s.study_name for s in optuna.get_all_study_summaries(space.storage)}
+    assert names == {"e2e", "e2e.1"}
+    old = optuna.load_study(study_name="e2e.1", storage=space.storage)
+    assert len([t for t in old.trials if t.state == TrialState.COMPLETE]) == 1
+
+
+def test_second_driver_is_refused(tmp_path, ray_session):
+    space = make_space(tmp_path)
+    with (
+        study_lock(space.storage, space.name),
+        pytest.raises(StudyLockedError, match=r"already running \(pid \d+\)"),
+    ):
+        run(space, fit_fn=FakeFit(), progress=False)
+
+
+def test_infeasible_budget_ends_with_a_clear_error(tmp_path, ray_session):
+    space = make_space(tmp_path, budget={"params": 10})
+    with pytest.raises(InfeasibleSpaceError, match="broke the budget"):
+        run(space, fit_fn=FakeFit(), progress=False)
+
+
+def test_failures_end_fail_with_reason_and_the_study_finishes(tmp_path, ray_session):
+    space = make_space(tmp_path, trials=4, sampler="random",
+                       space={"backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": 1},
+                              "train": {"lr": {"choice": [0.01, 0.02, 0.03, 0.05]}}})  # fmt: skip
+    fit = FakeFit(failures={0.01: "raise", 0.02: "nan", 0.03: "oom"})
+    run(space, fit_fn=fit, progress=False)
+    reasons = {t.params["train.lr"]: t.user_attrs.get(attrs.FAIL_REASON) for t in trials(space)}
+    expected = {0.01: "RuntimeError: simulated bug", 0.02: "loss became nan", 0.03: "out of memory"}
+    for lr, text in expected.items():
+        if lr in reasons:
+            assert text in reasons[lr]
+    states = {t.params["train.lr"]: t.state for t in trials(space)}
+    assert all(states[lr] == TrialState.FAIL for lr in expected if lr in states)
+    assert states.get(0.05, TrialState.COMPLETE) == TrialState.COMPLETE
+
+
+def test_fractional_gpus_run_two_trials_at_once(tmp_path, ray_session):
+    space = make_space(tmp_path, trials=2, budget={}, resources={"cpu": 1, "gpu": 0.5})
+    run(space, fit_fn=FakeFit(epoch_seconds=1.0), progress=False)
+    workers = [t.user_attrs[attrs.WORKER] for t in trials(space) if t.state == TrialState.COMPLETE]
+    assert len(workers) == 2
+    a, b = sorted(workers, key=lambda w: w["started"])
+    assert b["started"] < a["finished"], "the two half-GPU trials should overlap in time"
