@@ -1,0 +1,635 @@
+"""Pareto fronts of a stored study: over trials and over (trial, exit) candidates.
+
+Everything here works on frozen records (``FrozenTrial``, :class:`Candidate`), never on a live
+study, so ``show`` and ``export`` can read a study while a driver is still writing to it, and the
+maths is testable without Optuna. :func:`load_front` is the one place that reads a storage.
+
+Two fronts, one rule each (DESIGN.md section 5):
+
+* **trials front**: Pareto set of the *feasible, trained* trials (state COMPLETE, not rejected,
+  every stored constraint <= 0, inside the optional tighter budget), each represented by its
+  deployed exit, whose values are Optuna's values.
+* **candidates front**: Pareto set of every (trial, exit) of every trained trial whose *own* cost
+  fits the budget. A shallow exit of a trial whose deployed exit broke the budget can fit it, so it
+  is included: every exit is a deployable model.
+
+Budget-rejected trials are never on a front; they are only counted.
+
+Example:
+    >>> front = load_front("spaces/iot_budget.yaml", budget={"macs": "1M"})  # doctest: +SKIP
+    >>> front.knee.trial, front.knee.exit, front.hypervolume  # doctest: +SKIP
+    (12, 'final', 0.41)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sdsearch.errors import ConfigError, StudyError
+from sdsearch.search import attrs
+from sdsearch.sizes import format_size, parse_size
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+__all__ = [
+    "Candidate",
+    "Counts",
+    "Front",
+    "StudyRecord",
+    "build_front",
+    "effective_budget",
+    "hypervolume",
+    "is_trained",
+    "knee_point",
+    "load_front",
+    "pareto_front",
+    "read_study",
+    "reference_point",
+    "trial_candidates",
+]
+
+#: Accuracy is a fraction in [0, 1]; its ideal value bounds the hypervolume box.
+_ACCURACY_IDEAL = 1.0
+#: Without a budget limit, a cost metric's reference is this factor times its worst observed value.
+_NO_BUDGET_REFERENCE_FACTOR = 1.1
+_COUNT_FIELDS = ("complete", "rejected", "failed", "pruned", "interrupted", "running", "waiting")
+_NO_FEASIBLE = (
+    "{study}: no feasible trial yet{why} ({counts}); run more trials with `sdsearch run`, "
+    "loosen the budget, or look at every exit with --candidates"
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One deployable model: a trial's exit with its validation accuracy and deploy cost.
+
+    ``deployed`` is true for the exit the trial deployed (whose values Optuna stores); other exits
+    come from the trial's ``candidates`` user attr. ``config`` is the trial's ``TrialConfig.to_dict()``
+    with ``deploy_exit`` still the *trial's* exit (export sets the candidate's own exit).
+    """
+
+    trial: int
+    exit: str
+    accuracy: float
+    params: int
+    macs: int
+    flops: int
+    config: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    deployed: bool = True
+
+    def value(self, metric: str) -> float:
+        """The value of an objective or budget metric (``accuracy``, ``params``, ``macs``, ``flops``)."""
+        if metric not in attrs.DIRECTIONS:
+            raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(attrs.DIRECTIONS)}")
+        return float(getattr(self, metric))
+
+    def values(self, metrics: Sequence[str]) -> tuple[float, ...]:
+        """Values in the order of ``metrics`` (e.g. the study's objectives)."""
+        return tuple(self.value(m) for m in metrics)
+
+    @property
+    def label(self) -> str:
+        """``#12`` for a trial's deployed exit, ``#12(2)`` for another exit: short enough for plots."""
+        return f"#{self.trial}" if self.deployed else f"#{self.trial}({self.exit})"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many trials of a study are in each state; each trial is counted once.
+
+    Rejected trials (any state) and interrupted ones (FAIL, re-enqueued) are counted apart, exactly as
+    ``sdsearch studies`` counts them; ``feasible`` is the part of ``complete`` inside the budget.
+    """
+
+    complete: int = 0
+    feasible: int = 0
+    rejected: int = 0
+    failed: int = 0
+    pruned: int = 0
+    interrupted: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    def __str__(self) -> str:
+        parts = [
+            f"{self.complete} complete ({self.feasible} feasible)",
+            f"{self.rejected} rejected",
+            f"{self.failed} failed",
+            f"{self.pruned} pruned",
+            f"{self.running} running",
+        ]
+        if self.interrupted:
+            parts.insert(-1, f"{self.interrupted} interrupted")
+        if self.waiting:
+            parts.append(f"{self.waiting} waiting")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A frozen snapshot of a stored sdsearch study: what :func:`build_front` and export need.
+
+    ``storage`` is the URL with any password masked; ``budget`` the study's own limits.
+    """
+
+    study_name: str
+    storage: str
+    objectives: tuple[str, ...]
+    budget: dict[str, float]
+    spec: dict[str, Any]
+    trials: tuple[FrozenTrial, ...]
+
+    def trained(self) -> list[FrozenTrial]:
+        """COMPLETE trials that were trained (not budget- or validity-rejected), by number."""
+        return [t for t in self.trials if is_trained(t)]
+
+
+@dataclass(frozen=True)
+class Front:
+    """The fronts of one study, a snapshot; ``candidates`` selects which one :attr:`front` is.
+
+    Invariants: every member of a front fits :attr:`budget` (the study budget, tightened by the
+    caller's); fronts are sorted by the first cost objective ascending, then accuracy descending,
+    so they read as a trade-off from cheapest to most accurate.
+
+    Attributes:
+        study_name: the study's name.
+        storage: storage URL, password masked.
+        objectives: the study's objectives, e.g. ``("accuracy", "params", "macs")``.
+        budget: effective limits, metric -> number (study budget, tightened by ``load_front(budget=)``).
+        candidates: whether :attr:`front` is the candidates front (else the trials front).
+        trials: the deployed-exit candidate of every trained trial, feasible or not (plots grey them).
+        all_candidates: every exit of every trained trial, fitting the budget or not.
+        trials_front: Pareto set of feasible trained trials (deployed exits).
+        candidates_front: Pareto set of all (trial, exit) candidates that fit the budget.
+        counts: trial counts by state.
+    """
+
+    study_name: str
+    storage: str
+    objectives: tuple[str, ...]
+    budget: dict[str, float]
+    candidates: bool
+    trials: tuple[Candidate, ...]
+    all_candidates: tuple[Candidate, ...]
+    trials_front: tuple[Candidate, ...]
+    candidates_front: tuple[Candidate, ...]
+    counts: Counts
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """``"maximize"`` / ``"minimize"`` per objective."""
+        return tuple(attrs.DIRECTIONS[m] for m in self.objectives)
+
+    @property
+    def front(self) -> tuple[Candidate, ...]:
+        """The selected front: candidates front if ``candidates`` else trials front."""
+        return self.candidates_front if self.candidates else self.trials_front
+
+    @property
+    def points(self) -> tuple[Candidate, ...]:
+        """Everything the selected front was chosen from (shown faded in plots)."""
+        return self.all_candidates if self.candidates else self.trials
+
+    @cached_property
+    def best(self) -> dict[str, Candidate]:
+        """Best member of :attr:`front` per objective (the front holds each objective's optimum).
+
+        Ties: higher accuracy, then fewer MACs, then the lower trial number, so the answer is stable.
+        """
+        return {m: min(self.front, key=lambda c, m=m: _best_key(c, m)) for m in self.objectives}
+
+    @cached_property
+    def reference(self) -> tuple[float, ...]:
+        """Hypervolume reference point, per objective; see :func:`reference_point`."""
+        return reference_point(self.objectives, self.points, self.budget)
+
+    @cached_property
+    def hypervolume(self) -> float:
+        """Normalised hypervolume of :attr:`front` in [0, 1] (fraction of the ideal-reference box)."""
+        pts = [c.values(self.objectives) for c in self.front]
+        ideal = [_ACCURACY_IDEAL if m == "accuracy" else 0.0 for m in self.objectives]
+        return hypervolume(pts, self.directions, self.reference, ideal=ideal)
+
+    @cached_property
+    def knee(self) -> Candidate:
+        """Knee of :attr:`front` by :func:`knee_point`, costs on a log scale (as the plots show them)."""
+        pts = [c.values(self.objectives) for c in self.front]
+        log = [m in attrs.COST_METRICS for m in self.objectives]
+        return self.front[knee_point(pts, self.directions, log=log)]
+
+    def describe_budget(self) -> str:
+        """``params <= 50k, macs <= 2M`` (or ``none``) for tables and messages."""
+        if not self.budget:
+            return "none"
+        return ", ".join(f"{m} <= {format_size(v)}" for m, v in self.budget.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Generic maths: points are sequences of floats, directions "maximize"/"minimize" per column.
+
+
+def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices (ascending) of the non-dominated points.
+
+    A point dominates another when it is at least as good in every objective and strictly better in
+    one; equal points do not dominate each other, so duplicates are all kept (as
+    ``Study.best_trials`` does). Sort-then-sweep: a dominator sorts lexicographically before what it
+    dominates, and domination is transitive, so each point is checked only against the front found
+    so far: O(n * |front| * d), which beats the O(n^2) pairwise test on real studies.
+
+    Args:
+        points: n points with one value per objective.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+
+    Returns:
+        Indices into ``points`` of the Pareto set.
+    """
+    arr = _as_minimisation(points, directions)
+    if arr.shape[0] == 0:
+        return []
+    order = np.lexsort(arr.T[::-1])
+    kept: list[int] = []
+    for i in order:
+        p = arr[i]
+        if not any(np.all(arr[k] <= p) and np.any(arr[k] < p) for k in kept):
+            kept.append(int(i))
+    return sorted(kept)
+
+
+def hypervolume(
+    points: Sequence[Sequence[float]],
+    directions: Sequence[str],
+    reference: Sequence[float],
+    *,
+    ideal: Sequence[float] | None = None,
+) -> float:
+    """Exact hypervolume dominated by ``points`` and bounded by ``reference``.
+
+    Points that are not strictly better than the reference in every objective add nothing. The
+    computation is exact for any dimension (a 2-d sweep, and slicing along the last objective above
+    that: O(n^2 log n) in 3-d), which is plenty for fronts of a few hundred points.
+
+    Args:
+        points: points in the objectives' own units.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+        reference: the reference (worst acceptable) point, e.g. from :func:`reference_point`.
+        ideal: if given, the result is divided by the volume of the box between ``ideal`` and
+            ``reference``, i.e. computed after normalising every objective to [0, 1]; the value is
+            then the fraction of that box the front dominates, comparable across studies with the
+            same budget.
+
+    Returns:
+        The (normalised, if ``ideal`` is given) hypervolume.
+    """
+    arr = _as_minimisation(points, directions)
+    ref = _as_minimisation([reference], directions)[0]
+    if arr.shape[0]:
+        arr = arr[np.all(arr < ref, axis=1)]
+    volume = _hv(arr[pareto_front(arr, ["minimize"] * len(ref))], ref) if arr.shape[0] else 0.0
+    if ideal is None:
+        return volume
+    box = float(np.prod(np.abs(ref - _as_minimisation([ideal], directions)[0])))
+    if box <= 0:
+        raise ValueError(f"ideal {list(ideal)} and reference {list(reference)} span no volume")
+    return volume / box
+
+
+def knee_point(
+    points: Sequence[Sequence[float]],
+    directions: Sequence[str],
+    *,
+    log: Sequence[bool] | None = None,
+) -> int:
+    """Index of the knee of a front: the point closest to the utopia point after normalisation.
+
+    Method (*design*): each objective is turned into a loss, optionally log10-scaled (costs spanning
+    decades are compared by ratio, as on the log-x plots), then min-max normalised over the front;
+    the utopia point is then the origin and the knee is the point with the smallest Euclidean
+    distance to it: the best compromise, invariant to units and scaling. It works for any number of
+    objectives (the max-distance-to-hyperplane knee degenerates in 3-d with collinear extremes).
+    Objectives that are constant over the front are ignored. Ties go to the earlier point.
+
+    Args:
+        points: the front (the knee of a dominated set is still computed, but means little).
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+        log: per objective, whether to compare on a log10 scale (positive values only).
+
+    Returns:
+        Index into ``points``.
+    """
+    raw = np.array(points, dtype=float).reshape(-1, len(directions))
+    if raw.shape[0] == 0:
+        raise ValueError("knee_point needs at least one point")
+    for j, use_log in enumerate(log or ()):
+        if use_log:
+            raw[:, j] = np.log10(np.maximum(raw[:, j], 1e-12))
+    arr = _as_minimisation(raw, directions)
+    lo, hi = arr.min(axis=0), arr.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    distance = np.sqrt((((arr - lo) / span) ** 2).sum(axis=1))
+    return int(np.argmin(distance))
+
+
+def reference_point(
+    objectives: Sequence[str], points: Sequence[Candidate], budget: Mapping[str, float]
+) -> tuple[float, ...]:
+    """The hypervolume reference point for a study's objectives.
+
+    * accuracy: 0 (a model no better than nothing adds no volume);
+    * a cost metric with a budget limit: the limit (the budget *is* the worst acceptable cost);
+    * a cost metric without one: 1.1 times its largest value among ``points`` (every trained model
+      then adds volume), or 1 when there are no points.
+
+    ``flops`` without its own limit takes 2x a ``macs`` limit, and vice versa, since flops = 2 MACs.
+    """
+    ref: list[float] = []
+    for metric in objectives:
+        if metric == "accuracy":
+            ref.append(0.0)
+        elif metric in budget:
+            ref.append(float(budget[metric]))
+        elif metric == "flops" and "macs" in budget:
+            ref.append(2.0 * budget["macs"])
+        elif metric == "macs" and "flops" in budget:
+            ref.append(budget["flops"] / 2.0)
+        else:
+            worst = max((c.value(metric) for c in points), default=0.0)
+            ref.append(_NO_BUDGET_REFERENCE_FACTOR * worst if worst > 0 else 1.0)
+    return tuple(ref)
+
+
+def _as_minimisation(points: Sequence[Sequence[float]] | np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    arr = np.array(points, dtype=float).reshape(-1, len(directions))
+    for j, direction in enumerate(directions):
+        if direction == "maximize":
+            arr[:, j] = -arr[:, j]
+        elif direction != "minimize":
+            raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    return arr
+
+
+def _hv(points: np.ndarray, ref: np.ndarray) -> float:
+    """Hypervolume of minimisation points, all strictly below ``ref``, by slicing the last axis."""
+    n, d = points.shape
+    if n == 0:
+        return 0.0
+    if d == 1:
+        return float(ref[0] - points[:, 0].min())
+    if d == 2:
+        volume, best_y = 0.0, ref[1]
+        for x, y in points[np.lexsort((points[:, 1], points[:, 0]))]:
+            if y < best_y:
+                volume += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return float(volume)
+    ordered = points[np.argsort(points[:, -1], kind="stable")]
+    volume = 0.0
+    for i in range(n):
+        depth = (ordered[i + 1, -1] if i + 1 < n else ref[-1]) - ordered[i, -1]
+        if depth > 0:
+            slab = ordered[: i + 1, :-1]
+            volume += _hv(slab[pareto_front(slab, ["minimize"] * (d - 1))], ref[:-1]) * depth
+    return float(volume)
+
+
+def _best_key(c: Candidate, metric: str) -> tuple[float, ...]:
+    primary = -c.value(metric) if attrs.DIRECTIONS[metric] == "maximize" else c.value(metric)
+    return (primary, -c.accuracy, c.macs, c.params, c.trial, not c.deployed)
+
+
+# --------------------------------------------------------------------------------------------
+# Stored trials -> candidates -> fronts.
+
+
+def build_front(
+    record: StudyRecord, *, candidates: bool = False, budget: Mapping[str, Any] | None = None
+) -> Front:
+    """Compute both fronts of a study snapshot (pure: no storage access).
+
+    Args:
+        record: the study snapshot, from :func:`read_study` (or built by hand in tests).
+        candidates: make :attr:`Front.front` the candidates front.
+        budget: extra limits, metric -> number or size string (``{"macs": "1M"}``). They can only
+            tighten the study budget: configs over the study budget were never trained.
+
+    Returns:
+        The :class:`Front`.
+
+    Raises:
+        ConfigError: an unknown budget metric or a limit that is not a positive size.
+        StudyError: the selected front is empty (no feasible trial, or no fitting candidate).
+    """
+    limits = effective_budget(record.budget, budget)
+    trials: list[Candidate] = []
+    every: list[Candidate] = []
+    feasible: list[Candidate] = []
+    for trial in record.trained():
+        exits = trial_candidates(trial, record.objectives)
+        if exits is None:
+            continue
+        deployed = next(c for c in exits if c.deployed)
+        trials.append(deployed)
+        every.extend(exits)
+        if all(v <= 0 for v in trial.constraints.values()) and _fits(deployed, limits):
+            feasible.append(deployed)
+    fitting = [c for c in every if _fits(c, limits)]
+    counts = _counts(record.trials, n_feasible=len(feasible))
+    front = Front(
+        study_name=record.study_name,
+        storage=record.storage,
+        objectives=record.objectives,
+        budget=limits,
+        candidates=candidates,
+        trials=tuple(trials),
+        all_candidates=tuple(every),
+        trials_front=_front_of(feasible, record.objectives),
+        candidates_front=_front_of(fitting, record.objectives),
+        counts=counts,
+    )
+    if not front.front:
+        why = f" within {front.describe_budget()}" if budget else ""
+        if candidates:
+            why = f"{why} (and no exit of any trained trial fits)"
+        raise StudyError(_NO_FEASIBLE.format(study=record.study_name, why=why, counts=counts))
+    return front
+
+
+def _front_of(points: list[Candidate], objectives: Sequence[str]) -> tuple[Candidate, ...]:
+    directions = [attrs.DIRECTIONS[m] for m in objectives]
+    members = [points[i] for i in pareto_front([c.values(objectives) for c in points], directions)]
+    first_cost = next((m for m in objectives if m in attrs.COST_METRICS), "macs")
+    members.sort(key=lambda c: (c.value(first_cost), -c.accuracy, c.trial, c.exit))
+    return tuple(members)
+
+
+def _fits(c: Candidate, limits: Mapping[str, float]) -> bool:
+    return all(c.value(m) <= limit for m, limit in limits.items())
+
+
+def effective_budget(study: Mapping[str, float], extra: Mapping[str, Any] | None) -> dict[str, float]:
+    """The study budget tightened by ``extra`` (metric -> number or size string such as ``"1M"``).
+
+    A limit looser than the study's has no effect: configs over the study budget were never trained.
+
+    Raises:
+        ConfigError: an unknown metric, or a limit that is not a positive size.
+    """
+    limits = {m: float(v) for m, v in study.items()}
+    for metric, raw in (extra or {}).items():
+        if metric not in attrs.COST_METRICS:
+            raise ConfigError(
+                f"budget: unknown metric {metric!r}; a budget limits one of {', '.join(attrs.COST_METRICS)}"
+            )
+        try:
+            limit = parse_size(raw)
+        except ValueError as exc:
+            raise ConfigError(f"budget: {metric}: {exc}") from None
+        if not limit > 0:
+            raise ConfigError(f"budget: {metric}: a limit must be positive, got {raw!r}")
+        limits[metric] = min(limit, limits.get(metric, math.inf))
+    return limits
+
+
+def is_trained(trial: FrozenTrial) -> bool:
+    """A COMPLETE trial that was trained: not rejected (budget-rejected trials are COMPLETE too)."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.COMPLETE and attrs.REJECTED not in trial.user_attrs
+
+
+def _counts(trials: Sequence[FrozenTrial], *, n_feasible: int) -> Counts:
+    from sdsearch.search.storage import count_trials
+
+    n = count_trials(trials)
+    return Counts(feasible=n_feasible, **{f: n[f] for f in _COUNT_FIELDS})
+
+
+def trial_candidates(trial: FrozenTrial, objectives: Sequence[str]) -> list[Candidate] | None:
+    """Every exit of a trained trial; the deployed one carries Optuna's values (the truth).
+
+    Returns None (with a warning) for a trial whose stored record lacks a cost, e.g. one added by
+    hand without sdsearch's user attrs: guessing a cost would put it on a front wrongly.
+    """
+    config = trial.user_attrs.get(attrs.CONFIG) or {}
+    deploy_exit = str(config.get("deploy_exit", "final"))
+    stored = {
+        str(c["exit"]): c for c in trial.user_attrs.get(attrs.CANDIDATES) or [] if c.get("exit") is not None
+    }
+    deployed = dict(stored.get(deploy_exit, {}))
+    deployed.update(trial.user_attrs.get(attrs.COST) or {})
+    deployed.update(zip(objectives, trial.values or (), strict=False))
+    if "flops" not in deployed and "macs" in deployed:
+        deployed["flops"] = 2 * deployed["macs"]
+    stored[deploy_exit] = deployed
+    out: list[Candidate] = []
+    for name, c in stored.items():
+        try:
+            cand = Candidate(
+                trial=trial.number,
+                exit=name,
+                accuracy=float(c["accuracy"]),
+                params=int(c["params"]),
+                macs=int(c["macs"]),
+                flops=int(c.get("flops", 2 * int(c["macs"]))),
+                config=config,
+                deployed=name == deploy_exit,
+            )
+        except (KeyError, TypeError, ValueError, OverflowError):
+            if name == deploy_exit:
+                warnings.warn(
+                    f"trial {trial.number} has no complete cost record (user attrs "
+                    f"{attrs.COST!r}/{attrs.CANDIDATES!r}); it is left out of the fronts",
+                    stacklevel=2,
+                )
+                return None
+            continue
+        if all(math.isfinite(v) for v in cand.values(("accuracy", "params", "macs", "flops"))):
+            out.append(cand)
+        elif name == deploy_exit:
+            return None
+    return sorted(out, key=lambda c: _exit_order(c.exit))
+
+
+def _exit_order(name: str) -> int:
+    return 99 if name == "final" else int(name) if name.isdigit() else 98
+
+
+# --------------------------------------------------------------------------------------------
+# Storage access: the only impure part.
+
+
+def read_study(source: str, *, study_name: str | None = None) -> StudyRecord:
+    """Read a stored sdsearch study into a :class:`StudyRecord` (never creates a database).
+
+    Args:
+        source: a space YAML path, a storage URL or a ``.db`` path.
+        study_name: needed when the storage holds several studies.
+
+    Raises:
+        StudyError: missing or foreign storage, unknown study, or a study sdsearch did not create.
+    """
+    from sdsearch.search.storage import mask_url, open_storage, resolve_study
+
+    url, name = resolve_study(source, study_name)
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        raise StudyError(
+            f"{mask_url(url)}: no study named {name!r}; list them with `sdsearch studies`"
+        ) from None
+    user_attrs = storage.get_study_user_attrs(study_id)
+    objectives = user_attrs.get(attrs.OBJECTIVES)
+    if not objectives or any(m not in attrs.DIRECTIONS for m in objectives):
+        raise StudyError(
+            f"{mask_url(url)}: study {name!r} was not created by sdsearch "
+            f"(no valid {attrs.OBJECTIVES!r} study attr); only sdsearch studies can be shown or exported"
+        )
+    return StudyRecord(
+        study_name=name,
+        storage=mask_url(url),
+        objectives=tuple(objectives),
+        budget={m: float(v) for m, v in (user_attrs.get(attrs.BUDGET) or {}).items()},
+        spec=dict(user_attrs.get(attrs.SPEC) or {}),
+        trials=tuple(storage.get_all_trials(study_id, deepcopy=False)),
+    )
+
+
+def load_front(
+    source: str,
+    *,
+    study_name: str | None = None,
+    candidates: bool = False,
+    budget: Mapping[str, Any] | None = None,
+) -> Front:
+    """Read a study and compute its trials front and candidates front.
+
+    Args:
+        source: a space YAML path (its ``storage`` and ``name``), a storage URL or a ``.db`` path.
+        study_name: the study, when the storage holds several.
+        candidates: make :attr:`Front.front` the (trial, exit) candidates front.
+        budget: tighter limits, e.g. ``{"macs": 1e6}`` or ``{"params": "20k"}``: what fits a
+            smaller device than the one searched for.
+
+    Returns:
+        A :class:`Front` snapshot.
+
+    Raises:
+        StudyError: (exit 1) the storage or study cannot be read, or nothing feasible exists yet.
+        ConfigError: (exit 2) a bad ``budget``.
+
+    Example:
+        >>> front = load_front("studies/iot_budget.db", candidates=True)  # doctest: +SKIP
+        >>> [(c.trial, c.exit) for c in front.front]  # doctest: +SKIP
+        [(3, '2'), (7, 'final'), (12, 'final')]
+    """
+    return build_front(read_study(source, study_name=study_name), candidates=candidates, budget=budget)

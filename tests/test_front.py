@@ -1,0 +1,262 @@
+"""Pareto fronts, hypervolume and knee of stored studies (sdsearch.search.front)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import optuna
+import pytest
+from _front_study import create_study, other, rejected, standard_study, storage_url, trained
+from optuna.trial import TrialState
+
+import sdsearch
+from sdsearch.errors import ConfigError, StudyError
+from sdsearch.search import attrs
+from sdsearch.search.front import (
+    Candidate,
+    build_front,
+    hypervolume,
+    knee_point,
+    load_front,
+    pareto_front,
+    read_study,
+    reference_point,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+DIRECTION_SETS = [
+    ("maximize", "minimize"),
+    ("minimize", "minimize"),
+    ("maximize", "minimize", "minimize"),
+    ("minimize", "maximize", "minimize"),
+]
+
+
+@pytest.fixture(scope="module")
+def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = storage_url(tmp_path_factory.mktemp("front"))
+    standard_study(url)
+    return url
+
+
+# -- generic maths against brute force ------------------------------------------------------------
+
+
+def _random_points(seed: int, n: int, d: int) -> list[list[float]]:
+    rng = random.Random(seed)
+    # Few distinct values, so ties and exact duplicates occur.
+    return [[float(rng.randint(0, 8)) for _ in range(d)] for _ in range(n)]
+
+
+def _brute_front(points: list[list[float]], directions: tuple[str, ...]) -> list[int]:
+    sign = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    loss = [[s * v for s, v in zip(sign, p, strict=True)] for p in points]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [i for i, p in enumerate(loss) if not any(dominates(q, p) for q in loss)]
+
+
+def _brute_hypervolume(
+    points: list[list[float]], directions: tuple[str, ...], reference: list[float]
+) -> float:
+    """Sum of the grid cells (cut at every coordinate) whose lower corner some point dominates."""
+    sign = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    loss = [[s * v for s, v in zip(sign, p, strict=True)] for p in points]
+    ref = [s * r for s, r in zip(sign, reference, strict=True)]
+    axes = [sorted({p[j] for p in loss if p[j] < ref[j]} | {ref[j]}) for j in range(len(ref))]
+    volume = 0.0
+    for cell in itertools.product(*(range(len(a) - 1) for a in axes)):
+        corner = [axes[j][k] for j, k in enumerate(cell)]
+        if any(all(p[j] <= corner[j] for j in range(len(ref))) for p in loss):
+            size = 1.0
+            for j, k in enumerate(cell):
+                size *= axes[j][k + 1] - axes[j][k]
+            volume += size
+    return volume
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("directions", DIRECTION_SETS)
+def test_pareto_front_matches_brute_force(seed: int, directions: tuple[str, ...]) -> None:
+    points = _random_points(seed, 40, len(directions))
+    assert pareto_front(points, directions) == _brute_front(points, directions)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("directions", DIRECTION_SETS)
+def test_hypervolume_matches_brute_force(seed: int, directions: tuple[str, ...]) -> None:
+    points = _random_points(100 + seed, 14, len(directions))
+    # A reference some points do not beat in every objective: they must add nothing.
+    reference = [-1.0 if d == "maximize" else 7.0 for d in directions]
+    expected = _brute_hypervolume(points, directions, reference)
+    assert hypervolume(points, directions, reference) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_hypervolume_normalised_to_the_ideal_reference_box() -> None:
+    directions = ("maximize", "minimize")
+    assert hypervolume([[1.0, 0.0]], directions, [0.0, 10.0], ideal=[1.0, 0.0]) == pytest.approx(1.0)
+    assert hypervolume([[0.5, 5.0]], directions, [0.0, 10.0], ideal=[1.0, 0.0]) == pytest.approx(0.25)
+    assert hypervolume([], directions, [0.0, 10.0], ideal=[1.0, 0.0]) == 0.0
+    assert hypervolume([[0.9, 12.0]], directions, [0.0, 10.0]) == 0.0  # over the reference cost
+
+
+def test_pareto_front_empty_and_duplicates() -> None:
+    assert pareto_front([], ("maximize", "minimize")) == []
+    assert pareto_front([[1, 2], [1, 2], [0, 3]], ("maximize", "minimize")) == [0, 1]
+
+
+def test_knee_point_picks_the_corner_and_ignores_units() -> None:
+    directions = ("maximize", "minimize")
+    l_shape = [[0.50, 1.0], [0.89, 2.0], [0.90, 10.0], [0.91, 100.0]]
+    assert knee_point(l_shape, directions) == 1
+    scaled = [[a * 100, c * 1e6] for a, c in l_shape]  # percent and raw MACs: same knee
+    assert knee_point(scaled, directions) == 1
+    assert knee_point([[0.7, 5.0]], directions) == 0
+
+
+def test_knee_point_log_scale_compares_costs_by_ratio() -> None:
+    directions = ("maximize", "minimize")
+    decades = [[0.50, 1e3], [0.85, 1e4], [0.90, 1e5], [0.92, 1e6]]
+    assert knee_point(decades, directions) == 2  # linear: 1e5 still looks cheap next to 1e6
+    assert knee_point(decades, directions, log=[False, True]) == 1
+
+
+def test_knee_point_three_objectives_on_front() -> None:
+    rng = random.Random(3)
+    points = [[rng.random(), rng.random() * 1e5, rng.random() * 1e6] for _ in range(60)]
+    directions = ("maximize", "minimize", "minimize")
+    front = [points[i] for i in pareto_front(points, directions)]
+    knee = knee_point(front, directions, log=[False, True, True])
+    assert 0 <= knee < len(front)
+
+
+def test_reference_point_uses_budget_else_worst_observed() -> None:
+    pts = [Candidate(0, "final", 0.9, 1000, 20_000, 40_000), Candidate(1, "final", 0.8, 3000, 10_000, 20_000)]
+    objectives = ("accuracy", "params", "macs", "flops")
+    assert reference_point(objectives, pts, {"macs": 50_000.0}) == pytest.approx(
+        (0.0, 3300.0, 50_000.0, 100_000.0)
+    )
+    assert reference_point(("accuracy", "params"), [], {}) == (0.0, 1.0)
+
+
+# -- stored studies --------------------------------------------------------------------------------
+
+
+def _ids(candidates: tuple[Candidate, ...]) -> list[tuple[int, str]]:
+    return sorted((c.trial, c.exit) for c in candidates)
+
+
+def test_trials_front_and_counts(study_url: str) -> None:
+    front = load_front(study_url)
+    assert front.study_name == "toy"
+    assert front.objectives == ("accuracy", "params", "macs")
+    # Rejected, failed, pruned, running, infeasible (3) and dominated (6) trials are not on it.
+    assert [(c.trial, c.exit) for c in front.front] == [(8, "final"), (2, "final"), (0, "final")]
+    assert all(c.deployed for c in front.front)
+    c = front.counts
+    assert (c.complete, c.feasible, c.rejected, c.failed, c.pruned, c.running) == (5, 4, 1, 1, 1, 1)
+    assert [p.trial for p in front.trials] == [0, 2, 3, 6, 8]  # every trained trial, for the plot
+    assert front.best["accuracy"].trial == 0
+    assert front.best["params"].trial == front.best["macs"].trial == 8
+    assert front.knee in front.front
+    assert 0.0 < front.hypervolume < 1.0
+    assert front.reference == (0.0, 60_000.0, 1_500_000.0)
+    assert front.front[0].config["model"]["branches"]["placement"] == []
+
+
+def test_trials_front_agrees_with_optuna_best_trials(study_url: str) -> None:
+    study = optuna.load_study(study_name="toy", storage=study_url)
+    assert [c.trial for c in load_front(study_url).front] == sorted(t.number for t in study.best_trials)[::-1]
+
+
+def test_candidate_front_includes_feasible_shallow_exit_of_infeasible_trial(study_url: str) -> None:
+    front = load_front(study_url, candidates=True)
+    assert front.front is front.candidates_front
+    expected = [(0, "1"), (0, "2"), (0, "final"), (2, "2"), (2, "final"), (3, "1"), (3, "3"), (8, "final")]
+    assert _ids(front.front) == expected
+    assert (3, "final") not in _ids(front.front)  # over the MACs budget itself
+    shallow = next(c for c in front.front if (c.trial, c.exit) == (3, "3"))
+    assert not shallow.deployed and shallow.label == "#3(3)"
+    assert shallow.config["model"]["backbone"]["arch"] == "mobilenetv2"
+    assert len(front.all_candidates) == 11
+    # The candidates front dominates at least as much as the trials front.
+    assert front.hypervolume >= load_front(study_url).hypervolume
+
+
+def test_tighter_budget_selects_before_the_front(study_url: str) -> None:
+    front = load_front(study_url, budget={"macs": 1e6})
+    assert front.budget == {"params": 60_000.0, "macs": 1_000_000.0}
+    assert [c.trial for c in front.front] == [8, 2]
+    assert all(c.macs <= 1e6 for c in front.front)
+    assert front.reference[2] == 1e6
+    cand = load_front(study_url, candidates=True, budget={"macs": "1M", "params": "10k"})
+    assert _ids(cand.front) == [(0, "1"), (2, "2"), (3, "1"), (8, "final")]
+    # A looser limit cannot loosen the study budget: over-budget configs were never trained.
+    assert load_front(study_url, budget={"macs": 9e9}).budget["macs"] == 1_500_000.0
+
+
+@pytest.mark.parametrize(
+    ("budget", "match"),
+    [({"latency": 3}, "unknown metric 'latency'"), ({"macs": "2X"}, "suffix"), ({"macs": -1}, "positive")],
+)
+def test_bad_budget_is_a_config_error(study_url: str, budget: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        load_front(study_url, budget=budget)
+    assert info.value.exit_code == 2
+
+
+def test_budget_with_nothing_inside_is_a_study_error(study_url: str) -> None:
+    with pytest.raises(StudyError, match=r"^toy: no feasible trial yet within .*macs <= 1k"):
+        load_front(study_url, budget={"macs": 1000})
+
+
+def test_zero_feasible_trials_is_a_study_error(tmp_path) -> None:
+    url = storage_url(tmp_path)
+    study = create_study(url, "nothing_fits")
+    rejected(study, 100_000, 3_000_000)
+    other(study, TrialState.FAIL, **{attrs.FAIL_REASON: "nan loss"})
+    with pytest.raises(StudyError, match=r"^nothing_fits: no feasible trial yet") as info:
+        load_front(url)
+    assert info.value.exit_code == 1
+    assert "1 rejected" in str(info.value) and "1 failed" in str(info.value)
+
+
+def test_shallow_exit_rescues_candidates_view_only(tmp_path) -> None:
+    url = storage_url(tmp_path)
+    study = create_study(url, "shallow")
+    trained(study, (0.9, 90_000, 2_000_000), {"2": (0.7, 20_000, 900_000)})  # deployed exit over budget
+    with pytest.raises(StudyError, match="no feasible trial yet"):
+        load_front(url)
+    assert _ids(load_front(url, candidates=True).front) == [(0, "2")]
+
+
+def test_study_not_written_by_sdsearch(tmp_path) -> None:
+    url = storage_url(tmp_path)
+    optuna.create_study(storage=url, study_name="foreign")
+    with pytest.raises(StudyError, match="not created by sdsearch"):
+        load_front(url)
+
+
+def test_no_budget_reference_and_flops_objective(tmp_path) -> None:
+    url = storage_url(tmp_path)
+    study = create_study(url, "nb", objectives=("accuracy", "flops"), budget={})
+    trained(study, (0.8, 10_000, 500_000))
+    trained(study, (0.9, 20_000, 1_000_000))
+    front = load_front(url, study_name="nb")
+    assert front.objectives == ("accuracy", "flops")
+    assert front.reference == (0.0, pytest.approx(1.1 * 2_000_000))
+    assert [c.flops for c in front.front] == [1_000_000, 2_000_000]
+
+
+def test_build_front_is_pure_over_a_snapshot(study_url: str) -> None:
+    record = read_study(study_url)
+    assert record.budget == {"params": 60_000.0, "macs": 1_500_000.0}
+    assert build_front(record).trials_front == load_front(study_url).trials_front
+
+
+def test_public_api_is_lazy_attribute(study_url: str) -> None:
+    assert sdsearch.load_front is load_front

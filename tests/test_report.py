@@ -1,0 +1,95 @@
+"""Tables, CSV / JSON and plots of a front (sdsearch.report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from _front_study import create_study, standard_study, storage_url, trained
+from rich.console import Console
+
+from sdsearch.report import (
+    COLUMNS,
+    front_json,
+    front_records,
+    front_report,
+    plot_front,
+    read_csv,
+    write_csv,
+    write_json,
+)
+from sdsearch.search.front import Front, load_front
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = storage_url(tmp_path_factory.mktemp("report"))
+    standard_study(url)
+    return url
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["trials", "candidates"])
+def front(request: pytest.FixtureRequest, study_url: str) -> Front:
+    return load_front(study_url, candidates=request.param)
+
+
+def test_records_have_the_key_choices(front: Front) -> None:
+    records = front_records(front)
+    assert len(records) == len(front.front)
+    assert all(list(r) == list(COLUMNS) for r in records)
+    assert sum(r["knee"] for r in records) == 1
+    by_id = {(r["trial"], r["exit"]): r for r in records}
+    r = by_id[(0, "final")]
+    assert (r["arch"], r["width"], r["depth"], r["placement"]) == ("resnet", 0.25, 1, "1,2")
+    assert (r["branch_style"], r["cbfe_location"], r["cbfe_ratio"], r["fusion"], r["teacher"]) == (
+        "sd",
+        "none",
+        None,
+        "none",
+        "deepest",
+    )
+
+
+def test_csv_round_trip(front: Front, tmp_path: Path) -> None:
+    path = write_csv(front, tmp_path / "out" / "front.csv")
+    assert read_csv(path) == front_records(front)
+
+
+def test_json_round_trip(front: Front, tmp_path: Path) -> None:
+    path = write_json(front, tmp_path / "front.json")
+    data = json.loads(path.read_text())
+    assert data == json.loads(json.dumps(front_json(front)))
+    assert isinstance(data, list) and all("config" in d for d in data)
+    assert {(d["trial"], d["exit"]) for d in data} == {(c.trial, c.exit) for c in front.front}
+
+
+def test_report_renders_table_counts_and_best(front: Front) -> None:
+    console = Console(record=True, width=220, color_system=None)
+    console.print(front_report(front))
+    text = console.export_text()
+    assert "MACs" in text and "FLOPs" in text  # the label says which one is shown
+    assert "5 complete (4 feasible), 1 rejected, 1 failed, 1 pruned, 1 running" in text
+    assert "knee" in text and "best accuracy: trial 0 exit final: 90.00%" in text
+    assert "budget params <= 60k, macs <= 1.5M" in text
+    for choice in ("arch", "width", "depth", "branch", "CBFE", "fusion", "teacher"):
+        assert choice in text
+
+
+def test_plot_writes_a_png(front: Front, tmp_path: Path) -> None:
+    path = plot_front(front, tmp_path / "plots" / "front.png", dpi=60)
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_plot_with_flops_budget_and_single_point(tmp_path: Path) -> None:
+    url = storage_url(tmp_path)
+    study = create_study(url, "one", objectives=("accuracy", "flops"), budget={"flops": 4e6})
+    trained(study, (0.8, 10_000, 1_000_000))
+    path = plot_front(load_front(url), tmp_path / "one.png", dpi=60)
+    assert path.read_bytes().startswith(PNG_MAGIC)
