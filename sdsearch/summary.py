@@ -15,9 +15,10 @@ from rich.text import Text
 from sdsearch.sizes import format_size
 
 if TYPE_CHECKING:
+    from sdsearch.search.runner import RunSummary
     from sdsearch.space import Space
 
-__all__ = ["cost_table", "space_summary", "studies_table"]
+__all__ = ["cost_table", "run_summary", "space_summary", "studies_table"]
 
 
 def space_summary(space: Space) -> Group:
@@ -69,3 +70,21 @@ def studies_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     for row in rows:
         table.add_row(*(str(row.get(c, "")) for c in columns))
     return table
+
+
+def run_summary(summary: RunSummary, source: str) -> Text:
+    """What ``sdsearch run`` did, and the next command to type."""
+    c = summary.counts
+    counts = f"complete {c['complete']}, rejected {c['rejected']}, failed {c['failed']}, pruned {c['pruned']}"
+    if summary.added == 0 and summary.trained >= summary.target:
+        return Text(
+            f"study {summary.study_name} is complete: {summary.trained}/{summary.target} trained trials ({counts}); "
+            f"raise trials or pass --trials N to extend it. See it with: sdsearch show {source}"
+        )
+    minutes, seconds = divmod(int(summary.seconds), 60)
+    return Text.assemble(
+        ("done ", "bold green"),
+        f"study {summary.study_name} in {summary.storage}: {summary.trained}/{summary.target} trained trials "
+        f"(+{summary.added} in {minutes}:{seconds:02d}; {counts})\n",
+        f"next: sdsearch show {source} --plot front.png   then   sdsearch export {source} --pick knee -o best.yaml",
+    )

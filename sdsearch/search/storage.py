@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,7 +130,9 @@ def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStora
     elif not url.startswith("sqlite"):
         kwargs.update(heartbeat_interval=30, grace_period=120)
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return optuna.storages.RDBStorage(url, **kwargs)
     except (SQLAlchemyError, RuntimeError, ValueError, ImportError, ModuleNotFoundError) as exc:
         reason = _mask_in(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         raise StudyError(f"{mask_url(url)}: cannot open the study storage ({reason})") from None

@@ -1,0 +1,162 @@
+"""Fault tolerance: a killed or interrupted driver, broken storages, masked passwords."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sdsearch.cli import main
+from sdsearch.errors import StudyError
+from sdsearch.search import attrs
+from sdsearch.search.runner import run
+from sdsearch.search.storage import mask_url, open_storage
+from sdsearch.space import parse_space
+from sdsearch.testing import FakeFit
+
+DRIVER = """
+import json, sys
+from sdsearch.search.runner import run
+from sdsearch.space import parse_space
+from sdsearch.testing import FakeFit
+doc, address = json.loads(sys.argv[1]), sys.argv[2]
+run(parse_space(doc, source="faults.yaml"), address=address, fit_fn=FakeFit(epoch_seconds=0.4), progress=False)
+"""
+
+
+def space_doc(tmp_path, trials=6):
+    return {
+        "name": "faults",
+        "storage": f"sqlite:///{tmp_path}/faults.db",
+        "trials": trials,
+        "sampler": "random",
+        "resources": {"cpu": 1, "concurrent": 2},
+        "train": {"epochs": 3},
+        "space": {
+            "backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": 1},
+            "train": {"lr": {"float": [0.01, 0.1], "log": True}},
+        },
+    }
+
+
+def start_driver(doc, ray_session):
+    address = ray_session.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(doc), address], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def wait_for_complete(storage, n, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early:\n{proc.stdout.read()}")
+        try:  # read-only sqlite: never race the driver's schema creation
+            with sqlite3.connect(f"file:{storage[len('sqlite:///') :]}?mode=ro", uri=True) as conn:
+                (done,) = conn.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
+            if done >= n:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.3)
+    pytest.fail("no progress from the driver")
+
+
+def snapshot(storage):
+    study = optuna.load_study(study_name="faults", storage=storage)
+    return {t.number: (t.state, t.values, dict(t.params)) for t in study.trials}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_stopped_driver_loses_nothing_and_resumes(tmp_path, ray_session, how):
+    doc = space_doc(tmp_path)
+    storage = doc["storage"]
+    proc = start_driver(doc, ray_session)
+    wait_for_complete(storage, 2, proc)
+    proc.send_signal(how)
+    proc.wait(timeout=60)
+    before = snapshot(storage)
+    done_before = {n: v for n, v in before.items() if v[0] == TrialState.COMPLETE}
+    if how == signal.SIGINT:  # a clean stop tells its own trials: nothing is left RUNNING
+        assert all(v[0] != TrialState.RUNNING for v in before.values())
+
+    run(parse_space(doc, source="faults.yaml"), fit_fn=FakeFit(), progress=False)
+
+    study = optuna.load_study(study_name="faults", storage=storage)
+    after = {t.number: t for t in study.trials}
+    for number, (state, values, _) in done_before.items():  # no COMPLETE trial lost or retrained
+        assert after[number].state == state and after[number].values == values
+    interrupted = [t for t in study.trials if t.user_attrs.get(attrs.INTERRUPTED)]
+    for t in interrupted:
+        retries = [r for r in study.trials if r.user_attrs.get(attrs.RETRY_OF) == t.number]
+        assert len(retries) == 1 and retries[0].params == t.params and retries[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == doc["trials"]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_foreign_sqlite_file_is_refused_and_untouched(tmp_path, capsys):
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    before = db.read_bytes()
+    with pytest.raises(StudyError, match="something else"):
+        open_storage(f"sqlite:///{db}", create=True)
+    assert main(["studies", str(db)]) == 1
+    assert "refusing to touch it" in capsys.readouterr().err
+    assert db.read_bytes() == before
+
+
+def test_corrupted_file_is_refused_and_untouched(tmp_path):
+    db = tmp_path / "broken.db"
+    db.write_bytes(b"SQLite format 3\x00" + os.urandom(2000))
+    before = db.read_bytes()
+    with pytest.raises(StudyError, match="corrupted|not an SQLite|something else"):
+        open_storage(f"sqlite:///{db}", create=True)
+    assert db.read_bytes() == before
+    text = tmp_path / "notes.db"
+    text.write_text("hello")
+    with pytest.raises(StudyError, match="not an SQLite database"):
+        open_storage(f"sqlite:///{text}", create=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_studies_directory(tmp_path):  # pragma: no cover - CI runs as root
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    with pytest.raises(StudyError, match="not writable"):
+        open_storage(f"sqlite:///{folder}/x.db", create=True)
+
+
+def test_unwritable_studies_directory_as_file(tmp_path):
+    blocker = tmp_path / "studies"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(StudyError, match="cannot create"):
+        open_storage(f"sqlite:///{blocker}/x.db", create=True)
+
+
+def test_reading_never_creates_a_database(tmp_path, capsys):
+    assert main(["show", str(tmp_path / "none.db")]) == 1
+    assert "no study storage" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_passwords_are_masked():
+    url = "postgresql+psycopg2://sd:s3cret@db.local:5432/studies"
+    assert mask_url(url) == "postgresql+psycopg2://sd:***@db.local:5432/studies"
+    assert mask_url("sqlite:///studies/x.db") == "sqlite:///studies/x.db"
+
+
+def test_unreachable_server_error_is_masked(capsys):
+    code = main(["studies", "postgresql+psycopg2://sd:s3cret@127.0.0.1:9/none"])
+    err = capsys.readouterr().err
+    assert code == 1 and "s3cret" not in err and "***" in err
