@@ -100,7 +100,6 @@ def _add_run(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from sdsearch.search.runner import run
-    from sdsearch.summary import run_summary
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials: must be >= 1, got {args.trials}")

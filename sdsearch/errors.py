@@ -8,13 +8,13 @@ Messages follow one rule: *where* (file and key path), *what is wrong*, *what is
 from __future__ import annotations
 
 __all__ = [
-    "SdsearchError",
-    "SpaceError",
     "ConfigError",
     "DataError",
+    "InfeasibleSpaceError",
+    "SdsearchError",
+    "SpaceError",
     "StudyError",
     "StudyLockedError",
-    "InfeasibleSpaceError",
 ]
 
 

@@ -119,7 +119,7 @@ def test_corrupted_file_is_refused_and_untouched(tmp_path):
     db = tmp_path / "broken.db"
     db.write_bytes(b"SQLite format 3\x00" + os.urandom(2000))
     before = db.read_bytes()
-    with pytest.raises(StudyError, match="corrupted|not an SQLite|something else"):
+    with pytest.raises(StudyError, match=r"corrupted|not an SQLite|something else"):
         open_storage(f"sqlite:///{db}", create=True)
     assert db.read_bytes() == before
     text = tmp_path / "notes.db"
