@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +25,10 @@ Handler = Callable[[argparse.Namespace], int]
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # piped or captured: keep tables whole instead of rich's 80 columns
+    return console
 
 
 # -- validate ------------------------------------------------------------------------------------
@@ -100,11 +104,13 @@ def _add_run(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from sdsearch.search.runner import run
+    from sdsearch.summary import run_summary
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials: must be >= 1, got {args.trials}")
-    run(args.space, n_trials=args.trials, storage=args.storage, fresh=args.fresh, address=args.address,
-        seed=args.seed)  # fmt: skip
+    summary = run(args.space, n_trials=args.trials, storage=args.storage, fresh=args.fresh, address=args.address,
+                  seed=args.seed)  # fmt: skip
+    _console().print(run_summary(summary, args.space))
     return 0
 
 

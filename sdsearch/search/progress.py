@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from sdsearch.search.searcher import SDOptunaSearch
@@ -51,6 +51,10 @@ class LiveView(Callback):
         self.running: set[str] = set()
         self.console = console or Console(stderr=True)
         self.live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tuner pickles its callbacks for a restore we never do; the terminal handles cannot travel."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("live", "console")}
 
     def __enter__(self) -> LiveView:
         self.live.__enter__()
@@ -101,14 +105,13 @@ class LiveView(Callback):
             "eta": eta,
         }
 
-    def render(self) -> Table:
+    def render(self) -> Text:
         s = self.stats()
-        table = Table.grid(padding=(0, 2))
         best = f"{s['best']:.4f}" if s["best"] is not None else "-"
         eta = _duration(s["eta"]) if s["eta"] is not None else "-"
-        table.add_row(
-            f"[bold]{self.title}[/]", f"done {s['done']}/{self.target}", f"running {s['running']}",
-            f"rejected {s['rejected']}", f"failed {s['failed']}", f"pruned {s['pruned']}",
-            f"best accuracy {best}", f"front {s['front']}", f"elapsed {_duration(s['elapsed'])}", f"ETA {eta}",
-        )  # fmt: skip
-        return table
+        return Text.assemble(
+            (self.title, "bold"),
+            f"  done {s['done']}/{self.target} · running {s['running']} · rejected {s['rejected']} · "
+            f"failed {s['failed']} · pruned {s['pruned']} · best accuracy {best} · front {s['front']} · "
+            f"elapsed {_duration(s['elapsed'])} · ETA {eta}",
+        )
