@@ -1,0 +1,220 @@
+"""The multi-exit self-distillation network and the single-exit models it deploys.
+
+Structure (BYOT, Zhang et al. ICCV 2019, https://arxiv.org/abs/1905.08094; SD, Zhang et al. TPAMI
+2021, https://doi.org/10.1109/TPAMI.2021.3067100): a 4-stage backbone; after each stage listed in
+``branches.placement`` an exit branch maps the stage output to G_i, aligned to the deepest map F_L
+(C_L × H_L × W_L); every exit has a GAP + FC head; an optional fusion module (training only) fuses
+{G_i} ∪ {F_L} into a map with its own head. CBFE (Zheng et al. 2025) sits either on each branch
+input (``branch``) or on each stage output (``trunk``, so every deployed model keeps it).
+
+State-dict keys: ``stem.*``, ``stages.<i>.blocks.*``, ``stages.<i>.cbfe.*`` (trunk CBFE),
+``branches.<exit>.*``, ``heads.<exit>.fc.*`` and ``fusion.*``. A deployed model keeps ``stem``,
+``stages`` and names the exit's branch and head ``branch`` and ``head``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sdsearch.config import (
+    BRANCH_STYLES,
+    CBFE_LOCATIONS,
+    FUSION_TYPES,
+    ModelConfig,
+)
+from sdsearch.errors import ConfigError
+from sdsearch.nn.backbones import create_backbone
+from sdsearch.nn.blocks import CBFE, ClassifierHead, create_branch, init_weights
+from sdsearch.nn.fusion import create_fusion
+
+__all__ = ["ExitModel", "SDOutput", "SelfDistillNet"]
+
+
+@dataclass(frozen=True)
+class SDOutput:
+    """What one forward pass of :class:`SelfDistillNet` gives the loss.
+
+    Attributes:
+        logits: every exit's logits, in depth order, ``"final"`` last.
+        fused_logits: the fused head's logits, or ``None`` without fusion.
+        features: G_i per branch exit and F_L under ``"final"``, all (B, C_L, H_L, W_L).
+        fused_features: the fused map, or ``None`` without fusion.
+    """
+
+    logits: dict[str, torch.Tensor]
+    fused_logits: torch.Tensor | None
+    features: dict[str, torch.Tensor]
+    fused_features: torch.Tensor | None
+
+
+class ExitModel(nn.Module):
+    """A deployed single exit: ``head(branch(stages(stem(x))))``; plain, scriptable, no extras.
+
+    ``branch`` is ``nn.Identity`` for the final exit. Built by :meth:`SelfDistillNet.deploy`.
+    """
+
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, branch: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.stem = stem
+        self.stages = stages
+        self.branch = branch
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.branch(self.stages(self.stem(x))))
+
+
+def _check_choice(key: str, value: object, allowed: tuple[object, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"model.{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+class SelfDistillNet(nn.Module):
+    """Multi-exit CNN for self-distillation, built from a frozen :class:`~sdsearch.config.ModelConfig`.
+
+    Invariants: ``exits`` equals ``config.exits`` (depth order, ``"final"`` last); ``forward`` gives
+    logits for each of them; for every exit, ``deploy(exit)`` in eval mode reproduces that exit's
+    logits bit for bit.
+
+    Args:
+        config: the architecture.
+        num_classes: classes of every head.
+        in_chans: input channels.
+        input_size: (H, W) of the inputs; sizes the branches (any size from 8×8 up).
+        device: where to allocate (``"meta"`` for cost counting).
+        dtype: parameter dtype.
+
+    Attributes:
+        exits: exit names, depth order, ``"final"`` last.
+        feature_info: the backbone's ``dict(num_chs, reduction, module)`` per stage.
+        feature_sizes: (H, W) of each stage's map for ``input_size``.
+
+    Raises:
+        ConfigError: an unknown architecture, branch style, CBFE location or fusion type, or a
+            placement outside 1-3.
+
+    Example:
+        >>> from sdsearch.config import BackboneConfig
+        >>> cfg = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1))
+        >>> net = SelfDistillNet(cfg, num_classes=10, input_size=(16, 16))
+        >>> out = net(torch.randn(2, 3, 16, 16))
+        >>> list(out.logits)
+        ['1', '2', '3', 'final']
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        num_classes: int,
+        in_chans: int = 3,
+        input_size: tuple[int, int] = (32, 32),
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        _check_choice("branches.style", config.branches.style, BRANCH_STYLES)
+        _check_choice("cbfe.location", config.cbfe.location, CBFE_LOCATIONS)
+        _check_choice("fusion.type", config.fusion.type, FUSION_TYPES)
+        bad = [p for p in config.branches.placement if p not in (1, 2, 3)]
+        if bad:
+            raise ConfigError(f"model.branches.placement: stages {bad} are not among 1, 2, 3")
+        if min(input_size) < 8:
+            raise ConfigError(f"input_size must be at least 8×8, but got {tuple(input_size)}")
+        dd = {"device": device, "dtype": dtype}
+        self.config = config
+        self.num_classes = num_classes
+        self.exits: tuple[str, ...] = config.exits
+        bb = config.backbone
+        backbone = create_backbone(bb.arch, width=bb.width, depth=bb.depth, in_chans=in_chans, **dd)
+        self.feature_info = backbone.feature_info
+        chs = [f["num_chs"] for f in self.feature_info]
+        sizes = [
+            (math.ceil(input_size[0] / f["reduction"]), math.ceil(input_size[1] / f["reduction"]))
+            for f in self.feature_info
+        ]
+        self.feature_sizes: list[tuple[int, int]] = sizes
+        ratio, loc = config.cbfe.ratio, config.cbfe.location
+
+        self.stem = backbone.stem
+        self.stages = nn.Sequential(
+            *(
+                nn.Sequential(
+                    OrderedDict(blocks=blocks, cbfe=CBFE(c, ratio, **dd) if loc == "trunk" else nn.Identity())
+                )
+                for blocks, c in zip(backbone.stages, chs, strict=True)
+            )
+        )
+        self.branches = nn.ModuleDict(
+            {
+                e: create_branch(
+                    config.branches.style,
+                    chs[int(e) - 1],
+                    sizes[int(e) - 1],
+                    chs[-1],
+                    sizes[-1],
+                    cbfe_ratio=ratio if loc == "branch" else None,
+                    **dd,
+                )
+                for e in self.exits[:-1]
+            }
+        )
+        self.heads = nn.ModuleDict({e: ClassifierHead(chs[-1], num_classes, **dd) for e in self.exits})
+        self.fusion = create_fusion(
+            config.fusion.type, chs[-1], len(self.exits), num_classes, sizes[-1], **dd
+        )
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """He init for convs, unit BN, then each ``zero_init_last()`` (residual blocks, residual fusion)."""
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> SDOutput:
+        x = self.stem(x)
+        features: dict[str, torch.Tensor] = {}
+        for i, stage in enumerate(self.stages, start=1):
+            x = stage(x)
+            name = str(i)
+            if name in self.branches:
+                features[name] = self.branches[name](x)
+        features["final"] = x
+        logits = {e: self.heads[e](features[e]) for e in self.exits}
+        fused_features = fused_logits = None
+        if self.fusion is not None:
+            fused_features = self.fusion([features[e] for e in self.exits])
+            fused_logits = self.fusion.head(fused_features)
+        return SDOutput(logits, fused_logits, features, fused_features)
+
+    def deploy(self, exit: str, *, share_weights: bool = False) -> ExitModel:
+        """A new single-exit model with deep copies of what ``exit`` needs at inference.
+
+        It holds the stem, the stages up to the exit's stage (with trunk CBFE, if any), the exit's
+        branch (with its CBFE, if any) and its head; nothing of other exits or of the fusion. It
+        keeps this net's train/eval mode: call ``.eval()`` before exporting it.
+
+        Args:
+            exit: one of :attr:`exits`.
+            share_weights: reuse this net's modules instead of copying them (cheap; for
+                inspection and cost counting, where nobody trains or mutates either model).
+
+        Returns:
+            An :class:`ExitModel` whose ``forward(x)`` returns the exit's logits; it works with
+            ``torch.jit.trace`` and ``torch.jit.script``.
+
+        Raises:
+            ConfigError: (a ``ValueError``) ``exit`` is not one of :attr:`exits`.
+        """
+        if exit not in self.exits:
+            raise ConfigError(f"exit {exit!r} is not one of this network's exits: {', '.join(self.exits)}")
+        n_stages = len(self.stages) if exit == "final" else int(exit)
+        branch = self.branches[exit] if exit != "final" else nn.Identity()
+        model = ExitModel(self.stem, self.stages[:n_stages], branch, self.heads[exit])
+        # The new containers start in train mode; take the mode of the ones they stand for.
+        model.training, model.stages.training = self.training, self.stages.training
+        return model if share_weights else copy.deepcopy(model)

@@ -1,0 +1,122 @@
+"""Params and MACs on the meta device: reference numbers, exactness, caching."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from sdsearch.config import BackboneConfig, BranchesConfig, CBFEConfig, FusionConfig, ModelConfig
+from sdsearch.cost import Cost, config_costs, deploy_cost, exit_costs, module_cost
+from sdsearch.errors import ConfigError
+from sdsearch.nn.network import SelfDistillNet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors gain nothing from threads, and two OpenMP threads stall badly on shared cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_cifar_resnet18_reference() -> None:
+    """DESIGN.md section 4: CIFAR ResNet-18 (100 classes, 32×32) = 11.22 M params, 0.556 G MACs."""
+    config = ModelConfig(backbone=BackboneConfig(arch="resnet", width=1.0, depth=2))
+    cost = deploy_cost(config, "final", num_classes=100, in_chans=3, input_size=(32, 32))
+    assert cost.params == pytest.approx(11.22e6, rel=0.005)
+    assert cost.macs == pytest.approx(0.556e9, rel=0.01)
+    assert cost.flops == 2 * cost.macs
+
+
+def test_torchvision_resnet18_reference() -> None:
+    """A real (CPU) module goes through meta stand-ins and is left as it was."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(weights=None)
+    before = model.conv1.weight.clone()
+    cost = module_cost(model, (3, 224, 224))
+    assert cost.params == pytest.approx(11.69e6, rel=0.01)
+    assert cost.macs == pytest.approx(1.82e9, rel=0.01)
+    assert model.training and model.conv1.weight.device.type == "cpu"
+    assert torch.equal(model.conv1.weight, before)
+    assert model.bn1.num_batches_tracked.item() == 0
+
+
+def test_module_cost_exact() -> None:
+    assert module_cost(nn.Linear(10, 5), (10,)) == Cost(params=55, macs=50)
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    assert module_cost(conv, (3, 8, 8)) == Cost(params=8 * 27 + 8, macs=8 * 27 * 64)
+    seq = nn.Sequential(
+        nn.Conv2d(2, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)
+    )
+    assert module_cost(seq, (2, 4, 4)) == Cost(params=8 + 8 + 195, macs=8 * 16 + 192)
+    assert Cost(params=1, macs=7).flops == 14
+
+
+@pytest.mark.parametrize("arch", ["resnet", "mobilenetv2"])
+def test_exit_costs_equal_deployed_modules(arch: str) -> None:
+    config = ModelConfig(
+        backbone=BackboneConfig(arch=arch, width=0.25, depth=1),
+        branches=BranchesConfig(placement=(1, 3), style="lite"),
+        cbfe=CBFEConfig(location="trunk"),
+        fusion=FusionConfig(type="channel_attention"),
+    )
+    costs = exit_costs(config, num_classes=7, in_chans=1, input_size=(12, 12))
+    assert list(costs) == ["1", "3", "final"]
+    net = SelfDistillNet(config, num_classes=7, in_chans=1, input_size=(12, 12))
+    for e, cost in costs.items():
+        deployed = net.deploy(e)
+        assert cost == module_cost(deployed, (1, 12, 12))
+        assert cost.params == sum(p.numel() for p in deployed.parameters())
+        assert deploy_cost(config, e, num_classes=7, in_chans=1, input_size=(12, 12)) == cost
+
+
+def test_costs_are_cached_and_safe_to_mutate() -> None:
+    config = ModelConfig(backbone=BackboneConfig(arch="mobilenetv2", width=0.5, depth=2))
+    kw = {"num_classes": 10, "in_chans": 3, "input_size": (32, 32)}
+    first = exit_costs(config, **kw)
+    first.clear()
+    start = time.perf_counter()
+    again = exit_costs(config, **kw)
+    assert time.perf_counter() - start < 0.01  # a cache hit, not a rebuild
+    assert list(again) == ["1", "2", "3", "final"]
+    assert deploy_cost(config, "2", input_size=[32, 32], num_classes=10, in_chans=3) == again["2"]
+
+
+def test_huge_config_is_counted_without_memory() -> None:
+    # ~2.9 G params: allocating them for real would need ~11 GB; on the meta device it is instant.
+    config = ModelConfig(
+        backbone=BackboneConfig(arch="resnet", width=16.0, depth=2), branches=BranchesConfig(())
+    )
+    cost = deploy_cost(config, "final", num_classes=10, in_chans=3, input_size=(32, 32))
+    assert cost.params > 2.5e9
+
+
+def test_unknown_exit() -> None:
+    config = ModelConfig(branches=BranchesConfig(placement=(2,)))
+    with pytest.raises(ConfigError, match=r"exit '3' is not one of this config's exits: 2, final"):
+        deploy_cost(config, "3", num_classes=10, in_chans=3, input_size=(32, 32))
+
+
+def test_config_costs_reads_a_trainer_config(tmp_path) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "name: tiny\n"
+        "data: {dataset: digits}\n"
+        "space:\n"
+        "  backbone: {arch: mobilenetv2, width: 0.25, depth: 1}\n"
+        "  branches: {placement: [1, 3], style: lite}\n"
+        "deploy: {exit: final}\n"
+    )
+    model = ModelConfig(
+        backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1),
+        branches=BranchesConfig(placement=(1, 3), style="lite"),
+    )
+    digits = config_costs(path)  # digits: 1×8×8, 10 classes
+    assert digits == exit_costs(model, num_classes=10, in_chans=1, input_size=(8, 8))
+    assert config_costs(path, input_shape=(3, 32, 32), num_classes=100) == exit_costs(
+        model, num_classes=100, in_chans=3, input_size=(32, 32)
+    )

@@ -1,0 +1,179 @@
+"""The self-distillation loss: formula, teachers, gradients, and short real training on digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sdsearch.config import (
+    FUSION_TYPES,
+    BackboneConfig,
+    BranchesConfig,
+    CBFEConfig,
+    FusionConfig,
+    LossConfig,
+    ModelConfig,
+)
+from sdsearch.errors import ConfigError
+from sdsearch.losses import SD_SHALLOW_CE_SCALE, SelfDistillLoss, kd_loss
+from sdsearch.nn.network import SDOutput, SelfDistillNet
+
+SIZE = (16, 16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors gain nothing from threads, and two OpenMP threads stall badly on shared cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_net(
+    fusion: str = "none", arch: str = "resnet", cbfe: str = "none", in_chans: int = 3, size=SIZE, classes=5
+) -> SelfDistillNet:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        backbone=BackboneConfig(arch=arch, width=0.25, depth=1),
+        branches=BranchesConfig(placement=(1, 2, 3), style="sd"),
+        cbfe=CBFEConfig(location=cbfe),
+        fusion=FusionConfig(type=fusion),
+    )
+    return SelfDistillNet(config, num_classes=classes, in_chans=in_chans, input_size=size)
+
+
+def fake_output(
+    logits: dict[str, torch.Tensor], fused: torch.Tensor | None = None, chs: int = 128
+) -> SDOutput:
+    feats = {e: torch.zeros(z.shape[0], chs, 2, 2) for e, z in logits.items()}
+    fused_feats = None if fused is None else torch.zeros(fused.shape[0], chs, 2, 2)
+    return SDOutput(logits, fused, feats, fused_feats)
+
+
+def test_kd_zero_when_student_equals_teacher() -> None:
+    torch.manual_seed(0)
+    z = torch.randn(4, 10) * 5
+    assert kd_loss(z, z, 3.0).item() == 0.0
+    net = make_net()
+    loss_fn = SelfDistillLoss(LossConfig(teacher="ensemble", feature_weight=0.0), net)
+    out = fake_output(dict.fromkeys(net.exits, z))
+    assert loss_fn(out, torch.zeros(4, dtype=torch.long)).parts["kd"].item() == 0.0
+    assert kd_loss(z, z.flip(0), 3.0).item() > 0
+
+
+@pytest.mark.parametrize("style", ["byot", "sd"])
+def test_loss_formula(style: str) -> None:
+    torch.manual_seed(0)
+    net = make_net()
+    cfg = LossConfig(teacher="deepest", kd_weight=0.3, temperature=3.0, feature_weight=0.0, style=style)
+    loss_fn = SelfDistillLoss(cfg, net)
+    y = torch.tensor([0, 1, 2, 3])
+    logits = {e: torch.randn(4, 5) for e in net.exits}
+    res = loss_fn(fake_output(logits), y)
+
+    scale = SD_SHALLOW_CE_SCALE if style == "sd" else 1.0
+    ce = sum(F.cross_entropy(logits[e], y) * (1.0 if e == "final" else scale) for e in net.exits)
+    t = logits["final"] / 3
+    kl = sum(
+        (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(logits[e] / 3, 1))).sum(1).mean()
+        for e in ("1", "2", "3")
+    )
+    kd = 0.3 * (1.0 if style == "sd" else 9.0) * kl
+    torch.testing.assert_close(res.parts["ce"], ce)
+    torch.testing.assert_close(res.parts["kd"], kd)
+    torch.testing.assert_close(res.total, ce + kd)
+    assert res.parts["feature"].item() == 0.0
+    assert len(loss_fn.adapters) == 0  # feature_weight 0: no adapters to optimise
+
+
+def test_teachers_are_detached_and_pick_students() -> None:
+    torch.manual_seed(0)
+    net = make_net(fusion="channel_attention")
+    y = torch.tensor([0, 1])
+    for teacher, students in [("deepest", "123"), ("fused", "123f"), ("ensemble", None)]:
+        logits = {e: torch.randn(2, 5, requires_grad=True) for e in net.exits}
+        fused = torch.randn(2, 5, requires_grad=True)
+        cfg = LossConfig(teacher=teacher, ce_weight=0.0, feature_weight=0.0)
+        SelfDistillLoss(cfg, net)(fake_output(logits, fused), y).total.backward()
+        # ce_weight 0 keeps CE in the graph with zero gradient; KD must add none.
+        assert fused.grad is None or not fused.grad.any()  # never a student; teacher detached
+        for e, z in logits.items():
+            got = z.grad is not None and z.grad.abs().sum().item() > 0
+            if teacher == "ensemble":
+                # Every exit is a student; the ensemble target itself is detached.
+                assert got, (teacher, e)
+            else:
+                assert got == (e[0] in students), (teacher, e)
+
+
+def test_fused_teacher_needs_fusion() -> None:
+    with pytest.raises(ValueError, match="fusion"):
+        SelfDistillLoss(LossConfig(teacher="fused"), make_net(fusion="none"))
+    with pytest.raises(ConfigError, match="teacher"):
+        SelfDistillLoss(LossConfig(teacher="self"), make_net())
+    with pytest.raises(ConfigError, match="style"):
+        SelfDistillLoss(LossConfig(style="dkd"), make_net())
+
+
+@pytest.mark.parametrize("fusion", FUSION_TYPES[1:])
+def test_gradients_reach_every_parameter(fusion: str) -> None:
+    net = make_net(fusion=fusion, cbfe="branch").train()
+    loss_fn = SelfDistillLoss(LossConfig(teacher="fused", feature_weight=0.1), net)
+    params = dict(net.named_parameters()) | {f"loss.{k}": p for k, p in loss_fn.named_parameters()}
+    assert any(k.startswith("loss.adapters.") for k in params)
+    opt = torch.optim.SGD(params.values(), lr=0.1)
+    x, y = torch.randn(4, 3, *SIZE), torch.tensor([0, 1, 2, 3])
+    # Two steps: zero-initialised gammas (residual blocks, residual fusion) block gradients to the
+    # layers before them until the first step has moved the gammas.
+    for _ in range(2):
+        opt.zero_grad()
+        loss_fn(net(x), y).total.backward()
+        opt.step()
+    missing = [k for k, p in params.items() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in params.values())
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, ...]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(data.target, dtype=torch.long)
+    perm = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
+    x, y = x[perm], y[perm]
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+@pytest.mark.parametrize("fusion", FUSION_TYPES)
+def test_short_training_on_digits(fusion: str, digits: tuple[torch.Tensor, ...]) -> None:
+    x_tr, y_tr, x_te, y_te = digits
+    net = make_net(fusion=fusion, in_chans=1, size=(8, 8), classes=10)
+    teacher = "deepest" if fusion == "none" else "fused"
+    loss_fn = SelfDistillLoss(LossConfig(teacher=teacher), net)
+    opt = torch.optim.SGD([*net.parameters(), *loss_fn.parameters()], lr=0.05, momentum=0.9, nesterov=True)
+    gen = torch.Generator().manual_seed(0)
+    epoch_losses = []
+    for _ in range(3):
+        net.train()
+        total, n = 0.0, 0
+        for idx in torch.randperm(len(y_tr), generator=gen).split(64):
+            if len(idx) < 2:  # BatchNorm needs two samples on the 1×1 stage-4 map
+                continue
+            loss = loss_fn(net(x_tr[idx]), y_tr[idx]).total
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item() * len(idx), n + len(idx)
+        epoch_losses.append(total / n)
+    assert epoch_losses[-1] < 0.5 * epoch_losses[0], epoch_losses
+    net.eval()
+    with torch.no_grad():
+        out = net(x_te)
+        acc = (net.deploy("final")(x_te).argmax(1) == y_te).float().mean().item()
+        assert torch.equal(out.logits["final"].argmax(1), net.deploy("final")(x_te).argmax(1))
+    assert acc > 0.6, acc
