@@ -177,6 +177,7 @@ def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="write the chosen configuration as a trainer config")
     _add_source(p)
     p.add_argument("--pick", default="knee", help="best, knee (default), trial:N or trial:N:EXIT")
+    p.add_argument("--candidates", action="store_true", help="pick best/knee among (trial, exit) candidates")
     p.add_argument("--epochs", type=int, help="train longer in the final run")
     p.add_argument("-o", "--out", required=True, help="trainer config to write, e.g. best.yaml")
     p.set_defaults(handler=_export)
@@ -188,6 +189,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
     doc = export_config(args.source, study_name=args.study_name, pick=args.pick, budget=_parse_budget(args.budget),
+        candidates=args.candidates,
                         epochs=args.epochs, out=args.out)  # fmt: skip
     prov = doc.get("provenance", {})
     _console().print(f"wrote {args.out} (trial {prov.get('trial')}, exit {doc['deploy']['exit']}); "
@@ -266,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(str(exc), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `sdsearch show --json | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(
             "interrupted; finished trials are kept in the study (run the same command to resume)",
