@@ -108,8 +108,14 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials: must be >= 1, got {args.trials}")
-    summary = run(args.space, n_trials=args.trials, storage=args.storage, fresh=args.fresh, address=args.address,
-                  seed=args.seed)  # fmt: skip
+    summary = run(
+        args.space,
+        n_trials=args.trials,
+        storage=args.storage,
+        fresh=args.fresh,
+        address=args.address,
+        seed=args.seed,
+    )
     _console().print(run_summary(summary, args.space))
     return 0
 
@@ -120,8 +126,13 @@ def _run(args: argparse.Namespace) -> int:
 def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="space YAML file, or a storage (URL or .db file)")
     p.add_argument("--study", dest="study_name", help="study name (needed when a storage holds several)")
-    p.add_argument("--budget", action="append", default=[], metavar="METRIC=SIZE",
-                   help="a tighter budget than the study's, e.g. macs=1M (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="METRIC=SIZE",
+        help="a tighter budget than the study's, e.g. macs=1M (repeatable)",
+    )
 
 
 def _parse_budget(items: Sequence[str]) -> dict[str, float] | None:
@@ -155,8 +166,9 @@ def _show(args: argparse.Namespace) -> int:
     from sdsearch.report import front_json, front_report, plot_front, write_csv
     from sdsearch.search.front import load_front
 
-    front = load_front(args.source, study_name=args.study_name, candidates=args.candidates,
-                       budget=_parse_budget(args.budget))  # fmt: skip
+    front = load_front(
+        args.source, study_name=args.study_name, candidates=args.candidates, budget=_parse_budget(args.budget)
+    )
     if args.json:
         print(json.dumps(front_json(front), indent=2))
     else:
@@ -188,12 +200,20 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
-    doc = export_config(args.source, study_name=args.study_name, pick=args.pick, budget=_parse_budget(args.budget),
+    doc = export_config(
+        args.source,
+        study_name=args.study_name,
+        pick=args.pick,
+        budget=_parse_budget(args.budget),
         candidates=args.candidates,
-                        epochs=args.epochs, out=args.out)  # fmt: skip
+        epochs=args.epochs,
+        out=args.out,
+    )
     prov = doc.get("provenance", {})
-    _console().print(f"wrote {args.out} (trial {prov.get('trial')}, exit {doc['deploy']['exit']}); "
-                     f"train it with: sdsearch train {args.out}")  # fmt: skip
+    _console().print(
+        f"wrote {args.out} (trial {prov.get('trial')}, exit {doc['deploy']['exit']}); "
+        f"train it with: sdsearch train {args.out}"
+    )
     return 0
 
 

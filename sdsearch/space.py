@@ -185,9 +185,22 @@ _DATA_LEAVES: dict[str, _Leaf] = {
     "augment": _Leaf("enum", C.AUGMENTS),
 }
 _TOP_KEYS = (
-    "name", "description", "storage", "trials", "seed", "sampler", "objectives", "budget",
-    "resources", "scheduler", "data", "train", "space", "deploy", "provenance",
-)  # fmt: skip
+    "name",
+    "description",
+    "storage",
+    "trials",
+    "seed",
+    "sampler",
+    "objectives",
+    "budget",
+    "resources",
+    "scheduler",
+    "data",
+    "train",
+    "space",
+    "deploy",
+    "provenance",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,8 +369,14 @@ class Space:
                 the searcher records it as rejected without training it.
         """
         v: dict[str, Any] = {}
-        for key in ("backbone.arch", "backbone.width", "backbone.depth", "branches.placement", "branches.style",
-                    "cbfe.location"):  # fmt: skip
+        for key in (
+            "backbone.arch",
+            "backbone.width",
+            "backbone.depth",
+            "branches.placement",
+            "branches.style",
+            "cbfe.location",
+        ):
             v[key] = self.dims[key].suggest(trial)
         v["cbfe.ratio"] = (
             self.dims["cbfe.ratio"].suggest(trial) if v["cbfe.location"] != "none" else C.CBFEConfig.ratio
@@ -386,10 +405,11 @@ class Space:
         if not self.is_fixed:
             first = self.searched[0]
             raise SpaceError(
-                self.source, f"space.{first.key}",
+                self.source,
+                f"space.{first.key}",
                 f"is still a distribution ({first.describe()}); a trainer config needs every value fixed "
                 "(write one value, or export one with `sdsearch export`)",
-            )  # fmt: skip
+            )
         return self.suggest(_NoTrial())
 
     def _config(self, v: Mapping[str, Any]) -> TrialConfig:
@@ -584,12 +604,23 @@ class _Validator:
         if provenance is not None and not isinstance(provenance, Mapping):
             raise self.fail("provenance", f"expected a mapping, got {_kind(provenance)}")
         return Space(
-            source=self.source, name=name, storage=storage, n_trials=n_trials, seed=seed,
-            sampler=self.sampler(doc.get("sampler", "tpe")), objectives=objectives, budget=budget,
-            resources=self.resources(doc.get("resources")), scheduler=self.scheduler(doc.get("scheduler")),
-            data=data, train=train, dims=dims, deploy_exit=deploy_exit, document=_plain(doc),
+            source=self.source,
+            name=name,
+            storage=storage,
+            n_trials=n_trials,
+            seed=seed,
+            sampler=self.sampler(doc.get("sampler", "tpe")),
+            objectives=objectives,
+            budget=budget,
+            resources=self.resources(doc.get("resources")),
+            scheduler=self.scheduler(doc.get("scheduler")),
+            data=data,
+            train=train,
+            dims=dims,
+            deploy_exit=deploy_exit,
+            document=_plain(doc),
             provenance=dict(provenance) if provenance is not None else None,
-        )  # fmt: skip
+        )
 
     def storage(self, value: Any, name: str) -> str:
         if value is None:
@@ -648,8 +679,10 @@ class _Validator:
         kind = raw.pop("type", "tpe")
         if kind not in SAMPLERS:
             names = tuple(SAMPLERS)
-            raise self.fail("sampler" if given_as_name else "sampler.type",
-                            f"{kind!r} is not one of {', '.join(names)}{_did_you_mean(str(kind), names)}")  # fmt: skip
+            raise self.fail(
+                "sampler" if given_as_name else "sampler.type",
+                f"{kind!r} is not one of {', '.join(names)}{_did_you_mean(str(kind), names)}",
+            )
         for option in raw:
             if option not in SAMPLERS[kind]:
                 allowed = ", ".join(SAMPLERS[kind]) or "no options"
@@ -683,8 +716,11 @@ class _Validator:
         if kind == "none" and len(raw) > 1:
             raise self.fail("scheduler", "grace_epochs and reduction_factor need type: asha")
         grace = self.leaf(_Leaf("int", low=1), raw.get("grace_epochs", 1), "scheduler.grace_epochs")
-        factor = self.leaf(_Leaf("float", low=1.0, low_open=True), raw.get("reduction_factor", 3),
-                           "scheduler.reduction_factor")  # fmt: skip
+        factor = self.leaf(
+            _Leaf("float", low=1.0, low_open=True),
+            raw.get("reduction_factor", 3),
+            "scheduler.reduction_factor",
+        )
         return SchedulerSpec(kind, grace, factor)
 
     def data(self, value: Any) -> C.DataConfig:
@@ -745,8 +781,11 @@ class _Validator:
         if len(kinds) != 1:
             extra = [k for k in value if k not in ("step", "log", "min", *_DISTRIBUTIONS)]
             hint = _did_you_mean(str(extra[0]), _DISTRIBUTIONS) if extra else ""
-            raise self.fail(path, f"expected a value or exactly one distribution of {', '.join(_DISTRIBUTIONS)}; "
-                                  f"got keys {', '.join(map(str, value))}{hint}")  # fmt: skip
+            raise self.fail(
+                path,
+                f"expected a value or exactly one distribution of {', '.join(_DISTRIBUTIONS)}; "
+                f"got keys {', '.join(map(str, value))}{hint}",
+            )
         kind = kinds[0]
         options = {"choice": (), "subset": ("min",), "int": ("step", "log"), "float": ("step", "log")}[kind]
         for k in value:
@@ -767,8 +806,11 @@ class _Validator:
         checked = []
         for i, item in enumerate(items):
             if isinstance(item, (list, dict)):
-                raise self.fail(f"{path}[{i}]", f"choices must be single values, got {item!r}"
-                                + ("; use subset for placement" if key == "branches.placement" else ""))  # fmt: skip
+                raise self.fail(
+                    f"{path}[{i}]",
+                    f"choices must be single values, got {item!r}"
+                    + ("; use subset for placement" if key == "branches.placement" else ""),
+                )
             checked.append(self.leaf(schema, item, f"{path}[{i}]"))
         if len(set(map(repr, checked))) != len(checked):
             raise self.fail(path, f"choices repeat: {items}")
@@ -820,22 +862,31 @@ class _Validator:
         """Rules over several keys: contradictions that make every config invalid."""
         teacher, fusion = _values(dims["loss.teacher"]), _values(dims["fusion.type"])
         if teacher == ("fused",) and fusion == ("none",):
-            raise self.fail("space.loss.teacher", "teacher fused needs a fusion, but fusion.type is none "
-                                                  "(set fusion.type or use teacher deepest/ensemble)")  # fmt: skip
+            raise self.fail(
+                "space.loss.teacher",
+                "teacher fused needs a fusion, but fusion.type is none "
+                "(set fusion.type or use teacher deepest/ensemble)",
+            )
         placement = dims["branches.placement"]
         if deploy_exit != "final":
             stage = int(deploy_exit)
             fixed_ok = placement.is_fixed and stage in placement.value
             if not fixed_ok:
-                raise self.fail("deploy.exit", f"exit {stage} must be in every config, so branches.placement must be "
-                                               f"a fixed list containing {stage} (or deploy the final exit)")  # fmt: skip
+                raise self.fail(
+                    "deploy.exit",
+                    f"exit {stage} must be in every config, so branches.placement must be "
+                    f"a fixed list containing {stage} (or deploy the final exit)",
+                )
 
 
 def _default(section: str, leaf: str) -> Any:
     defaults = {
-        "backbone": C.BackboneConfig(), "branches": C.BranchesConfig(), "cbfe": C.CBFEConfig(),
-        "fusion": C.FusionConfig(), "loss": C.LossConfig(),
-    }  # fmt: skip
+        "backbone": C.BackboneConfig(),
+        "branches": C.BranchesConfig(),
+        "cbfe": C.CBFEConfig(),
+        "fusion": C.FusionConfig(),
+        "loss": C.LossConfig(),
+    }
     value = getattr(defaults[section], leaf)
     return list(value) if isinstance(value, tuple) else value
 

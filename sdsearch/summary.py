@@ -32,11 +32,13 @@ def space_summary(space: Space) -> Group:
         else f"{len(space.searched)} searched dimensions"
     )
     head = Text.assemble(
-        ("ok ", "bold green"), (space.source, "bold"), f": {kind}\n",
+        ("ok ", "bold green"),
+        (space.source, "bold"),
+        f": {kind}\n",
         f"study {space.name} in {mask_url(space.storage)}; {space.n_trials} trained trials; "
         f"sampler {space.sampler.type}; objectives {', '.join(space.objectives)}\n",
         f"budget: {budget}; data: {space.data.dataset}; {space.train.epochs} epochs; deploy exit {space.deploy_exit}",
-    )  # fmt: skip
+    )
     if space.is_fixed:
         return Group(head)
     conditional = space.conditional

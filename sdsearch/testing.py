@@ -7,9 +7,11 @@ accuracy that is a deterministic function of the config, and can fail the ways r
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sdsearch.config import TrialConfig
@@ -45,14 +47,22 @@ class FakeFit:
     Args:
         epoch_seconds: sleep per epoch (makes trials overlap or last long enough to be killed).
         failures: learning rate -> ``"raise"``, ``"nan"`` or ``"oom"``: configs with that lr fail so.
+        rendezvous: a folder where each trial checks in and waits (up to ``rendezvous_timeout``
+            seconds) until ``rendezvous_count`` trials are there, then writes ``met-<pid>``: proof
+            that that many trials ran at the same time, whatever the start-up delays.
     """
 
     epoch_seconds: float = 0.0
     failures: Mapping[float, str] = field(default_factory=dict)
+    rendezvous: str | None = None
+    rendezvous_count: int = 2
+    rendezvous_timeout: float = 60.0
 
     def __call__(
         self, cfg: TrialConfig, dataset: Any, *, threads: int | None, report: Callable[[Any], Any]
     ) -> None:
+        if self.rendezvous:
+            self._meet(Path(self.rendezvous))
         failure = self.failures.get(cfg.train.lr)
         for epoch in range(1, cfg.train.epochs + 1):
             time.sleep(self.epoch_seconds)
@@ -74,3 +84,13 @@ class FakeFit:
                     epoch=epoch, train_loss=1.0 / epoch, val_accuracy=accuracy, seconds=self.epoch_seconds
                 )
             )
+
+    def _meet(self, folder: Path) -> None:
+        me = f"{os.getpid()}-{time.time_ns()}"
+        (folder / f"in-{me}").touch()
+        deadline = time.time() + self.rendezvous_timeout
+        while time.time() < deadline:
+            if len(list(folder.glob("in-*"))) >= self.rendezvous_count:
+                (folder / f"met-{me}").touch()
+                return
+            time.sleep(0.05)

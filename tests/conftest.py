@@ -18,7 +18,13 @@ def ray_session():
     _quiet_ray_env()
     import ray
 
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=200 * 2**20,
-             log_to_driver=False, logging_level=logging.ERROR)  # fmt: skip
+    ray.init(
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
     yield ray
     ray.shutdown()

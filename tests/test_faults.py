@@ -50,8 +50,13 @@ def space_doc(tmp_path, trials=6):
 def start_driver(doc, ray_session):
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(doc), address], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps(doc), address],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_complete(storage, n, proc, timeout=120):

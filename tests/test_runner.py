@@ -91,9 +91,15 @@ def test_infeasible_budget_ends_with_a_clear_error(tmp_path, ray_session):
 
 
 def test_failures_end_fail_with_reason_and_the_study_finishes(tmp_path, ray_session):
-    space = make_space(tmp_path, trials=4, sampler="random",
-                       space={"backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": 1},
-                              "train": {"lr": {"choice": [0.01, 0.02, 0.03, 0.05]}}})  # fmt: skip
+    space = make_space(
+        tmp_path,
+        trials=4,
+        sampler="random",
+        space={
+            "backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": 1},
+            "train": {"lr": {"choice": [0.01, 0.02, 0.03, 0.05]}},
+        },
+    )
     fit = FakeFit(failures={0.01: "raise", 0.02: "nan", 0.03: "oom"})
     run(space, fit_fn=fit, progress=False)
     reasons = {t.params["train.lr"]: t.user_attrs.get(attrs.FAIL_REASON) for t in trials(space)}
@@ -107,9 +113,20 @@ def test_failures_end_fail_with_reason_and_the_study_finishes(tmp_path, ray_sess
 
 
 def test_fractional_gpus_run_two_trials_at_once(tmp_path, ray_session):
+    """Two trials asking for half of the one (fake) GPU each must run at the same time."""
     space = make_space(tmp_path, trials=2, budget={}, resources={"cpu": 1, "gpu": 0.5})
-    run(space, fit_fn=FakeFit(epoch_seconds=1.0), progress=False)
-    workers = [t.user_attrs[attrs.WORKER] for t in trials(space) if t.state == TrialState.COMPLETE]
-    assert len(workers) == 2
-    a, b = sorted(workers, key=lambda w: w["started"])
-    assert b["started"] < a["finished"], "the two half-GPU trials should overlap in time"
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    run(space, fit_fn=FakeFit(rendezvous=str(meet)), progress=False)
+    assert sum(t.state == TrialState.COMPLETE for t in trials(space)) == 2
+    assert len(list(meet.glob("met-*"))) == 2, "the two half-GPU trials never ran at the same time"
+
+
+def test_whole_gpu_trials_never_overlap(tmp_path, ray_session):
+    """The control for the test above: with one (fake) GPU each, the rendezvous is never met."""
+    space = make_space(tmp_path, trials=2, budget={}, resources={"cpu": 1, "gpu": 1})
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    run(space, fit_fn=FakeFit(rendezvous=str(meet), rendezvous_timeout=3.0), progress=False)
+    assert sum(t.state == TrialState.COMPLETE for t in trials(space)) == 2
+    assert not list(meet.glob("met-*"))

@@ -156,8 +156,13 @@ def test_infeasible_space_finishes_after_bounded_draws():
 def test_final_state_keeps_shallow_candidates_of_pruned_trials():
     cfg = TrialConfig.from_dict({"model": {"branches": {"placement": [1]}}, "train": {"epochs": 5}})
     costs = {"1": Cost(1, 2), "final": Cost(3, 4)}
-    out = final_state({"accuracy": 0.5, "accuracy_1": 0.4, "accuracy_final": 0.5, "epoch": 2}, error=False,
-                      config=cfg, costs=costs, objectives=("accuracy", "macs"))  # fmt: skip
+    out = final_state(
+        {"accuracy": 0.5, "accuracy_1": 0.4, "accuracy_final": 0.5, "epoch": 2},
+        error=False,
+        config=cfg,
+        costs=costs,
+        objectives=("accuracy", "macs"),
+    )
     assert out.state == TrialState.PRUNED and len(out.candidates) == 2
     assert not math.isnan(out.candidates[0]["accuracy"])
 

@@ -14,18 +14,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from sdsearch.search.front import pareto_front
+
 if TYPE_CHECKING:
     from sdsearch.search.searcher import SDOptunaSearch
 
-__all__ = ["LiveView", "pareto_size"]
-
-
-def pareto_size(points: list[list[float]], signs: list[float]) -> int:
-    """Number of non-dominated points (values multiplied by ``signs`` so that larger is better)."""
-    scored = [[s * v for s, v in zip(signs, p)] for p in points]
-    return sum(
-        not any(all(o >= q for o, q in zip(other, p)) and other != p for other in scored) for p in scored
-    )
+__all__ = ["LiveView"]
 
 
 def _duration(seconds: float) -> str:
@@ -40,13 +34,21 @@ def _duration(seconds: float) -> str:
 class LiveView(Callback):
     """Ray Tune callback drawing the search's state; ``done_before`` counts trials of earlier runs."""
 
-    def __init__(self, searcher: SDOptunaSearch, *, target: int, done_before: int, title: str,
-                 console: Console | None = None, signs: list[float] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        searcher: SDOptunaSearch,
+        *,
+        target: int,
+        done_before: int,
+        title: str,
+        console: Console | None = None,
+        directions: list[str] | None = None,
+    ) -> None:
         self.searcher = searcher
         self.target = target
         self.done_before = done_before
         self.title = title
-        self.signs = signs or []
+        self.directions = directions or []
         self.started = time.time()
         self.running: set[str] = set()
         self.console = console or Console(stderr=True)
@@ -100,7 +102,7 @@ class LiveView(Callback):
             "failed": sum(o.state == TrialState.FAIL for o in outcomes),
             "pruned": sum(o.state == TrialState.PRUNED for o in outcomes),
             "best": max((v[0] for v in values), default=None),
-            "front": pareto_size(values, self.signs) if values and self.signs else 0,
+            "front": len(pareto_front(values, self.directions)) if values and self.directions else 0,
             "elapsed": elapsed,
             "eta": eta,
         }

@@ -96,8 +96,13 @@ def _qmc(seed: int, **options: Any) -> Any:
 
 #: Sampler name -> factory(seed, **options); the names match :data:`sdsearch.space.SAMPLERS`.
 SAMPLER_FACTORIES: dict[str, Callable[..., Any]] = {
-    "tpe": _tpe, "nsga2": _nsga2, "nsga3": _nsga3, "gp": _gp, "random": _random, "qmc": _qmc,
-}  # fmt: skip
+    "tpe": _tpe,
+    "nsga2": _nsga2,
+    "nsga3": _nsga3,
+    "gp": _gp,
+    "random": _random,
+    "qmc": _qmc,
+}
 
 
 def make_sampler(space: Space, *, seed: int) -> Any:
@@ -200,8 +205,15 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False, seed: int 
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(space.objectives))
         study.set_user_attr(attrs.SPEC_HASH, spec_hash)
-        study.set_user_attr(attrs.SPEC, {"document": dict(space.document), "study_spec": space.study_spec(),
-                                         "trials": space.n_trials, "source": space.source})  # fmt: skip
+        study.set_user_attr(
+            attrs.SPEC,
+            {
+                "document": dict(space.document),
+                "study_spec": space.study_spec(),
+                "trials": space.n_trials,
+                "source": space.source,
+            },
+        )
         study.set_user_attr(attrs.OBJECTIVES, list(space.objectives))
         study.set_user_attr(attrs.BUDGET, dict(space.budget))
     return study
@@ -292,13 +304,19 @@ def _check_resources(space: Space) -> None:
 
     available = ray.cluster_resources()
     if space.resources.gpu > available.get("GPU", 0):
-        raise SpaceError(space.source, "resources.gpu",
-                         f"each trial asks for {space.resources.gpu:g} GPU but the Ray cluster has "
-                         f"{available.get('GPU', 0):g}; set gpu: 0 to train on CPUs")  # fmt: skip
+        raise SpaceError(
+            space.source,
+            "resources.gpu",
+            f"each trial asks for {space.resources.gpu:g} GPU but the Ray cluster has "
+            f"{available.get('GPU', 0):g}; set gpu: 0 to train on CPUs",
+        )
     if space.resources.cpu > available.get("CPU", 0):
-        raise SpaceError(space.source, "resources.cpu",
-                         f"each trial asks for {space.resources.cpu:g} CPUs but the Ray cluster has "
-                         f"{available.get('CPU', 0):g}; lower resources.cpu")  # fmt: skip
+        raise SpaceError(
+            space.source,
+            "resources.cpu",
+            f"each trial asks for {space.resources.cpu:g} CPUs but the Ray cluster has "
+            f"{available.get('CPU', 0):g}; lower resources.cpu",
+        )
 
 
 def _scheduler(space: Space) -> Any:
@@ -310,8 +328,14 @@ def _scheduler(space: Space) -> Any:
     max_epochs = (
         space.train.epochs if epochs is None else int(max(epochs.choices or (epochs.high, epochs.value or 0)))
     )
-    return ASHAScheduler(time_attr="training_iteration", metric="accuracy", mode="max", max_t=max_epochs,
-                         grace_period=space.scheduler.grace_epochs, reduction_factor=space.scheduler.reduction_factor)  # fmt: skip
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric="accuracy",
+        mode="max",
+        max_t=max_epochs,
+        grace_period=space.scheduler.grace_epochs,
+        reduction_factor=space.scheduler.reduction_factor,
+    )
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -370,16 +394,39 @@ def run(
         before = count_trials(study.get_trials(deepcopy=False))
         missing = target - before["trained"]
         if missing > 0:
-            _search(space, study, missing=missing, done_before=before["trained"], target=target,
-                    address=address, fit_fn=fit_fn, progress=progress)  # fmt: skip
+            _search(
+                space,
+                study,
+                missing=missing,
+                done_before=before["trained"],
+                target=target,
+                address=address,
+                fit_fn=fit_fn,
+                progress=progress,
+            )
         after = count_trials(study.get_trials(deepcopy=False))
-    return RunSummary(study_name=space.name, storage=mask_url(space.storage), target=target,
-                      trained_before=before["trained"], trained=after["trained"], counts=after,
-                      seconds=time.time() - started)  # fmt: skip
+    return RunSummary(
+        study_name=space.name,
+        storage=mask_url(space.storage),
+        target=target,
+        trained_before=before["trained"],
+        trained=after["trained"],
+        counts=after,
+        seconds=time.time() - started,
+    )
 
 
-def _search(space: Space, study: Any, *, missing: int, done_before: int, target: int, address: str | None,
-            fit_fn: Callable[..., Any] | None, progress: bool) -> None:  # fmt: skip
+def _search(
+    space: Space,
+    study: Any,
+    *,
+    missing: int,
+    done_before: int,
+    target: int,
+    address: str | None,
+    fit_fn: Callable[..., Any] | None,
+    progress: bool,
+) -> None:
     """Train ``missing`` trials through one fresh Tuner; in-flight trials are retired on any exit."""
     from sdsearch.cost import exit_costs
     from sdsearch.data import load_dataset
@@ -389,17 +436,30 @@ def _search(space: Space, study: Any, *, missing: int, done_before: int, target:
     shape = dataset.shape
 
     def cost_fn(config: Any) -> Any:
-        return exit_costs(config.model, num_classes=shape.num_classes, in_chans=shape.in_chans,
-                          input_size=(shape.height, shape.width))  # fmt: skip
+        return exit_costs(
+            config.model,
+            num_classes=shape.num_classes,
+            in_chans=shape.in_chans,
+            input_size=(shape.height, shape.width),
+        )
 
-    searcher = SDOptunaSearch(SpaceSampler(space), study=study, objectives=space.objectives, budget=space.budget,
-                              cost_fn=cost_fn)  # fmt: skip
+    searcher = SDOptunaSearch(
+        SpaceSampler(space), study=study, objectives=space.objectives, budget=space.budget, cost_fn=cost_fn
+    )
     store_bytes = max(256 * 2**20, 3 * dataset.nbytes)
     with ray_session(address, object_store_bytes=store_bytes):
         _check_resources(space)
         try:
-            _fit(space, searcher, dataset, missing=missing, done_before=done_before, target=target,
-                 fit_fn=fit_fn, progress=progress)  # fmt: skip
+            _fit(
+                space,
+                searcher,
+                dataset,
+                missing=missing,
+                done_before=done_before,
+                target=target,
+                fit_fn=fit_fn,
+                progress=progress,
+            )
         finally:
             recover_orphans(study, searcher.in_flight, "interrupted: the run stopped before the trial ended")
     if searcher.infeasible:
@@ -410,8 +470,17 @@ def _search(space: Space, study: Any, *, missing: int, done_before: int, target:
         )
 
 
-def _fit(space: Space, searcher: Any, dataset: Any, *, missing: int, done_before: int, target: int,
-         fit_fn: Callable[..., Any] | None, progress: bool) -> None:  # fmt: skip
+def _fit(
+    space: Space,
+    searcher: Any,
+    dataset: Any,
+    *,
+    missing: int,
+    done_before: int,
+    target: int,
+    fit_fn: Callable[..., Any] | None,
+    progress: bool,
+) -> None:
     from ray import tune
 
     from sdsearch.search.progress import LiveView
@@ -419,8 +488,13 @@ def _fit(space: Space, searcher: Any, dataset: Any, *, missing: int, done_before
 
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     fn = tune.with_resources(tune.with_parameters(train_trial, dataset=dataset, fit_fn=fit_fn), resources)
-    signs = [1.0 if attrs.DIRECTIONS[o] == "maximize" else -1.0 for o in space.objectives]
-    view = LiveView(searcher, target=target, done_before=done_before, title=space.name, signs=signs)
+    view = LiveView(
+        searcher,
+        target=target,
+        done_before=done_before,
+        title=space.name,
+        directions=[attrs.DIRECTIONS[o] for o in space.objectives],
+    )
     scratch = tempfile.mkdtemp(prefix="sdsearch-ray-")
     tuner = tune.Tuner(
         fn,

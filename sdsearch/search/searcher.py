@@ -97,8 +97,15 @@ def final_state(
         acc = result.get(result_keys(exit_name))
         if isinstance(acc, (int, float)) and math.isfinite(acc):
             cost = costs[exit_name]
-            candidates.append({"exit": exit_name, "accuracy": float(acc), "params": int(cost.params),
-                               "macs": int(cost.macs), "flops": int(cost.flops)})  # fmt: skip
+            candidates.append(
+                {
+                    "exit": exit_name,
+                    "accuracy": float(acc),
+                    "params": int(cost.params),
+                    "macs": int(cost.macs),
+                    "flops": int(cost.flops),
+                }
+            )
     reason = result.get("fail_reason")
     accuracy = result.get("accuracy")
     if reason is None and error:

@@ -189,8 +189,15 @@ def count_trials(trials: Iterable[FrozenTrial]) -> dict[str, int]:
         elif t.user_attrs.get(attrs.INTERRUPTED, False):
             counts["interrupted"] += 1
         else:
-            counts[{TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned",
-                    TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]] += 1  # fmt: skip
+            counts[
+                {
+                    TrialState.COMPLETE: "complete",
+                    TrialState.FAIL: "failed",
+                    TrialState.PRUNED: "pruned",
+                    TrialState.RUNNING: "running",
+                    TrialState.WAITING: "waiting",
+                }[t.state]
+            ] += 1
         counts["trained"] += is_counted(t)
     keys = ("complete", "rejected", "failed", "pruned", "interrupted", "running", "waiting", "trained")
     return {k: counts.get(k, 0) for k in keys}

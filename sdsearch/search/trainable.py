@@ -72,8 +72,12 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
 
     def report(epoch: EpochReport) -> None:
         last.update(exit_metrics(epoch.val_accuracy, cfg.deploy_exit))
-        last.update(epoch=epoch.epoch, train_loss=float(epoch.train_loss), seconds=float(epoch.seconds),
-                    worker=worker_info(started))  # fmt: skip
+        last.update(
+            epoch=epoch.epoch,
+            train_loss=float(epoch.train_loss),
+            seconds=float(epoch.seconds),
+            worker=worker_info(started),
+        )
         tune.report(dict(last))
 
     try:
@@ -95,8 +99,22 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)
     shape = data.shape
-    net = SelfDistillNet(cfg.model, num_classes=shape.num_classes, in_chans=shape.in_chans,
-                         input_size=(shape.height, shape.width))  # fmt: skip
+    net = SelfDistillNet(
+        cfg.model,
+        num_classes=shape.num_classes,
+        in_chans=shape.in_chans,
+        input_size=(shape.height, shape.width),
+    )
     loss = SelfDistillLoss(cfg.loss, net)
-    return fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=device,
-               threads=threads, report=report, deploy_exit=cfg.deploy_exit)  # fmt: skip
+    return fit(
+        net,
+        loss,
+        data,
+        cfg.train,
+        seed=cfg.seed,
+        augment=cfg.data.augment,
+        device=device,
+        threads=threads,
+        report=report,
+        deploy_exit=cfg.deploy_exit,
+    )
