@@ -25,22 +25,22 @@ def space_summary(space: Space) -> Group:
     """Name, budget and the searched dimensions of a space (conditional ones marked)."""
     from sdsearch.search.storage import mask_url
 
+    data = f"data: {space.data.dataset}; {space.train.epochs} epochs; deploy exit {space.deploy_exit}"
+    if space.is_fixed:
+        return Group(
+            Text.assemble(
+                ("ok ", "bold green"), (space.source, "bold"), ": trainer config (every value fixed); ", data
+            )
+        )
     budget = ", ".join(f"{k} <= {format_size(v)}" for k, v in space.budget.items()) or "none"
-    kind = (
-        "trainer config (every value fixed)"
-        if space.is_fixed
-        else f"{len(space.searched)} searched dimensions"
-    )
     head = Text.assemble(
         ("ok ", "bold green"),
         (space.source, "bold"),
-        f": {kind}\n",
+        f": {len(space.searched)} searched dimensions\n",
         f"study {space.name} in {mask_url(space.storage)}; {space.n_trials} trained trials; "
         f"sampler {space.sampler.type}; objectives {', '.join(space.objectives)}\n",
-        f"budget: {budget}; data: {space.data.dataset}; {space.train.epochs} epochs; deploy exit {space.deploy_exit}",
+        f"budget: {budget}; {data}",
     )
-    if space.is_fixed:
-        return Group(head)
     conditional = space.conditional
     table = Table(title=None, show_edge=False, pad_edge=False)
     table.add_column("dimension")
