@@ -125,6 +125,10 @@ def export_config(
         "values": {m: getattr(chosen, m) for m in ("accuracy", "params", "macs", "flops")},
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    worker = next((t.user_attrs.get(attrs.WORKER) for t in record.trials if t.number == chosen.trial), None)
+    if isinstance(worker, dict) and worker.get("threads"):
+        # CPU training is deterministic for a given thread count; train reuses it to reproduce the trial.
+        provenance["threads"] = int(worker["threads"])
     suffix = "" if chosen.exit == "final" else f"-exit{chosen.exit}"
     document = config_to_document(
         config, name=f"{record.study_name}-trial{chosen.trial}{suffix}", provenance=provenance

@@ -181,3 +181,28 @@ def test_orphans_are_failed_and_requeued_once(tmp_path):
     assert study.trials[retry["trial_number"]].user_attrs[attrs.RETRY_OF] == orphan.number
     # the retry is itself orphaned: failed, but not enqueued a second time
     assert recover_orphans(study, [study.trials[retry["trial_number"]]], "interrupted") == 0
+
+
+def test_heartbeats_keep_trials_in_flight_alive(tmp_path):
+    """A trial waiting for resources reports nothing; the searcher's own beats keep it fresh."""
+    import time
+
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=2
+        )
+    searcher, study = make_searcher(storage=storage)
+    with searcher.heartbeats():
+        s = searcher.suggest("a")
+        time.sleep(3.5)
+        assert storage._get_stale_trial_ids(study._study_id) == []
+    time.sleep(3.5)  # no driver beats any more: the trial is stale and another driver may retry it
+    assert storage._get_stale_trial_ids(study._study_id) == [study.trials[s["trial_number"]]._trial_id]
+
+
+def test_a_result_for_a_trial_failed_elsewhere_is_dropped():
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    study._storage.set_trial_state_values(study.trials[s["trial_number"]]._trial_id, TrialState.FAIL)
+    searcher.on_trial_complete("a", result(0.9))  # must not raise UpdateFinishedTrialError
+    assert study.trials[s["trial_number"]].state == TrialState.FAIL

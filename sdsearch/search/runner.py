@@ -176,6 +176,16 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False, seed: int 
     if space.name in names:
         existing = optuna.load_study(study_name=space.name, storage=storage)
         stored = existing.user_attrs.get(attrs.SPEC_HASH)
+        # Another driver may have created the study a moment ago and not yet written its attributes.
+        adopting = (
+            stored is None
+            and not existing.user_attrs
+            and not existing.get_trials(deepcopy=False)
+            and [d.name.lower() for d in existing.directions]
+            == [attrs.DIRECTIONS[o] for o in space.objectives]
+        )
+        if adopting:
+            stored = spec_hash
         if stored is None and not fresh:
             raise StudyError(
                 f"study {space.name} in {mask_url(space.storage)} was not created by sdsearch; "
@@ -208,7 +218,7 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False, seed: int 
         study.set_user_attr(
             attrs.SPEC,
             {
-                "document": dict(space.document),
+                "document": {**space.document, "storage": mask_url(space.storage)},
                 "study_spec": space.study_spec(),
                 "trials": space.n_trials,
                 "source": space.source,
@@ -447,7 +457,7 @@ def _search(
         SpaceSampler(space), study=study, objectives=space.objectives, budget=space.budget, cost_fn=cost_fn
     )
     store_bytes = max(256 * 2**20, 3 * dataset.nbytes)
-    with ray_session(address, object_store_bytes=store_bytes):
+    with ray_session(address, object_store_bytes=store_bytes), searcher.heartbeats():
         _check_resources(space)
         try:
             _fit(
@@ -515,9 +525,11 @@ def _fit(
         ),
     )
     ctx = view if progress else contextlib.nullcontext()
-    with ctx:
-        tuner.fit()
-    _rmtree(Path(scratch))
+    try:
+        with ctx:
+            tuner.fit()
+    finally:  # Tune's scratch holds a pickled storage URL (with any password): never leave it behind
+        _rmtree(Path(scratch))
 
 
 def _rmtree(path: Path) -> None:

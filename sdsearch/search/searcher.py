@@ -9,9 +9,12 @@ those points. The decisions themselves are pure functions (:func:`budget_violati
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +161,7 @@ class SDOptunaSearch(OptunaSearch):
         self._cost_fn = cost_fn
         self._max_rejections = max_rejections
         self._pending: dict[str, tuple[TrialConfig, Mapping[str, Cost]]] = {}
+        self._lock = threading.Lock()  # _pending is read by the heartbeat thread
         self.consecutive_rejections = 0
         self.n_rejected = 0
         self.infeasible = False
@@ -169,7 +173,9 @@ class SDOptunaSearch(OptunaSearch):
         if self.infeasible:
             return Searcher.FINISHED
         while self.consecutive_rejections < self._max_rejections:
-            ot_trial = self._ot_study.ask()
+            with warnings.catch_warnings():  # "heartbeats are meant for Study.optimize": we beat ourselves
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                ot_trial = self._ot_study.ask()
             try:
                 config = self._space(ot_trial)
             except InvalidConfig as exc:
@@ -187,7 +193,9 @@ class SDOptunaSearch(OptunaSearch):
                 ot_trial.set_constraint(metric, value)
             self.consecutive_rejections = 0
             self._ot_trials[trial_id] = ot_trial
-            self._pending[trial_id] = (config, costs)
+            with self._lock:
+                self._pending[trial_id] = (config, costs)
+            self._beat(ot_trial)
             return {"config": config.to_dict(), "trial_number": ot_trial.number}
         self.infeasible = True
         return Searcher.FINISHED
@@ -195,9 +203,8 @@ class SDOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Multi-objective Optuna keeps no intermediate values; heartbeats keep shared studies honest."""
         ot_trial = self._ot_trials.get(trial_id)
-        storage = self._ot_study._storage
-        if ot_trial is not None and heartbeat_enabled(storage):
-            storage.record_heartbeat(ot_trial._trial_id)
+        if ot_trial is not None:
+            self._beat(ot_trial)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -206,7 +213,13 @@ class SDOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._pending:
             return
         ot_trial = self._ot_trials[trial_id]
-        config, costs = self._pending.pop(trial_id)
+        with self._lock:
+            config, costs = self._pending.pop(trial_id)
+        self._completed_trials.add(trial_id)
+        if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            # Another driver judged it stale and failed it; its retry is queued, so drop this result.
+            logger.warning("trial %d was finished elsewhere; its late result is dropped", ot_trial.number)
+            return
         outcome = final_state(result, error=error, config=config, costs=costs, objectives=self._objectives)
         ot_trial.set_user_attr(attrs.EPOCHS_DONE, outcome.epochs_done)
         if outcome.candidates:
@@ -217,7 +230,6 @@ class SDOptunaSearch(OptunaSearch):
         if worker:
             ot_trial.set_user_attr(attrs.WORKER, worker)
         self._ot_study.tell(ot_trial, outcome.values, state=outcome.state)
-        self._completed_trials.add(trial_id)
         self.completed.append((ot_trial.number, outcome))
 
     def save(self, checkpoint_path: str) -> None:
@@ -226,11 +238,59 @@ class SDOptunaSearch(OptunaSearch):
     def restore(self, checkpoint_path: str) -> None:
         raise NotImplementedError("sdsearch resumes from the study storage, not from a Ray searcher snapshot")
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tuner pickles its searcher for a restore we never do; a lock cannot be pickled."""
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- heartbeats --------------------------------------------------------------------------------
+    def _beat(self, ot_trial: optuna.trial.Trial) -> None:
+        storage = self._ot_study._storage
+        if heartbeat_enabled(storage):
+            storage.record_heartbeat(ot_trial._trial_id)
+
+    @contextlib.contextmanager
+    def heartbeats(self) -> Iterator[None]:
+        """Keep every trial in flight alive for other drivers of a shared (server) study.
+
+        Results arrive once per epoch, which may be rarer than the grace period, and a trial waiting
+        for resources reports nothing; so a thread beats for all of them, as ``Study.optimize`` does.
+        """
+        storage = self._ot_study._storage
+        if not heartbeat_enabled(storage):
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(storage.get_heartbeat_interval()):
+                with self._lock:
+                    trial_ids = [self._ot_trials[t]._trial_id for t in self._pending]
+                for trial_id in trial_ids:
+                    try:
+                        storage.record_heartbeat(trial_id)
+                    except Exception:  # a missed beat is retried next interval
+                        logger.warning(
+                            "could not record a heartbeat for trial id %d", trial_id, exc_info=True
+                        )
+
+        thread = threading.Thread(target=beat, name="sdsearch-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     # -- helpers -----------------------------------------------------------------------------------
     @property
     def in_flight(self) -> list[optuna.trial.Trial]:
         """Trials handed to Ray and not yet told (left RUNNING when the driver stops)."""
-        return [self._ot_trials[t] for t in self._pending]
+        with self._lock:
+            return [self._ot_trials[t] for t in self._pending]
 
     def _reject(
         self, ot_trial: optuna.trial.Trial, why: str, message: str | None, violations: Mapping[str, float]

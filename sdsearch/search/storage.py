@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -129,13 +130,21 @@ def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStora
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     elif not url.startswith("sqlite"):
         kwargs.update(heartbeat_interval=30, grace_period=120)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return optuna.storages.RDBStorage(url, **kwargs)
-    except (SQLAlchemyError, RuntimeError, ValueError, ImportError, ModuleNotFoundError) as exc:
-        reason = _mask_in(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-        raise StudyError(f"{mask_url(url)}: cannot open the study storage ({reason})") from None
+    attempts = 1 if path is not None else 5
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (SQLAlchemyError, RuntimeError, ValueError, ImportError, ModuleNotFoundError) as exc:
+            attempt += 1
+            # Drivers opening an empty server database together race to create Optuna's schema.
+            racing = isinstance(exc, SQLAlchemyError) and re.search(r"duplicate key|already exists", str(exc))
+            if not racing or attempt >= attempts:
+                reason = _mask_in(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+                raise StudyError(f"{mask_url(url)}: cannot open the study storage ({reason})") from None
+            time.sleep(0.2 * attempt)
 
 
 def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str]:

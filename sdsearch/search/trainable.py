@@ -29,17 +29,20 @@ def exit_metrics(val_accuracy: dict[str, float], deploy_exit: str) -> dict[str, 
 
 
 def worker_info(started: float) -> dict[str, Any]:
-    """Where and when a trial ran: Ray node id (hostname outside Ray), pid, start and end times."""
+    """Where and how a trial ran: Ray node id (hostname outside Ray), pid, torch threads, start and end."""
     try:
         import ray
 
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else socket.gethostname()
     except Exception:
         node = socket.gethostname()
+    import torch
+
     return {
         "node": node,
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
         "started": started,
         "finished": time.time(),
     }

@@ -1,0 +1,308 @@
+"""A real cluster: two Ray nodes, a PostgreSQL server, and two drivers sharing one study (issue 7).
+
+Run by .ci/run as its own step (``pytest -m cluster``). It skips, saying why, when PostgreSQL's
+Debian binaries (``/usr/lib/postgresql/*/bin``) or psycopg2 are missing.
+
+Every process started here is stopped by its own id: each Ray node is one ``ray start --block`` in
+a session of its own, killed with its process group, then any process left over that names this
+cluster's temp dir is killed. Never ``ray stop``: it would also stop every other Ray on the machine
+(a test suite or a search running beside this test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+PYTHON = sys.executable
+RAY = str(Path(sys.executable).with_name("ray"))
+OBJECT_STORE = str(96 * 2**20)
+TARGET = 6
+
+SPACE = {
+    "name": "cluster",
+    "trials": TARGET,
+    "seed": 0,
+    "sampler": "random",
+    "budget": {},
+    "resources": {"cpu": 1, "concurrent": 2},
+    "data": {"dataset": "digits"},
+    "train": {"epochs": 3},
+    "space": {
+        "backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": {"int": [1, 2]}},
+        "branches": {"placement": {"subset": [1, 2]}},
+        "train": {"lr": {"choice": [0.02, 0.05, 0.1]}},
+    },
+}
+
+# One driver: the storage URL (with its password) comes through the environment, never argv,
+# which Ray records as the job's entrypoint.
+DRIVER = """\
+import json, os, sys
+from sdsearch.search.runner import run
+from sdsearch.space import parse_space
+from sdsearch.testing import FakeFit
+
+space = parse_space(json.loads(sys.argv[1]), source="cluster.yaml")
+summary = run(space, storage=os.environ["SDSEARCH_TEST_STORAGE"], address=sys.argv[2],
+              fit_fn=FakeFit(epoch_seconds=2.0), progress=False)
+print(summary)
+print("SUMMARY", json.dumps({"before": summary.trained_before, "trained": summary.trained,
+                             "counts": dict(summary.counts), "storage": summary.storage}))
+"""
+
+# Waits until both nodes are alive; prints {"head_node": id, "worker_node": id}.
+NODES = """\
+import json, sys, time, ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+deadline = time.time() + 60
+while True:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    if len(alive) >= 2 or time.time() > deadline:
+        break
+    time.sleep(0.5)
+print(json.dumps({k: n["NodeID"] for n in alive for k in ("head_node", "worker_node") if k in n["Resources"]}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds:g} s")
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group of one ``ray start --block`` we started in a session of its own.
+
+    (Its SIGTERM handler drains the node for up to 30 s first; the children fate-share anyway.)
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def kill_leftovers(marker: str) -> None:
+    """Kill, by pid, processes whose command line names ``marker`` (this cluster's own temp dir)."""
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        pid = int(cmdline.split("/")[2])
+        with contextlib.suppress(OSError):
+            if pid != os.getpid() and marker.encode() in Path(cmdline).read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def postgres_bin() -> Path | None:
+    """The newest Debian PostgreSQL bin dir (``/usr/lib/postgresql/<major>/bin``), if installed."""
+    found = sorted(
+        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    return found[-1] if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL on 127.0.0.1 with a database and a password-protected user: yields the URL."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl); apt-get install postgresql"
+        )
+    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is missing: pip install -e '.[cluster]'")
+    run_as: list[str] = []
+    owner = None
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run the server as")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="sdpg-"))
+    root.chmod(0o755)
+    data, log = root / "data", root / "server.log"
+    if owner is not None:
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    password = "pw" + secrets.token_hex(8)
+    pg_ctl = [*run_as, str(bindir / "pg_ctl"), "-D", str(data)]
+    started = False
+    try:
+        subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "admin", "-E", "UTF8",
+                        "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
+        subprocess.run([*pg_ctl, "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
+                       check=True, capture_output=True, timeout=90)  # fmt: skip
+        started = True
+        with contextlib.closing(
+            psycopg2.connect(host=str(root), port=port, user="admin", dbname="postgres")
+        ) as c:
+            c.autocommit = True
+            with c.cursor() as cur:
+                cur.execute(f"CREATE ROLE sd LOGIN PASSWORD '{password}'")
+                cur.execute("CREATE DATABASE sdsearch OWNER sd")
+        yield {"url": f"postgresql+psycopg2://sd:{password}@127.0.0.1:{port}/sdsearch", "password": password}
+    except subprocess.CalledProcessError as exc:
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        pytest.fail(f"PostgreSQL did not start: {exc}\n{exc.stderr.decode(errors='replace')}\n{tail}")
+    finally:
+        if started:
+            subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+
+
+def ray_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head and a worker node (1 CPU each) on this machine: yields the address and both node ids."""
+    import ray
+
+    assert not ray.is_initialized(), "cluster tests must not share the session's local Ray"
+    temp = tempfile.mkdtemp(prefix="sdray-")  # short: Ray's unix sockets live under it
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--block", "--disable-usage-stats", "--num-cpus=1", f"--object-store-memory={OBJECT_STORE}",
+              "--min-worker-port=0", "--max-worker-port=0", f"--temp-dir={temp}"]  # fmt: skip
+    head_cmd = [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                f"--dashboard-agent-listen-port={free_port()}", '--resources={"head_node": 1}', *common]  # fmt: skip
+    worker_cmd = [RAY, "start", f"--address={address}", f"--dashboard-agent-listen-port={free_port()}",
+                  '--resources={"worker_node": 1}', *common]  # fmt: skip
+    logs = Path(temp)
+    nodes: list[subprocess.Popen] = []
+    try:
+        for name, cmd in (("head", head_cmd), ("worker", worker_cmd)):
+            with (logs / f"{name}.out").open("wb") as out:
+                nodes.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ray_env(),
+                                              start_new_session=True))  # fmt: skip
+            if name == "head":
+                wait_for_port(port, 60, nodes[0])
+        check = subprocess.run([PYTHON, "-c", NODES, address], capture_output=True, text=True, timeout=120,
+                               env=ray_env())  # fmt: skip
+        ids = json.loads(check.stdout.strip().splitlines()[-1]) if check.returncode == 0 else {}
+        if set(ids) != {"head_node", "worker_node"}:
+            starts = "\n".join(
+                (logs / f"{n}.out").read_text(errors="replace")[-1500:] for n in ("head", "worker")
+            )
+            pytest.fail(f"the two Ray nodes did not come up: {ids} {check.stderr[-1500:]}\n{starts}")
+        yield {"address": address, "nodes": ids}
+    finally:
+        for proc in reversed(nodes):
+            kill_group(proc)
+        kill_leftovers(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+# -- the test ------------------------------------------------------------------------------------
+
+
+def running_trials(engine) -> int:
+    """RUNNING trials in the study, read with plain SQL (0 before the first driver made the schema)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM trials WHERE state = 'RUNNING'")).scalar())
+    except SQLAlchemyError:
+        return 0
+
+
+def start_driver(tmp_path: Path, name: str, address: str, url: str) -> tuple[subprocess.Popen, Path]:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    out = tmp_path / f"{name}.out"
+    env = {**ray_env(), "SDSEARCH_TEST_STORAGE": url}
+    with out.open("wb") as f:
+        proc = subprocess.Popen([PYTHON, str(script), json.dumps(SPACE), address], stdout=f,
+                                stderr=subprocess.STDOUT, env=env, cwd=tmp_path)  # fmt: skip
+    return proc, out
+
+
+def test_two_drivers_share_one_study_on_two_nodes(postgres, ray_cluster, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+    from sqlalchemy import create_engine
+
+    from sdsearch.search import attrs
+
+    url, address = postgres["url"], ray_cluster["address"]
+    engine = create_engine(url)
+    drivers = []
+    try:
+        drivers.append(start_driver(tmp_path, "a", address, url))
+        # The second driver joins while the first one's trials are RUNNING: it must leave them alone.
+        deadline = time.monotonic() + 90
+        while running_trials(engine) == 0:
+            assert drivers[0][0].poll() is None, drivers[0][1].read_text()[-3000:]
+            assert time.monotonic() < deadline, "the first driver never started a trial"
+            time.sleep(0.2)
+        drivers.append(start_driver(tmp_path, "b", address, url))
+        for proc, out in drivers:
+            proc.wait(150)
+            assert proc.returncode == 0, out.read_text()[-3000:]
+    finally:
+        engine.dispose()
+        for proc, _ in drivers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    outputs = [out.read_text() for _, out in drivers]
+    summaries = [json.loads(o.split("SUMMARY ", 1)[1].splitlines()[0]) for o in outputs]
+    masked = url.replace(postgres["password"], "***")
+    for output, summary in zip(outputs, summaries):
+        assert postgres["password"] not in output
+        assert summary["storage"] == masked and masked in output
+        assert "Traceback" not in output  # e.g. a tell refused because the other driver failed the trial
+
+    study = optuna.load_study(study_name="cluster", storage=url)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    print(f"two drivers: {summaries}; states: {sorted(s.name for s in states)}")
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    # Nothing was failed or re-enqueued: neither driver took the other's live trials for orphans.
+    assert not [t for t in trials if t.state == TrialState.FAIL], [t.user_attrs for t in trials]
+    assert len(complete) >= TARGET
+    # Together they may overshoot: each counts trained trials at its start and runs the missing ones.
+    assert len(complete) == sum(TARGET - s["before"] for s in summaries)
+    assert all(s["trained"] >= TARGET for s in summaries)
+    nodes = {t.user_attrs[attrs.WORKER]["node"] for t in complete}
+    assert nodes == set(ray_cluster["nodes"].values()), "trials should have run on both nodes"
