@@ -94,21 +94,11 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     import torch
 
     from sdsearch.data import load_dataset
-    from sdsearch.losses import SelfDistillLoss
-    from sdsearch.nn.network import SelfDistillNet
-    from sdsearch.trainer import fit
+    from sdsearch.trainer import build, fit
 
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
+    net, loss = build(cfg, data.shape)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(cfg.seed)
-    shape = data.shape
-    net = SelfDistillNet(
-        cfg.model,
-        num_classes=shape.num_classes,
-        in_chans=shape.in_chans,
-        input_size=(shape.height, shape.width),
-    )
-    loss = SelfDistillLoss(cfg.loss, net)
     return fit(
         net,
         loss,
