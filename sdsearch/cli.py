@@ -225,6 +225,9 @@ def _add_train(sub: Any) -> None:
     p.add_argument("config", help="trainer config YAML (e.g. from sdsearch export)")
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: the search trial's, to reproduce it)"
+    )
     p.set_defaults(handler=_train)
 
 
@@ -236,7 +239,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
     out = args.out or str(Path("runs") / Path(args.config).stem)
-    result = train(args.config, out=out, epochs=args.epochs)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+    result = train(args.config, out=out, epochs=args.epochs, threads=args.threads)
     _console().print(f"model and metrics written to {result.out}")
     return 0
 

@@ -1,0 +1,108 @@
+"""The whole user workflow through the CLI: run -> show -> export -> train, plus cost and studies."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sdsearch import __version__
+from sdsearch.cli import main
+
+TINY_SPACE = """
+name: tiny
+storage: sqlite:///{tmp}/tiny.db
+trials: 2
+seed: 0
+sampler: random
+budget: {{params: 60k}}
+resources: {{cpu: 1, concurrent: 2}}
+data: {{dataset: digits}}
+train: {{epochs: 3, batch_size: 64, lr: 0.1}}
+space:
+  backbone: {{arch: mobilenetv2, width: {{choice: [0.125, 0.25]}}, depth: 1}}
+  branches: {{placement: [2, 3], style: sd}}
+  fusion: {{type: {{choice: [none, residual]}}}}
+"""
+
+
+@pytest.mark.ray
+def test_run_show_export_train_round_trip(tmp_path, capsys, ray_session):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE.format(tmp=tmp_path))
+    assert main(["run", str(space)]) == 0
+    assert "2/2 trained trials" in capsys.readouterr().out
+
+    png, table = tmp_path / "front.png", tmp_path / "front.csv"
+    assert main(["show", str(space), "--candidates", "--plot", str(png), "--csv", str(table)]) == 0
+    assert png.stat().st_size > 10_000
+    rows = list(csv.DictReader(table.open()))
+    assert rows and {"trial", "exit", "accuracy", "params", "macs"} <= set(rows[0])
+    capsys.readouterr()
+    assert main(["show", str(space), "--json"]) == 0
+    front = json.loads(capsys.readouterr().out)
+    assert front
+
+    best = tmp_path / "best.yaml"
+    assert main(["export", str(space), "--pick", "best", "-o", str(best)]) == 0
+    doc = yaml.safe_load(best.read_text())
+    searched_acc = doc["provenance"]["values"]["accuracy"]
+    assert main(["validate", str(best)]) == 0
+
+    out = tmp_path / "run"
+    assert main(["train", str(best), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # same split, seed, epochs and (from provenance) CPU threads as the search trial: the same run
+    assert doc["provenance"]["threads"] == 1 and metrics["threads"] == 1
+    assert metrics["val_accuracy"] == pytest.approx(searched_acc, abs=1e-12)
+    assert abs(metrics["test_accuracy"] - searched_acc) <= 0.08
+    assert (out / "model.ts").exists()
+
+    capsys.readouterr()
+    assert main(["studies", str(tmp_path / "tiny.db")]) == 0
+    assert "tiny" in capsys.readouterr().out
+
+
+def test_cost_json_for_a_fixed_config(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "space:\n  backbone: {arch: resnet, width: 1.0, depth: 2}\n  branches: {placement: [1, 2, 3]}\n"
+    )
+    assert main(["cost", str(cfg), "--input", "3x32x32", "--classes", "100", "--json"]) == 0
+    exits = json.loads(capsys.readouterr().out)["exits"]
+    assert [e["exit"] for e in exits] == ["1", "2", "3", "final"]
+    final = exits[-1]
+    assert abs(final["params"] - 11.22e6) / 11.22e6 < 0.005
+    assert abs(final["macs"] - 0.556e9) / 0.556e9 < 0.01
+    assert final["flops"] == 2 * final["macs"]
+
+
+def test_cost_refuses_a_space_and_bad_shapes(capsys):
+    assert main(["cost", "spaces/iot_budget.yaml"]) == 2
+    assert "is still a distribution" in capsys.readouterr().err
+    assert main(["cost", "spaces/cifar100_byot.yaml", "--input", "3x32"]) == 2
+    assert "--input" in capsys.readouterr().err
+
+
+def test_bad_arguments_are_exit_2(capsys):
+    assert main(["run", "spaces/iot_budget.yaml", "--trials", "0"]) == 2
+    assert main(["show", "spaces/iot_budget.yaml", "--budget", "latency=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("--trials:") and err[1].startswith("--budget:")
+
+
+def test_console_script_smoke():
+    out = subprocess.run(
+        [sys.executable, "-m", "sdsearch", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"sdsearch {__version__}"
+    bad = subprocess.run(
+        [sys.executable, "-m", "sdsearch", "validate", "tests/bad_spaces/bad_fusion.yaml"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
