@@ -45,7 +45,7 @@ def test_run_trains_target_rejects_over_budget_and_resumes(tmp_path, ray_session
     assert summary.trained == 4 and summary.counts["complete"] == 4
     all_trials = trials(space)
     rejected = [t for t in all_trials if attrs.REJECTED in t.user_attrs]
-    trained = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    trained = [t for t in all_trials if t.state == TrialState.COMPLETE and attrs.REJECTED not in t.user_attrs]
     assert rejected, "wide configs (over 60k params) must have been drawn and rejected"
     for t in rejected:  # never reached Ray: no worker, no epochs
         assert attrs.WORKER not in t.user_attrs and attrs.EPOCHS_DONE not in t.user_attrs
@@ -72,7 +72,10 @@ def test_changed_space_is_refused_then_fresh_keeps_the_old_study(tmp_path, ray_s
     names = {s.study_name for s in optuna.get_all_study_summaries(space.storage)}
     assert names == {"e2e", "e2e.1"}
     old = optuna.load_study(study_name="e2e.1", storage=space.storage)
-    assert len([t for t in old.trials if t.state == TrialState.COMPLETE]) == 1
+    assert (
+        len([t for t in old.trials if t.state == TrialState.COMPLETE and attrs.REJECTED not in t.user_attrs])
+        == 1
+    )
 
 
 def test_second_driver_is_refused(tmp_path, ray_session):

@@ -75,8 +75,9 @@ def test_infeasible_configs_are_told_at_once_and_never_returned():
         assert fake_costs(cfg)["final"].macs <= 1000
     rejected = [t for t in study.trials if attrs.REJECTED in t.user_attrs]
     assert rejected, "width 1.0 should have been drawn and rejected"
-    for t in rejected:
-        assert t.state == TrialState.PRUNED
+    for t in rejected:  # COMPLETE with accuracy 0 and the real cost: every sampler reads constraints
+        assert t.state == TrialState.COMPLETE and t.values[0] == 0.0
+        assert t.values[2] == t.user_attrs[attrs.COST]["macs"]
         assert t.user_attrs[attrs.REJECTED] == attrs.REJECTED_BUDGET
         assert t.constraints["macs"] > 0
     assert searcher.n_rejected == len(rejected)
@@ -150,7 +151,8 @@ def test_infeasible_space_finishes_after_bounded_draws():
 
     assert searcher.suggest("a") == Searcher.FINISHED
     assert searcher.infeasible
-    assert len(study.trials) == 25 and all(t.state == TrialState.PRUNED for t in study.trials)
+    assert len(study.trials) == 25 and all(attrs.REJECTED in t.user_attrs for t in study.trials)
+    assert study.best_trials == []  # infeasible: never on Optuna's own front either
 
 
 def test_final_state_keeps_shallow_candidates_of_pruned_trials():
@@ -206,3 +208,64 @@ def test_a_result_for_a_trial_failed_elsewhere_is_dropped():
     study._storage.set_trial_state_values(study.trials[s["trial_number"]]._trial_id, TrialState.FAIL)
     searcher.on_trial_complete("a", result(0.9))  # must not raise UpdateFinishedTrialError
     assert study.trials[s["trial_number"]].state == TrialState.FAIL
+
+
+def test_subset_under_its_min_is_rejected_as_invalid_with_a_constraint():
+    space = {**SPACE, "budget": {}, "space": {"branches": {"placement": {"subset": [1, 2, 3], "min": 3}}}}
+    searcher, study = make_searcher(space=space)
+    s = searcher.suggest("a")
+    assert TrialConfig.from_dict(s["config"]).model.branches.placement == (1, 2, 3)
+    for t in study.trials:
+        invalid = attrs.REJECTED in t.user_attrs
+        assert t.constraints["valid"] == (1.0 if invalid else 0.0)
+        if invalid:
+            assert t.user_attrs[attrs.REJECTED] == attrs.REJECTED_INVALID
+            assert "fewer than 3 exits" in t.user_attrs[attrs.FAIL_REASON]
+
+
+def test_a_config_that_cannot_be_built_is_rejected_not_left_running():
+    from sdsearch.errors import ConfigError
+
+    def broken_costs(config):
+        raise ConfigError("input 7x7 is smaller than 8x8")
+
+    sp = parse_space(SPACE)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    searcher = SDOptunaSearch(SpaceSampler(sp), study=study, objectives=sp.objectives, budget=sp.budget,
+                              cost_fn=broken_costs, max_rejections=3)  # fmt: skip
+    assert searcher.suggest("a") == "FINISHED"
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    assert "7x7" in study.trials[0].user_attrs[attrs.FAIL_REASON]
+
+
+@pytest.mark.parametrize(
+    "train, expected",
+    [({"epochs": 4}, 4), ({"epochs": {"int": [2, 6]}}, 6), ({"epochs": {"choice": [3, 9, 5]}}, 9), ({}, 3)],
+)
+def test_asha_max_epochs_for_fixed_and_searched_epochs(train, expected):
+    from sdsearch.search.runner import _scheduler, max_epochs_of
+
+    space = parse_space({"train": {"epochs": 3}, "scheduler": {"type": "asha"}, "space": {"train": train}})
+    assert max_epochs_of(space) == expected
+    assert _scheduler(space)._max_t == expected
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "nsga3", "gp", "random", "qmc"])
+def test_every_sampler_drives_a_constrained_multi_objective_study(sampler):
+    from sdsearch.search.runner import make_sampler
+
+    options = {"population_size": 4} if sampler.startswith("nsga") else {}
+    if sampler in ("tpe", "gp"):
+        options = {"n_startup_trials": 2}
+    sp = parse_space({**SPACE, "sampler": {"type": sampler, **options}})
+    study = optuna.create_study(
+        directions=[attrs.DIRECTIONS[o] for o in sp.objectives], sampler=make_sampler(sp, seed=0)
+    )
+    searcher = SDOptunaSearch(
+        SpaceSampler(sp), study=study, objectives=sp.objectives, budget=sp.budget, cost_fn=fake_costs
+    )
+    for i in range(6):
+        s = searcher.suggest(str(i))
+        searcher.on_trial_complete(str(i), result(0.5 + 0.05 * i))
+        assert study.trials[s["trial_number"]].state == TrialState.COMPLETE
+    assert study.best_trials

@@ -5,8 +5,8 @@ stored format has one definition. Values are JSON-serialisable (Optuna's RDB sto
 
 Study user attrs:
     ``SPEC_HASH``: stable hash of the parts of the space file that define the study.
-    ``SPEC``: ``{"document": the validated space document, "study_spec": Space.study_spec(),
-    "trials": the file's target, "source": the file}``, so a study can be shown and exported
+    ``SPEC``: ``{"document": the validated space document (storage masked), "study_spec":
+    Space.study_spec(), "source": the file}``, so a study can be shown and exported
     without the YAML file and a changed space can name the keys that changed.
     ``OBJECTIVES``: list of objective names, e.g. ``["accuracy", "params", "macs"]``.
     ``BUDGET``: dict metric -> limit (numbers), e.g. ``{"params": 50000, "macs": 2000000}``.

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdsearch.data import describe
 from sdsearch.errors import InfeasibleSpaceError, SpaceError, StudyError, StudyLockedError
 from sdsearch.search import attrs
 from sdsearch.search.storage import count_trials, mask_url, open_storage, sqlite_path
@@ -58,57 +59,26 @@ class RunSummary:
 # -- samplers ------------------------------------------------------------------------------------
 
 
-def _tpe(seed: int, **options: Any) -> Any:
-    import optuna
-
-    return optuna.samplers.TPESampler(seed=seed, **options)
-
-
-def _nsga2(seed: int, **options: Any) -> Any:
-    import optuna
-
-    return optuna.samplers.NSGAIISampler(seed=seed, **options)
-
-
-def _nsga3(seed: int, **options: Any) -> Any:
-    import optuna
-
-    return optuna.samplers.NSGAIIISampler(seed=seed, **options)
-
-
-def _gp(seed: int, **options: Any) -> Any:
-    import optuna
-
-    return optuna.samplers.GPSampler(seed=seed, **options)
-
-
-def _random(seed: int, **options: Any) -> Any:
-    import optuna
-
-    return optuna.samplers.RandomSampler(seed=seed, **options)
-
-
-def _qmc(seed: int, **options: Any) -> Any:
-    import optuna
-
-    return optuna.samplers.QMCSampler(seed=seed, **options)
-
-
-#: Sampler name -> factory(seed, **options); the names match :data:`sdsearch.space.SAMPLERS`.
-SAMPLER_FACTORIES: dict[str, Callable[..., Any]] = {
-    "tpe": _tpe,
-    "nsga2": _nsga2,
-    "nsga3": _nsga3,
-    "gp": _gp,
-    "random": _random,
-    "qmc": _qmc,
+#: Sampler name -> Optuna sampler class; the names match :data:`sdsearch.space.SAMPLERS`.
+SAMPLER_CLASSES: dict[str, str] = {
+    "tpe": "TPESampler",
+    "nsga2": "NSGAIISampler",
+    "nsga3": "NSGAIIISampler",
+    "gp": "GPSampler",
+    "random": "RandomSampler",
+    "qmc": "QMCSampler",
 }
 
 
 def make_sampler(space: Space, *, seed: int) -> Any:
     """The space's Optuna sampler; a bad option combination is reported against ``sampler``."""
+    import optuna
+
+    sampler_class = getattr(optuna.samplers, SAMPLER_CLASSES[space.sampler.type])
     try:
-        return SAMPLER_FACTORIES[space.sampler.type](seed, **dict(space.sampler.options))
+        with warnings.catch_warnings():  # the YAML chose it; Optuna's "experimental" note is noise here
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return sampler_class(seed=seed, **dict(space.sampler.options))
     except (TypeError, ValueError) as exc:
         raise SpaceError(
             space.source, "sampler", f"{space.sampler.type} rejected its options: {exc}"
@@ -162,7 +132,7 @@ def _rename_study(storage: Any, old: str, new: str) -> None:
         )
 
 
-def prepare_study(space: Space, storage: Any, *, fresh: bool = False, seed: int | None = None) -> Any:
+def prepare_study(space: Space, storage: Any, *, fresh: bool = False) -> Any:
     """Create or load the space's study, refusing a changed space unless ``fresh``.
 
     Returns an ``optuna.Study`` whose sampler is seeded from (seed, number of trials so far), so a
@@ -202,12 +172,11 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False, seed: int 
         if fresh:
             _rename_study(storage, space.name, _free_name(names, space.name))
     n_before = 0 if fresh or space.name not in names else len(existing.trials)
-    base_seed = space.seed if seed is None else seed
     study = optuna.create_study(
         storage=storage,
         study_name=space.name,
         directions=[attrs.DIRECTIONS[o] for o in space.objectives],
-        sampler=make_sampler(space, seed=base_seed * 1_000_003 + n_before),
+        sampler=make_sampler(space, seed=space.seed * 1_000_003 + n_before),
         load_if_exists=True,
     )
     if study.user_attrs.get(attrs.SPEC_HASH) != spec_hash:
@@ -220,7 +189,6 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False, seed: int 
             {
                 "document": {**space.document, "storage": mask_url(space.storage)},
                 "study_spec": space.study_spec(),
-                "trials": space.n_trials,
                 "source": space.source,
             },
         )
@@ -329,15 +297,22 @@ def _check_resources(space: Space) -> None:
         )
 
 
+def max_epochs_of(space: Space) -> int:
+    """The most epochs any config of the space trains (ASHA's ``max_t``)."""
+    epochs = space.dims.get("train.epochs")
+    if epochs is None:
+        return space.train.epochs
+    return int(
+        {"fixed": epochs.value, "choice": max(epochs.choices or (0,)), "int": epochs.high}[epochs.kind]
+    )
+
+
 def _scheduler(space: Space) -> Any:
     if space.scheduler.type != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    epochs = space.dims.get("train.epochs")
-    max_epochs = (
-        space.train.epochs if epochs is None else int(max(epochs.choices or (epochs.high, epochs.value or 0)))
-    )
+    max_epochs = max_epochs_of(space)
     return ASHAScheduler(
         time_attr="training_iteration",
         metric="accuracy",
@@ -393,6 +368,11 @@ def run(
         space = dataclasses.replace(space, seed=seed)
     target = n_trials or space.n_trials
     started = time.time()
+    shape = describe(space.data)  # a missing dataset is reported before any study is created
+    if min(shape.height, shape.width) < 8:
+        raise SpaceError(
+            space.source, "data", f"images are {shape.height}x{shape.width}; the networks need at least 8x8"
+        )
     db = open_storage(space.storage, create=True)
     with study_lock(space.storage, space.name):
         study = prepare_study(space, db, fresh=fresh)
@@ -438,21 +418,13 @@ def _search(
     progress: bool,
 ) -> None:
     """Train ``missing`` trials through one fresh Tuner; in-flight trials are retired on any exit."""
-    from sdsearch.cost import exit_costs
     from sdsearch.data import load_dataset
-    from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
+    from sdsearch.search.searcher import ExitCosts, SDOptunaSearch, SpaceSampler
 
-    dataset = load_dataset(space.data, seed=space.seed)
-    shape = dataset.shape
-
-    def cost_fn(config: Any) -> Any:
-        return exit_costs(
-            config.model,
-            num_classes=shape.num_classes,
-            in_chans=shape.in_chans,
-            input_size=(shape.height, shape.width),
-        )
-
+    loaded = load_dataset(space.data, seed=space.seed)
+    # Trials never see the test split: only `sdsearch train` evaluates on it.
+    dataset = dataclasses.replace(loaded, x_test=loaded.x_test[:0], y_test=loaded.y_test[:0])
+    cost_fn = ExitCosts(dataset.shape)
     searcher = SDOptunaSearch(
         SpaceSampler(space), study=study, objectives=space.objectives, budget=space.budget, cost_fn=cost_fn
     )

@@ -24,13 +24,16 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sdsearch.config import TrialConfig
+from sdsearch.errors import SdsearchError
 from sdsearch.search import attrs
-from sdsearch.space import InvalidConfig, Space
+from sdsearch.space import Space
 
 if TYPE_CHECKING:
     from sdsearch.cost import Cost
+    from sdsearch.data import DataShape
 
 __all__ = [
+    "ExitCosts",
     "SDOptunaSearch",
     "SpaceSampler",
     "TrialOutcome",
@@ -41,6 +44,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Constraint set on every trial of a space whose configs can break a cross-key rule (1: broken).
+VALID_CONSTRAINT = "valid"
 #: Consecutive budget rejections after which a space is declared infeasible.
 MAX_CONSECUTIVE_REJECTIONS = 500
 
@@ -53,6 +58,21 @@ class SpaceSampler:
 
     def __call__(self, trial: optuna.trial.Trial) -> TrialConfig:
         return self.space.suggest(trial)
+
+
+class ExitCosts:
+    """Cost of every exit of a config for one data shape: a module-level callable (picklable)."""
+
+    def __init__(self, shape: DataShape) -> None:
+        self.shape = shape
+
+    def __call__(self, config: TrialConfig) -> Mapping[str, Cost]:
+        from sdsearch.cost import exit_costs
+
+        s = self.shape
+        return exit_costs(
+            config.model, num_classes=s.num_classes, in_chans=s.in_chans, input_size=s.input_size
+        )
 
 
 def result_keys(exit_name: str) -> str:
@@ -130,7 +150,7 @@ class SDOptunaSearch(OptunaSearch):
     """OptunaSearch over a stored study with budget rejection and honest final states.
 
     Ownership of RUNNING trials: a trial this searcher asked for is moved out of RUNNING either in
-    :meth:`suggest` (budget-rejected or invalid: PRUNED at once, never sent to Ray) or in
+    :meth:`suggest` (budget-rejected or invalid: told at once, never sent to Ray) or in
     :meth:`on_trial_complete` (COMPLETE, PRUNED or FAIL). Trials still in flight when the driver
     stops stay RUNNING; the runner tells them FAIL and re-enqueues them (see runner.py).
 
@@ -176,21 +196,27 @@ class SDOptunaSearch(OptunaSearch):
             with warnings.catch_warnings():  # "heartbeats are meant for Study.optimize": we beat ourselves
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
                 ot_trial = self._ot_study.ask()
-            try:
-                config = self._space(ot_trial)
-            except InvalidConfig as exc:
-                self._reject(ot_trial, attrs.REJECTED_INVALID, str(exc), {})
-                continue
-            costs = self._cost_fn(config)
-            deployed = costs[config.deploy_exit]
+            config = self._space(ot_trial)
             ot_trial.set_user_attr(attrs.CONFIG, config.to_dict())
-            ot_trial.set_user_attr(attrs.COST, _cost_dict(deployed))
-            violations = budget_violations(deployed, self._budget)
-            if any(v > 0 for v in violations.values()):
-                self._reject(ot_trial, attrs.REJECTED_BUDGET, None, violations)
+            try:
+                costs = self._cost_fn(config)
+            except (SdsearchError, ValueError, RuntimeError) as exc:
+                # Unbuildable (e.g. an input too small for the network): nothing to learn from.
+                self._reject(ot_trial, attrs.REJECTED_INVALID, f"cannot be built: {exc}", None)
                 continue
-            for metric, value in violations.items():
+            deployed = costs[config.deploy_exit]
+            ot_trial.set_user_attr(attrs.COST, _cost_dict(deployed))
+            constraints = budget_violations(deployed, self._budget)
+            invalid = self._space.space.invalid_reason(config)
+            if self._space.space.can_be_invalid:
+                constraints[VALID_CONSTRAINT] = 1.0 if invalid else 0.0
+            for metric, value in constraints.items():
                 ot_trial.set_constraint(metric, value)
+            if invalid or any(v > 0 for v in constraints.values()):
+                values = [0.0 if o == "accuracy" else float(getattr(deployed, o)) for o in self._objectives]
+                why = attrs.REJECTED_INVALID if invalid else attrs.REJECTED_BUDGET
+                self._reject(ot_trial, why, invalid, values)
+                continue
             self.consecutive_rejections = 0
             self._ot_trials[trial_id] = ot_trial
             with self._lock:
@@ -293,15 +319,17 @@ class SDOptunaSearch(OptunaSearch):
             return [self._ot_trials[t] for t in self._pending]
 
     def _reject(
-        self, ot_trial: optuna.trial.Trial, why: str, message: str | None, violations: Mapping[str, float]
+        self, ot_trial: optuna.trial.Trial, why: str, message: str | None, values: list[float] | None
     ) -> None:
-        for metric, value in violations.items():
-            ot_trial.set_constraint(metric, value)
+        """Tell a config that will never train: COMPLETE with accuracy 0 and its real cost when it has
+        one, so every sampler (TPE, NSGA-II/III, GP) sees its positive constraints; FAIL otherwise."""
         ot_trial.set_user_attr(attrs.REJECTED, why)
         if message:
             ot_trial.set_user_attr(attrs.FAIL_REASON, message)
-        # PRUNED, not FAIL: TPE and GP learn from infeasible PRUNED/COMPLETE trials, never from FAIL.
-        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        if values is None:
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        else:
+            self._ot_study.tell(ot_trial, values)
         self.consecutive_rejections += 1
         self.n_rejected += 1
 

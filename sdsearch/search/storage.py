@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sdsearch.errors import StudyError
+from sdsearch.errors import StudyError, StudySelectionError
 from sdsearch.search import attrs
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def _check_sqlite_file(path: Path, url: str, *, create: bool) -> None:
             )
         return
     if path.is_dir():
-        raise StudyError(f"{url}: {path} is a directory, not a database file")
+        raise StudySelectionError(f"{url}: {path} is a directory, not a database file")
     if path.stat().st_size == 0:
         return
     with path.open("rb") as f:
@@ -161,7 +161,7 @@ def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str]
     names = [s.study_name for s in _summaries(url)]
     if study_name is not None:
         if study_name not in names:
-            raise StudyError(
+            raise StudySelectionError(
                 f"{mask_url(url)}: no study {study_name!r} (studies: {', '.join(names) or 'none'})"
             )
         return url, study_name
@@ -169,7 +169,9 @@ def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str]
         return url, names[0]
     if not names:
         raise StudyError(f"{mask_url(url)}: holds no study yet (run `sdsearch run SPACE` first)")
-    raise StudyError(f"{mask_url(url)}: holds several studies ({', '.join(names)}); pass --study NAME")
+    raise StudySelectionError(
+        f"{mask_url(url)}: holds several studies ({', '.join(names)}); pass --study NAME"
+    )
 
 
 def _summaries(url: str) -> list[Any]:
@@ -222,7 +224,6 @@ def list_studies(source: str) -> list[dict[str, Any]]:
     for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         row: dict[str, Any] = {"study": summary.study_name, **count_trials(study.get_trials(deepcopy=False))}
-        spec = study.user_attrs.get(attrs.SPEC) or {}
-        row["target"] = spec.get("trials", "") if isinstance(spec, dict) else ""
+        row["target"] = study.user_attrs.get(attrs.TARGET, "")
         rows.append(row)
     return rows
