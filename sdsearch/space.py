@@ -302,10 +302,6 @@ class Resources:
     concurrent: int | None = None
 
 
-class InvalidConfig(ValueError):
-    """A sampled config breaks a rule that no single leaf can express (e.g. ``subset`` min size)."""
-
-
 @dataclass(frozen=True)
 class Space:
     """A validated space file. Build it with :func:`load_space` or :func:`parse_space`.
@@ -364,9 +360,7 @@ class Space:
     def suggest(self, trial: SuggestTrial) -> TrialConfig:
         """Sample one fully fixed config, define-by-run: conditional keys only where they apply.
 
-        Raises:
-            InvalidConfig: the sample breaks a cross-key rule (a subset smaller than its ``min``);
-                the searcher records it as rejected without training it.
+        The config may still break a cross-key rule; :meth:`invalid_reason` says which.
         """
         v: dict[str, Any] = {}
         for key in (
@@ -393,12 +387,19 @@ class Space:
         for key, dim in self.dims.items():
             if key not in v:
                 v[key] = dim.suggest(trial)
-        placement = self.dims["branches.placement"]
-        if placement.kind == "subset" and len(v["branches.placement"]) < placement.min:
-            raise InvalidConfig(
-                f"branches.placement: {v['branches.placement']} has fewer than {placement.min} exits"
-            )
         return self._config(v)
+
+    @property
+    def can_be_invalid(self) -> bool:
+        """Whether :meth:`suggest` can yield a config that :meth:`invalid_reason` refuses."""
+        return self.dims["branches.placement"].min > 0
+
+    def invalid_reason(self, config: TrialConfig) -> str | None:
+        """Why a sampled config breaks a rule no single leaf can express (a subset under its ``min``)."""
+        placement = self.dims["branches.placement"]
+        if len(config.model.branches.placement) < placement.min:
+            return f"branches.placement: {list(config.model.branches.placement)} has fewer than {placement.min} exits"
+        return None
 
     def fixed_config(self) -> TrialConfig:
         """The one config of a trainer config (a space with no distributions)."""
@@ -434,12 +435,14 @@ class Space:
     def study_spec(self) -> dict[str, Any]:
         """The parts that define the study's results: space, data, train, objectives, budget, deploy.
 
-        Not trials, seed, sampler, resources, scheduler or storage: changing those continues the study.
+        The seed is included: it fixes the validation split and the initial weights of every trial.
+        Not trials, sampler, resources, scheduler or storage: changing those continues the study.
         """
         return {
             "space": {k: d.as_spec() for k, d in sorted(self.dims.items())},
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
+            "seed": self.seed,
             "objectives": list(self.objectives),
             "budget": dict(sorted(self.budget.items())),
             "deploy": {"exit": self.deploy_exit},
@@ -599,7 +602,7 @@ class _Validator:
         train = self.train(doc.get("train"))
         deploy_exit = self.deploy(doc.get("deploy"))
         dims = self.dims(doc.get("space"))
-        self.cross_checks(dims, deploy_exit)
+        self.cross_checks(dims, deploy_exit, train)
         provenance = doc.get("provenance")
         if provenance is not None and not isinstance(provenance, Mapping):
             raise self.fail("provenance", f"expected a mapping, got {_kind(provenance)}")
@@ -858,8 +861,14 @@ class _Validator:
                 raise self.fail(f"space.{key}.step", "step and log cannot be combined (Optuna forbids it)")
         return Dimension(key, kind, low=low, high=high, step=step, log=log)
 
-    def cross_checks(self, dims: Mapping[str, Dimension], deploy_exit: str) -> None:
+    def cross_checks(self, dims: Mapping[str, Dimension], deploy_exit: str, train: C.TrainConfig) -> None:
         """Rules over several keys: contradictions that make every config invalid."""
+        nesterov = dims.get("train.nesterov", Dimension("train.nesterov", "fixed", value=train.nesterov))
+        momentum = dims.get("train.momentum", Dimension("train.momentum", "fixed", value=train.momentum))
+        lowest = momentum.value if momentum.is_fixed else min(momentum.choices or (momentum.low,))
+        if True in _values(nesterov) and lowest == 0:
+            key = "space.train.momentum" if "train.momentum" in dims else "train.momentum"
+            raise self.fail(key, "nesterov needs momentum > 0 (raise momentum or set nesterov: false)")
         teacher, fusion = _values(dims["loss.teacher"]), _values(dims["fusion.type"])
         if teacher == ("fused",) and fusion == ("none",):
             raise self.fail(
