@@ -176,9 +176,9 @@ def _show(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(front, args.csv)
     if args.plot:
-        plot_front(front, args.plot)
+        written = plot_front(front, args.plot)
         if not args.json:
-            _console().print(f"plot written to {args.plot}")
+            _console().print(f"plot written to {written}")
     return 0
 
 

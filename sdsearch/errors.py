@@ -15,6 +15,7 @@ __all__ = [
     "SpaceError",
     "StudyError",
     "StudyLockedError",
+    "StudySelectionError",
 ]
 
 
@@ -53,6 +54,12 @@ class StudyError(SdsearchError):
     """A study cannot be created, resumed or read (changed space, foreign storage, no trials)."""
 
     exit_code = 1
+
+
+class StudySelectionError(StudyError):
+    """A storage or study name given on the command line does not name one study (bad input)."""
+
+    exit_code = 2
 
 
 class StudyLockedError(StudyError):

@@ -27,6 +27,7 @@ import yaml
 
 from sdsearch.config import TrialConfig
 from sdsearch.errors import ConfigError, StudyError
+from sdsearch.paths import output_file
 from sdsearch.search import attrs
 from sdsearch.search.front import (
     Candidate,
@@ -181,7 +182,7 @@ def _write(document: Mapping[str, Any], path: Path) -> None:
         f"# Trainer config exported by sdsearch from study {prov.get('study')}, trial {prov.get('trial')}, "
         f"exit {prov.get('exit')}.\n# Train it with: sdsearch train {path}\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(path, option="-o")
     body = yaml.dump(dict(document), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     path.write_text(header + body, encoding="utf-8")
 

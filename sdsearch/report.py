@@ -17,6 +17,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from sdsearch.paths import output_file
 from sdsearch.search import attrs
 from sdsearch.search.front import Candidate, Front, pareto_front
 from sdsearch.sizes import format_size
@@ -127,8 +128,7 @@ def write_json(front: Front, path: str | Path) -> Path:
 
 def write_csv(front: Front, path: str | Path) -> Path:
     """Write :func:`front_records` as CSV (header = :data:`COLUMNS`); None becomes an empty cell."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(path, option="--csv")
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
@@ -243,7 +243,7 @@ def plot_front(front: Front, path: str | Path, *, dpi: int = 150) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
+    path = output_file(path, option="--plot", suffix=".png")  # before the (slow) drawing
     fig = Figure(figsize=(13, 6.0), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)
@@ -270,7 +270,6 @@ def plot_front(front: Front, path: str | Path, *, dpi: int = 150) -> Path:
         f"budget {front.describe_budget().replace('<=', '≤')}",
         fontsize=12,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     return path
 

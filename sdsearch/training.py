@@ -32,6 +32,7 @@ import yaml
 from sdsearch.artifacts import save_checkpoint, save_onnx, save_torchscript
 from sdsearch.config import TrialConfig
 from sdsearch.data import Dataset, load_dataset
+from sdsearch.paths import output_dir
 from sdsearch.trainer import EpochReport, FitResult, build, evaluate, fit, resolve_device
 
 __all__ = ["ARTIFACTS", "TrainResult", "train"]
@@ -93,7 +94,7 @@ def train(
     started = time.perf_counter()
 
     data = load_dataset(cfg.data, seed=cfg.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)  # after the checks that can fail on bad input
+    out_dir = output_dir(out_dir, option="--out")  # after the checks that can fail on bad input
     shape = data.shape
     net, loss = build(cfg, shape)
     with _progress_bar(progress, cfg.train.epochs, cfg.deploy_exit) as report:

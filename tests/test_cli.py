@@ -106,3 +106,42 @@ def test_console_script_smoke():
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def _study_db(tmp_path, names=("a",)):
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    for name in names:
+        optuna.create_study(study_name=name, storage=url)
+    return str(tmp_path / "s.db")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["show", "{db}", "--study", "nope"], "no study 'nope'"),
+        (["show", "{tmp}"], "is a directory"),
+    ],
+)
+def test_selecting_a_study_wrongly_is_bad_input(tmp_path, capsys, argv, message):
+    db = _study_db(tmp_path)
+    assert main([a.format(db=db, tmp=tmp_path) for a in argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_several_studies_need_study_name(tmp_path, capsys):
+    assert main(["show", _study_db(tmp_path, names=("a", "b"))]) == 2
+    assert "pass --study NAME" in capsys.readouterr().err
+
+
+def test_output_paths_that_are_folders_or_files_are_bad_input(tmp_path, capsys):
+    from sdsearch.paths import output_dir, output_file
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(Exception, match="is a folder") as folder:
+        output_file(tmp_path, option="-o")
+    with pytest.raises(Exception, match="is a file") as file:
+        output_dir(tmp_path / "file", option="--out")
+    assert folder.value.exit_code == file.value.exit_code == 2
+    assert output_file(tmp_path / "plot", option="--plot", suffix=".png").name == "plot.png"
