@@ -89,7 +89,31 @@ class BasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
 
-class ResNet(nn.Module):
+class Backbone(nn.Module):
+    """What every backbone shares: a ``stem``, 4 ``stages`` and their ``feature_info``."""
+
+    stem: nn.Module
+    stages: nn.Sequential
+    feature_info: list[dict[str, Any]]
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The 4 stage outputs, shallowest first."""
+        x = self.stem(x)
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The deepest stage's map F_L."""
+        return self.stages(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+class ResNet(Backbone):
     """CIFAR-style ResNet: 3×3 stride-1 stem, 4 stages of ``depth`` BasicBlocks, strides 1, 2, 2, 2.
 
     Args:
@@ -125,22 +149,6 @@ class ResNet(nn.Module):
             self.feature_info.append({"num_chs": out_chs, "reduction": reduction, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
         init_weights(self)
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The 4 stage outputs, shallowest first."""
-        x = self.stem(x)
-        out = []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The deepest stage's map F_L."""
-        return self.stages(self.stem(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
 
 
 class InvertedResidual(nn.Module):
@@ -193,7 +201,7 @@ MBV2_STAGES: tuple[tuple[tuple[int, int, int | None, int], ...], ...] = (
 MBV2_STEM_CHS = 32
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(Backbone):
     """MobileNetV2 for small inputs: 3×3 stride-1 stem, inverted residual blocks in 4 stages.
 
     Args:
@@ -229,22 +237,6 @@ class MobileNetV2(nn.Module):
             self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*built)
         init_weights(self)
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The 4 stage outputs, shallowest first."""
-        x = self.stem(x)
-        out = []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The deepest stage's map F_L."""
-        return self.stages(self.stem(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
 
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
