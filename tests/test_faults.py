@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import optuna
 import pytest
@@ -28,8 +29,9 @@ from sdsearch.search.runner import run
 from sdsearch.space import parse_space
 from sdsearch.testing import FakeFit
 doc, address = json.loads(sys.argv[1]), sys.argv[2]
-run(parse_space(doc, source="faults.yaml"), address=address, fit_fn=FakeFit(epoch_seconds=0.4), progress=False)
+run(parse_space(doc, source="faults.yaml"), address=address, fit_fn=FakeFit(epoch_seconds=float(sys.argv[3])), progress=False)
 """
+EPOCH_SECONDS = 0.8  # the stopped driver's trials run 3 epochs of this (2.4 s in all)
 
 
 def space_doc(tmp_path, trials=6):
@@ -51,7 +53,7 @@ def start_driver(doc, ray_session):
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, json.dumps(doc), address],
+        [sys.executable, "-c", DRIVER, json.dumps(doc), address, str(EPOCH_SECONDS)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -75,9 +77,46 @@ def wait_for_complete(storage, n, proc, timeout=120):
     pytest.fail("no progress from the driver")
 
 
+def wait_for_mid_trial(storage, proc, concurrent=2, left=0.8, timeout=90):
+    """Numbers of the RUNNING trials, at a moment when a stop lands in the middle of all of them.
+
+    That is: all ``concurrent`` slots are taken (so the searcher is not asked for another trial),
+    every trial was handed to Ray (its ``cost``, the searcher's last write, is stored) and has at
+    least ``left`` seconds of its epochs to go (so none is being told). Elsewhere, inside the
+    searcher's ``suggest`` or ``on_trial_complete``, a ctrl-c can leave a trial RUNNING.
+    """
+    query = (
+        "SELECT t.number, t.datetime_start, EXISTS (SELECT 1 FROM trial_user_attributes a "
+        "WHERE a.trial_id = t.trial_id AND a.key = ?) FROM trials t WHERE t.state = 'RUNNING'"
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early:\n{proc.stdout.read()}")
+        try:  # read-only, as in wait_for_complete; Optuna stores datetime.now() (local, naive)
+            with sqlite3.connect(f"file:{storage[len('sqlite:///') :]}?mode=ro", uri=True) as conn:
+                rows = conn.execute(query, (attrs.COST,)).fetchall()
+        except sqlite3.Error:
+            rows = []
+        now = datetime.now()
+        ages = [(now - datetime.fromisoformat(start)).total_seconds() for _, start, _ in rows]
+        if (
+            len(rows) == concurrent
+            and all(handed for _, _, handed in rows)
+            and max(ages) < 3 * EPOCH_SECONDS - left  # Ray starts a trial after it is asked
+        ):
+            time.sleep(0.1)  # suggest() ends microseconds after storing the cost
+            return [n for n, _, _ in rows]
+        time.sleep(0.05)
+    pytest.fail("never two trials in mid-run")
+
+
 def snapshot(storage):
     study = optuna.load_study(study_name="faults", storage=storage)
-    return {t.number: (t.state, t.values, dict(t.params)) for t in study.trials}
+    return {
+        t.number: (t.state, t.values, dict(t.params), bool(t.user_attrs.get(attrs.INTERRUPTED)))
+        for t in study.trials
+    }
 
 
 @pytest.mark.ray
@@ -87,21 +126,27 @@ def test_stopped_driver_loses_nothing_and_resumes(tmp_path, ray_session, how):
     storage = doc["storage"]
     proc = start_driver(doc, ray_session)
     wait_for_complete(storage, 2, proc)
+    running = wait_for_mid_trial(storage, proc)  # stop mid-trial: the re-enqueue path must run
     proc.send_signal(how)
     proc.wait(timeout=60)
     before = snapshot(storage)
     done_before = {n: v for n, v in before.items() if v[0] == TrialState.COMPLETE}
-    if how == signal.SIGINT:  # a clean stop tells its own trials: nothing is left RUNNING
+    if how == signal.SIGINT:  # a clean stop tells its own trials FAIL (interrupted): none left RUNNING
         assert all(v[0] != TrialState.RUNNING for v in before.values())
+        assert all(before[n][0] == TrialState.FAIL and before[n][3] for n in running), (running, before)
+    else:  # kill -9 tells nothing: the next run must find its trials still RUNNING
+        assert all(before[n][0] == TrialState.RUNNING for n in running), (running, before)
 
     run(parse_space(doc, source="faults.yaml"), fit_fn=FakeFit(), progress=False)
 
     study = optuna.load_study(study_name="faults", storage=storage)
     after = {t.number: t for t in study.trials}
-    for number, (state, values, _) in done_before.items():  # no COMPLETE trial lost or retrained
+    for number, (state, values, _, _) in done_before.items():  # no COMPLETE trial lost or retrained
         assert after[number].state == state and after[number].values == values
     interrupted = [t for t in study.trials if t.user_attrs.get(attrs.INTERRUPTED)]
+    assert interrupted and set(running) <= {t.number for t in interrupted}, (running, interrupted)
     for t in interrupted:
+        assert t.state == TrialState.FAIL
         retries = [r for r in study.trials if r.user_attrs.get(attrs.RETRY_OF) == t.number]
         assert len(retries) == 1 and retries[0].params == t.params and retries[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == doc["trials"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sdsearch import losses
 from sdsearch.config import (
     FUSION_TYPES,
     BackboneConfig,
@@ -107,6 +108,143 @@ def test_teachers_are_detached_and_pick_students() -> None:
                 assert got, (teacher, e)
             else:
                 assert got == (e[0] in students), (teacher, e)
+
+
+def expected_loss(
+    out: SDOutput, y: torch.Tensor, cfg: LossConfig, adapters: dict[str, torch.nn.Conv2d]
+) -> dict[str, torch.Tensor]:
+    """The DESIGN.md §4 loss written out by hand (plain softmax sums, an einsum for the 1×1 convs),
+    with the teacher explicitly detached; nothing is shared with ``SelfDistillLoss``."""
+    sd = cfg.style == "sd"
+    exits = list(out.logits)
+    ce = sum(F.cross_entropy(out.logits[e], y) * (0.7 if sd and e != "final" else 1.0) for e in exits)
+    if out.fused_logits is not None:  # the fused head is not an exit: never scaled by style sd
+        ce = ce + F.cross_entropy(out.fused_logits, y)
+    if cfg.teacher == "fused":
+        z_t, f_t, students = out.fused_logits, out.fused_features, exits
+    elif cfg.teacher == "ensemble":
+        z_t, f_t, students = torch.stack([out.logits[e] for e in exits]).mean(0), out.features["final"], exits
+    else:
+        z_t, f_t, students = out.logits["final"], out.features["final"], exits[:-1]
+    z_t, f_t = z_t.detach(), f_t.detach()
+    t = cfg.temperature
+    p_t = F.softmax(z_t / t, dim=1)
+    kl = sum((p_t * (p_t.log() - F.log_softmax(out.logits[e] / t, dim=1))).sum(1).mean() for e in students)
+    mse = sum(
+        (
+            (
+                torch.einsum("oi,bihw->bohw", a.weight[:, :, 0, 0], out.features[e])
+                + a.bias[None, :, None, None]
+                - f_t
+            )
+            ** 2
+        ).mean()
+        for e, a in adapters.items()
+    )
+    parts = {
+        "ce": cfg.ce_weight * ce,
+        "kd": cfg.kd_weight * (1.0 if sd else t * t) * kl,
+        "feature": cfg.feature_weight * mse,
+    }
+    return {**parts, "total": parts["ce"] + parts["kd"] + parts["feature"]}
+
+
+@pytest.mark.parametrize("style", ["byot", "sd"])
+@pytest.mark.parametrize(
+    ("fusion", "teacher"),
+    [("residual", "fused"), ("channel_attention", "deepest"), ("channel_attention", "ensemble")],
+)
+def test_full_loss_formula_with_fusion_and_feature_hints(fusion: str, teacher: str, style: str) -> None:
+    net = make_net(fusion=fusion).train()
+    with torch.no_grad():  # zero-initialised gammas make e.g. the residual fused map equal F_L
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(std=0.1)
+    cfg = LossConfig(
+        teacher=teacher, kd_weight=0.7, temperature=2.5, feature_weight=0.4, ce_weight=0.6, style=style
+    )
+    loss_fn = SelfDistillLoss(cfg, net)
+    assert sorted(loss_fn.adapters) == ["1", "2", "3"]  # one per branch exit, none for final
+    torch.manual_seed(1)
+    for p in loss_fn.adapters.parameters():  # non-trivial biases too (a conv's default init is small)
+        torch.nn.init.normal_(p, std=0.3)
+    x, y = torch.randn(4, 3, *SIZE), torch.tensor([0, 1, 2, 4])
+    out = net(x)
+    res = loss_fn(out, y)
+    want = expected_loss(out, y, cfg, dict(loss_fn.adapters.items()))
+    for k in ("ce", "kd", "feature"):
+        assert want[k].item() > 1e-4, k  # every part really contributes
+        torch.testing.assert_close(res.parts[k], want[k].detach(), msg=lambda m, k=k: f"{k}: {m}")
+    torch.testing.assert_close(res.total, want["total"])
+    # The gradients agree too: this pins down which tensors the loss detaches.
+    named = [*net.named_parameters(), *(("loss." + n, p) for n, p in loss_fn.named_parameters())]
+    params = [p for _, p in named]
+    got = torch.autograd.grad(res.total, params, retain_graph=True, allow_unused=True)
+    ref = torch.autograd.grad(want["total"], params, allow_unused=True)
+    for (name, _), g, r in zip(named, got, ref, strict=True):
+        if r is None:
+            assert g is None or not g.any(), name
+        else:
+            torch.testing.assert_close(g, r, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("teacher", ["fused", "deepest", "ensemble"])
+def test_kd_and_feature_parts_never_reach_the_teacher(teacher: str, monkeypatch) -> None:
+    """With ce_weight 0 only KD and the feature hints make gradients: the teacher's logits and map
+    get none, every student (logits and branch map G_i) does, and all of it matches the hand
+    formula with an explicitly detached teacher."""
+    net = make_net(fusion="channel_attention")
+    chs = net.feature_info[-1]["num_chs"]
+    cfg = LossConfig(teacher=teacher, kd_weight=0.5, temperature=2.0, feature_weight=0.5, ce_weight=0.0)
+    loss_fn = SelfDistillLoss(cfg, net)
+    torch.manual_seed(2)
+    logits = {e: (torch.randn(3, 5) * 2).requires_grad_() for e in net.exits}
+    feats = {e: torch.randn(3, chs, 2, 2, requires_grad=True) for e in net.exits}
+    fused = (torch.randn(3, 5) * 2).requires_grad_()
+    fused_map = torch.randn(3, chs, 2, 2, requires_grad=True)
+    out = SDOutput(logits, fused, feats, fused_map)
+    y = torch.tensor([0, 1, 2])
+    # The ensemble target is the mean of its own students, so the gradient through it cancels out
+    # exactly (Σ_i ∂KL/∂z_t = 0): only a look at what kd_loss is handed can show it is detached.
+    seen = []
+
+    def spy(student: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+        seen.append((student.requires_grad, target.requires_grad))
+        return kd_loss(student, target, temperature)
+
+    monkeypatch.setattr(losses, "kd_loss", spy)
+    res = loss_fn(out, y)
+    assert res.parts["kd"].item() > 0 and res.parts["feature"].item() > 0
+    students = ["1", "2", "3"] + ([] if teacher == "deepest" else ["final"])
+    assert seen == [(True, False)] * len(students), "one KD term per student, each with a detached teacher"
+    leaves = {**{f"z{e}": z for e, z in logits.items()}, "zf": fused}
+    leaves |= {f"G{e}": g for e, g in feats.items()} | {"Ffused": fused_map}
+    grads = dict(
+        zip(leaves, torch.autograd.grad(res.total, list(leaves.values()), allow_unused=True), strict=True)
+    )
+
+    def has_grad(name: str) -> bool:
+        g = grads[name]
+        return g is not None and bool(g.abs().sum() > 0)
+
+    teacher_logits, teacher_map = {"fused": ("zf", "Ffused"), "deepest": ("zfinal", "Gfinal")}.get(
+        teacher, (None, "Gfinal")
+    )
+    assert not has_grad(teacher_map), "the teacher's feature map must be detached"
+    if teacher_logits is not None:
+        assert not has_grad(teacher_logits), "the teacher's logits must be detached"
+    assert all(has_grad(f"z{e}") for e in students), "every KD student learns from the teacher"
+    assert all(has_grad(f"G{e}") for e in ("1", "2", "3")), "every branch map learns from the hint"
+    assert not has_grad("zf"), "the fused head is never a KD student"
+    # Exact gradients, against the hand formula with an explicitly detached teacher.
+    want = expected_loss(out, y, cfg, dict(loss_fn.adapters.items()))["total"]
+    ref = torch.autograd.grad(want, list(leaves.values()), allow_unused=True)
+    for name, r in zip(leaves, ref, strict=True):
+        g = grads[name]
+        if r is None or not r.any():
+            assert g is None or not g.any(), name
+        else:
+            torch.testing.assert_close(g, r, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_fused_teacher_needs_fusion() -> None:

@@ -8,7 +8,8 @@ from optuna.trial import TrialState
 
 from sdsearch.errors import InfeasibleSpaceError, StudyError, StudyLockedError
 from sdsearch.search import attrs
-from sdsearch.search.runner import run, study_lock
+from sdsearch.search.runner import prepare_study, run, study_lock
+from sdsearch.search.storage import open_storage
 from sdsearch.space import parse_space
 from sdsearch.testing import FakeFit
 
@@ -94,25 +95,37 @@ def test_infeasible_budget_ends_with_a_clear_error(tmp_path, ray_session):
 
 
 def test_failures_end_fail_with_reason_and_the_study_finishes(tmp_path, ray_session):
+    lrs = [0.01, 0.02, 0.03, 0.05]
     space = make_space(
         tmp_path,
         trials=4,
         sampler="random",
         space={
             "backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": 1},
-            "train": {"lr": {"choice": [0.01, 0.02, 0.03, 0.05]}},
+            "train": {"lr": {"choice": lrs}},
         },
     )
+    # A random sampler may draw an lr twice and another never: enqueue each lr once instead (the
+    # runner's own mechanism for retries), so every failure kind is certainly exercised.
+    study = prepare_study(space, open_storage(space.storage, create=True))
+    for lr in lrs:
+        study.enqueue_trial({"train.lr": lr})
     fit = FakeFit(failures={0.01: "raise", 0.02: "nan", 0.03: "oom"})
-    run(space, fit_fn=fit, progress=False)
-    reasons = {t.params["train.lr"]: t.user_attrs.get(attrs.FAIL_REASON) for t in trials(space)}
-    expected = {0.01: "RuntimeError: simulated bug", 0.02: "loss became nan", 0.03: "out of memory"}
-    for lr, text in expected.items():
-        if lr in reasons:
-            assert text in reasons[lr]
-    states = {t.params["train.lr"]: t.state for t in trials(space)}
-    assert all(states[lr] == TrialState.FAIL for lr in expected if lr in states)
-    assert states.get(0.05, TrialState.COMPLETE) == TrialState.COMPLETE
+    summary = run(space, fit_fn=fit, progress=False)
+    done = trials(space)
+    assert sorted(t.params["train.lr"] for t in done) == lrs, "each lr must be trained exactly once"
+    by_lr = {t.params["train.lr"]: t for t in done}
+    expected = {
+        0.01: "RuntimeError: simulated bug",
+        0.02: "loss became nan at epoch 2",
+        0.03: "out of memory: ",  # classified as OOM, not just the exception's own text
+    }
+    for lr, prefix in expected.items():
+        assert by_lr[lr].state == TrialState.FAIL, lr
+        assert by_lr[lr].user_attrs[attrs.FAIL_REASON].startswith(prefix), (lr, by_lr[lr].user_attrs)
+    assert by_lr[0.05].state == TrialState.COMPLETE
+    assert attrs.FAIL_REASON not in by_lr[0.05].user_attrs
+    assert summary.counts["failed"] == 3 and summary.counts["complete"] == 1
 
 
 def test_fractional_gpus_run_two_trials_at_once(tmp_path, ray_session):
