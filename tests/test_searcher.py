@@ -269,3 +269,36 @@ def test_every_sampler_drives_a_constrained_multi_objective_study(sampler):
         searcher.on_trial_complete(str(i), result(0.5 + 0.05 * i))
         assert study.trials[s["trial_number"]].state == TrialState.COMPLETE
     assert study.best_trials
+
+
+def test_ctrl_c_inside_on_trial_complete_leaves_nothing_running():
+    from sdsearch.search.runner import recover_orphans
+
+    searcher, study = make_searcher()
+    searcher.suggest("a")
+    real_tell = study.tell
+
+    def interrupted_tell(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C between taking the result and telling it
+
+    searcher._ot_study.tell = interrupted_tell
+    with pytest.raises(KeyboardInterrupt):
+        searcher.on_trial_complete("a", result())
+    searcher._ot_study.tell = real_tell
+    recover_orphans(study, searcher.in_flight, "interrupted")
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+
+
+def test_ctrl_c_inside_suggest_leaves_nothing_running():
+    from sdsearch.search.runner import recover_orphans
+
+    searcher, study = make_searcher()
+
+    def interrupted_costs(config):
+        raise KeyboardInterrupt  # Ctrl-C while the asked config is being costed
+
+    searcher._cost_fn = interrupted_costs
+    with pytest.raises(KeyboardInterrupt):
+        searcher.suggest("a")
+    recover_orphans(study, searcher.in_flight, "interrupted")
+    assert TrialState.RUNNING not in [t.state for t in study.trials]

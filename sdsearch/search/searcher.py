@@ -181,7 +181,8 @@ class SDOptunaSearch(OptunaSearch):
         self._cost_fn = cost_fn
         self._max_rejections = max_rejections
         self._pending: dict[str, tuple[TrialConfig, Mapping[str, Cost]]] = {}
-        self._lock = threading.Lock()  # _pending is read by the heartbeat thread
+        self._untold: dict[int, optuna.trial.Trial] = {}  # asked, not yet told: storage trial id -> trial
+        self._lock = threading.Lock()  # _pending and _untold are read by the heartbeat thread
         self.consecutive_rejections = 0
         self.n_rejected = 0
         self.infeasible = False
@@ -196,6 +197,8 @@ class SDOptunaSearch(OptunaSearch):
             with warnings.catch_warnings():  # "heartbeats are meant for Study.optimize": we beat ourselves
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
                 ot_trial = self._ot_study.ask()
+            with self._lock:  # from here until tell, a stopping driver must find it (see in_flight)
+                self._untold[ot_trial._trial_id] = ot_trial
             config = self._space(ot_trial)
             ot_trial.set_user_attr(attrs.CONFIG, config.to_dict())
             try:
@@ -245,6 +248,7 @@ class SDOptunaSearch(OptunaSearch):
         if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
             # Another driver judged it stale and failed it; its retry is queued, so drop this result.
             logger.warning("trial %d was finished elsewhere; its late result is dropped", ot_trial.number)
+            self._told(ot_trial)
             return
         outcome = final_state(result, error=error, config=config, costs=costs, objectives=self._objectives)
         ot_trial.set_user_attr(attrs.EPOCHS_DONE, outcome.epochs_done)
@@ -256,6 +260,7 @@ class SDOptunaSearch(OptunaSearch):
         if worker:
             ot_trial.set_user_attr(attrs.WORKER, worker)
         self._ot_study.tell(ot_trial, outcome.values, state=outcome.state)
+        self._told(ot_trial)
         self.completed.append((ot_trial.number, outcome))
 
     def save(self, checkpoint_path: str) -> None:
@@ -294,7 +299,7 @@ class SDOptunaSearch(OptunaSearch):
         def beat() -> None:
             while not stop.wait(storage.get_heartbeat_interval()):
                 with self._lock:
-                    trial_ids = [self._ot_trials[t]._trial_id for t in self._pending]
+                    trial_ids = list(self._untold)
                 for trial_id in trial_ids:
                     try:
                         storage.record_heartbeat(trial_id)
@@ -314,9 +319,14 @@ class SDOptunaSearch(OptunaSearch):
     # -- helpers -----------------------------------------------------------------------------------
     @property
     def in_flight(self) -> list[optuna.trial.Trial]:
-        """Trials handed to Ray and not yet told (left RUNNING when the driver stops)."""
+        """Trials this driver asked for and has not told yet: with Ray, or still inside ``suggest``
+        or ``on_trial_complete`` when a Ctrl-C lands there. The runner retires them on exit."""
         with self._lock:
-            return [self._ot_trials[t] for t in self._pending]
+            return list(self._untold.values())
+
+    def _told(self, ot_trial: optuna.trial.Trial) -> None:
+        with self._lock:
+            self._untold.pop(ot_trial._trial_id, None)
 
     def _reject(
         self, ot_trial: optuna.trial.Trial, why: str, message: str | None, values: list[float] | None
@@ -330,6 +340,7 @@ class SDOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         else:
             self._ot_study.tell(ot_trial, values)
+        self._told(ot_trial)
         self.consecutive_rejections += 1
         self.n_rejected += 1
 
