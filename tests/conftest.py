@@ -10,6 +10,18 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One torch thread in this process: tiny test models gain nothing from two, and two OpenMP
+    threads stall badly when the suite shares the cores with Ray workers or other processes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with 2 CPUs and one *fake* GPU (scheduling only), shared by every Ray test."""

@@ -14,15 +14,6 @@ from sdsearch.errors import ConfigError
 from sdsearch.nn.network import SelfDistillNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from threads, and two OpenMP threads stall badly on shared cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_cifar_resnet18_reference() -> None:
     """DESIGN.md section 4: CIFAR ResNet-18 (100 classes, 32×32) = 11.22 M params, 0.556 G MACs."""
     config = ModelConfig(backbone=BackboneConfig(arch="resnet", width=1.0, depth=2))

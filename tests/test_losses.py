@@ -24,15 +24,6 @@ from sdsearch.nn.network import SDOutput, SelfDistillNet
 SIZE = (16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from threads, and two OpenMP threads stall badly on shared cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_net(
     fusion: str = "none", arch: str = "resnet", cbfe: str = "none", in_chans: int = 3, size=SIZE, classes=5
 ) -> SelfDistillNet:

@@ -31,16 +31,6 @@ SIZE = (16, 16)
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from threads, and two OpenMP threads stall badly when the suite
-    # shares the cores with other processes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_config(
     arch: str = "resnet",
     style: str = "sd",

@@ -21,15 +21,6 @@ TINY = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1))
 FAST = TrainConfig(epochs=2, batch_size=64, lr=0.1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: tiny models gain nothing from two, and it keeps timings steady on a busy CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits() -> Dataset:
     return load_dataset(DataConfig(dataset="digits"), seed=0)

@@ -24,15 +24,6 @@ TINY = TrialConfig(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: tiny models gain nothing from two, and it keeps timings steady on a busy CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     return train(TINY, out=tmp_path_factory.mktemp("runs") / "tiny", progress=False)
