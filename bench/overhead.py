@@ -23,12 +23,15 @@ Side by side in one run, on scikit-learn's digits (no download):
     daemons, other users); the in-process loop runs at nice 0;
     ``warm-worker``: ``ray.init(runtime_env={"worker_process_setup_hook": ...})`` importing torch,
     torch._dynamo and sdsearch's training modules in every worker as Ray starts it (what
-    ``runner.ray_session`` could pass), so the first trial does not pay for them.
+    ``runner.ray_session`` could pass), so the first trial does not pay for them;
+    ``warm-driver``: a thread imports torch._dynamo and sdsearch's network modules while
+    ``ray.init`` runs (what ``runner._search`` could start before ``ray_session``), so the first
+    budget check, which otherwise triggers that import, is not on the critical path.
 
-An untimed 1-trial, 1-epoch ``run()`` goes first in a child process (``--no-warmup`` skips it),
-so the timed runs do not differ by cold file caches while this driver stays cold (the first start
-of Ray and torch on a machine is slower still). Runs after (a) find this driver warm (Tune
-imports, torch._dynamo): compare their per-trial part, which excludes what happens once.
+Every ``run()`` happens in a fresh child process, so each starts with a cold driver as
+``sdsearch run`` does, and prototypes compare fairly with (a). An untimed 1-trial, 1-epoch
+``run()`` goes first (``--no-warmup`` skips it), so the timed runs do not differ by cold file
+caches (the first start of Ray and torch on a machine is slower still).
 
 What the sdsearch wall time includes: everything between the call of ``run()`` and its return:
 study creation and SQLite writes, dataset loading, ``ray.init``, the Tuner, worker start-up (the
@@ -54,8 +57,9 @@ Output:
   ``on_trial_complete`` + ``suggest`` in the driver, actor reuse), and the tail (``ray.shutdown``);
   then a fixed + per-trial model of the overhead and the ratio it projects for longer studies.
 
-The loop's first trial pays PyTorch's first-use warm-up as the worker's does; the driver has
-already imported torch, so that import is charged to sdsearch only (it is in the breakdown).
+The loop runs in this process, which has imported torch but built no model yet, so its first
+trial pays PyTorch's first-use warm-up as the worker's does; the import of torch itself is charged
+to sdsearch only (the worker's first trial in the breakdown).
 
 On a machine shared with others, two threads per trial (``--cpus 2``) make every timing swing by
 several times (OpenMP threads wait on each other when a core is taken away); ``--cpus 1`` gives
@@ -108,12 +112,6 @@ class Timers:
 
         setattr(owner, attr, timed)
 
-    def within(self, name: str, lo: float, hi: float) -> list[tuple[float, float]]:
-        return [(s, e) for s, e in self.spans.get(name, []) if s >= lo and e <= hi]
-
-    def total(self, name: str, lo: float = float("-inf"), hi: float = float("inf")) -> float:
-        return sum(e - s for s, e in self.within(name, lo, hi))
-
 
 class TimedFit:
     """``fit_fn`` for ``run()``: the default ``fit_config``, timing every ``report`` call it forwards.
@@ -155,14 +153,24 @@ class RunRecord:
     wall: float
     t0: float
     t1: float
-    trained: list[Any]
+    trained: list[dict[str, Any]]  # number, config, candidates of each trained trial, in order
     rejected: int
     work: list[tuple[float, float]]  # worker started..finished per trained trial
     blocked: list[list[float]]  # seconds blocked in each forwarded report, per trial
-    driver_cpu: float = 0.0  # CPU seconds of this process (all threads) during run()
-    ray_cpu: float = (
-        0.0  # CPU seconds of reaped child processes: Ray's daemons and workers, training included
-    )
+    driver_cpu: float = 0.0  # CPU seconds of the driver process (all threads) during run()
+    ray_cpu: float = 0.0  # CPU seconds of Ray's processes (daemons, workers: training included)
+    imports: float = 0.0  # the driver's import of ray, tune, torch, optuna, sdsearch before run()
+    spans: dict[str, list[tuple[float, float]]] | None = None  # Timers.spans of the driver
+
+    def within(
+        self, name: str, lo: float | None = None, hi: float | None = None
+    ) -> list[tuple[float, float]]:
+        """Spans of a timed function inside [lo, hi] (default: the run)."""
+        lo, hi = self.t0 if lo is None else lo, self.t1 if hi is None else hi
+        return [(s, e) for s, e in (self.spans or {}).get(name, []) if s >= lo and e <= hi]
+
+    def total(self, name: str, lo: float | None = None, hi: float | None = None) -> float:
+        return sum(e - s for s, e in self.within(name, lo, hi))
 
     @property
     def worker(self) -> list[float]:
@@ -217,8 +225,8 @@ PROTOTYPES = {
     "report-last": "trials report only their last epoch",
     "nice0": "RAY_worker_niceness=0 (Ray's workers at nice 0 instead of 15)",
     "warm-worker": "ray.init(runtime_env={'worker_process_setup_hook': import torch + sdsearch})",
+    "warm-driver": "import torch._dynamo + sdsearch.nn in a thread while ray.init runs",
 }
-_WARM_WORKER = "_SDSEARCH_BENCH_WARM_WORKER"
 
 
 def _warm_worker() -> None:
@@ -229,6 +237,14 @@ def _warm_worker() -> None:
     import sdsearch.nn.network
     import sdsearch.search.trainable
     import sdsearch.trainer  # noqa: F401
+
+
+def _warm_driver() -> None:
+    """Driver warm-up (prototype): what the first budget check would otherwise import."""
+    import torch._dynamo  # noqa: F401
+
+    import sdsearch.cost
+    import sdsearch.nn.network  # noqa: F401
 
 
 def make_space(tmp: Path, *, trials: int, epochs: int, seed: int, cpus: int) -> Any:
@@ -248,57 +264,98 @@ def make_space(tmp: Path, *, trials: int, epochs: int, seed: int, cpus: int) -> 
     return parse_space(doc, source=str(SPACE_FILE))
 
 
-def sdsearch_run(args: argparse.Namespace, *, every_epoch: bool = True, env: dict[str, str] | None = None
-                 ) -> tuple[RunRecord, Any]:  # fmt: skip
+def child_run(args: argparse.Namespace) -> None:
+    """One ``run()`` in this fresh process (a cold driver), instrumented; writes a RunRecord as JSON."""
+    t = time.time()
     import optuna
+    import ray
+    from ray import tune
 
+    import sdsearch.cost
+    import sdsearch.data
     from sdsearch.search import attrs
     from sdsearch.search.runner import run
+    from sdsearch.search.searcher import SDOptunaSearch
+
+    imports = time.time() - t
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    variant = args.child_variant
+
+    # prototypes that change how Ray starts: wrap ray.init (the runner calls it through the module)
+    init = ray.init
+
+    def prototype_init(*a: Any, **kw: Any) -> Any:
+        if variant == "warm-worker":
+            kw = {**kw, "runtime_env": {"worker_process_setup_hook": _warm_worker}}
+        if variant == "warm-driver":
+            import threading
+
+            threading.Thread(target=_warm_driver, daemon=True).start()
+        return init(*a, **kw)
+
+    ray.init = prototype_init
+    if variant == "nice0":
+        os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112  (Ray reads this exact, case-sensitive name)
+    shutdown = ray.shutdown
+
+    def sampled_shutdown(*a: Any, **kw: Any) -> Any:
+        RAY_CPU.append(descendants_cpu())
+        return shutdown(*a, **kw)
+
+    ray.shutdown = sampled_shutdown
+    timers = Timers()
+    timers.wrap(ray, "init", "ray.init")
+    timers.wrap(ray, "shutdown", "ray.shutdown")
+    timers.wrap(tune.Tuner, "fit", "Tuner.fit")
+    timers.wrap(SDOptunaSearch, "suggest", "suggest")
+    timers.wrap(SDOptunaSearch, "on_trial_complete", "on_trial_complete")
+    timers.wrap(sdsearch.cost, "exit_costs", "exit_costs")
+    timers.wrap(sdsearch.data, "load_dataset", "load_dataset")
 
     with tempfile.TemporaryDirectory(prefix="sdsearch-overhead-") as tmp:
         space = make_space(Path(tmp), trials=args.trials, epochs=args.epochs, seed=args.seed, cpus=args.cpus)
         log_path = Path(tmp) / "fit.jsonl"
-        import sdsearch.cost
-
-        cache_clear = getattr(getattr(sdsearch.cost, "_exit_costs", None), "cache_clear", None)
-        if cache_clear is not None:
-            cache_clear()  # every run prices its configs afresh
-        saved = {k: os.environ.get(k) for k in env or {}}
-        os.environ.update(env or {})
         t0 = time.time()
         self0 = _cpu(resource.RUSAGE_SELF)
-        try:
-            summary = run(space, n_trials=args.trials, fresh=True, progress=False,
-                          fit_fn=TimedFit(str(log_path), every_epoch=every_epoch))  # fmt: skip
-        finally:
-            t1 = time.time()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        summary = run(space, n_trials=args.trials, fresh=True, progress=False,
+                      fit_fn=TimedFit(str(log_path), every_epoch=variant != "report-last"))  # fmt: skip
+        t1 = time.time()
         driver_cpu = _cpu(resource.RUSAGE_SELF) - self0
-        study = optuna.load_study(study_name=space.name, storage=space.storage)
-        every = study.get_trials(deepcopy=False)
-        fits = sorted(
-            (json.loads(line) for line in log_path.read_text().splitlines()), key=lambda r: r["started"]
-        )
+        every = optuna.load_study(study_name=space.name, storage=space.storage).get_trials(deepcopy=False)
+        fits = sorted((json.loads(x) for x in log_path.read_text().splitlines()), key=lambda r: r["started"])
     import sdsearch.search.trainable
 
     if any(f["file"] != sdsearch.search.trainable.__file__ for f in fits):
-        print(f"  note: the worker ran sdsearch from {fits[0]['file']}, this driver from "
+        print(f"  note: the worker ran sdsearch from {fits[0]['file']}, the driver from "
               f"{sdsearch.search.trainable.__file__}")  # fmt: skip
     trained = [tr for tr in every if tr.state.name == "COMPLETE" and attrs.REJECTED not in tr.user_attrs]
     if len(trained) != args.trials or len(fits) != args.trials:
         raise SystemExit(f"expected {args.trials} trained trials, got {summary.counts}")
-    work = [
-        (tr.user_attrs[attrs.WORKER]["started"], tr.user_attrs[attrs.WORKER]["finished"]) for tr in trained
-    ]
-    rec = RunRecord(wall=t1 - t0, t0=t0, t1=t1, trained=trained,
-                    rejected=sum(attrs.REJECTED in tr.user_attrs for tr in every), work=work,
-                    blocked=[f["blocked"] for f in fits], driver_cpu=driver_cpu,
-                    ray_cpu=RAY_CPU[-1] if RAY_CPU else float("nan"))  # fmt: skip
-    return rec, space
+    record = {
+        "wall": t1 - t0, "t0": t0, "t1": t1,
+        "trained": [{"number": tr.number, "config": tr.user_attrs[attrs.CONFIG],
+                     "candidates": tr.user_attrs.get(attrs.CANDIDATES, [])} for tr in trained],
+        "rejected": sum(attrs.REJECTED in tr.user_attrs for tr in every),
+        "work": [(tr.user_attrs[attrs.WORKER]["started"], tr.user_attrs[attrs.WORKER]["finished"]) for tr in trained],
+        "blocked": [f["blocked"] for f in fits],
+        "driver_cpu": driver_cpu, "ray_cpu": RAY_CPU[-1] if RAY_CPU else float("nan"),
+        "imports": imports, "spans": timers.spans,
+    }  # fmt: skip
+    Path(args.child_out).write_text(json.dumps(record))
+
+
+def sdsearch_run(args: argparse.Namespace, variant: str) -> RunRecord:
+    """Run :func:`child_run` in a fresh process and read its record."""
+    with tempfile.TemporaryDirectory(prefix="sdsearch-overhead-out-") as tmp:
+        out = Path(tmp) / "record.json"
+        cmd = [sys.executable, __file__, "--trials", str(args.trials), "--epochs", str(args.epochs),
+               "--cpus", str(args.cpus), "--seed", str(args.seed), "--child-variant", variant,
+               "--child-out", str(out)]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        data = json.loads(out.read_text())
+    data["work"] = [tuple(w) for w in data["work"]]
+    data["spans"] = {k: [tuple(x) for x in v] for k, v in data["spans"].items()}
+    return RunRecord(**data)
 
 
 def main() -> None:
@@ -317,95 +374,57 @@ def main() -> None:
                              + "; ".join(f"{k}: {v}" for k, v in PROTOTYPES.items()))  # fmt: skip
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the untimed 1-trial run that warms file caches (then (a) is a cold start)")  # fmt: skip
-    parser.add_argument("--warmup-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials of 1 epoch")
+    parser.add_argument("--child-variant", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_variant is not None:
+        child_run(args)
+        return
     if args.quick:
         args.trials, args.epochs = 3, 1
 
-    if args.warmup_child:
-        sdsearch_run(args, every_epoch=True)
-        return
     print(f"load average (1 min) at start: {_load()}  cores: {os.cpu_count()}")
-    t = time.time()
+    if not args.no_warmup:
+        print(f"warm-up run() in a child process (1 trial, 1 epoch, untimed); load {_load()}", flush=True)
+        sdsearch_run(
+            argparse.Namespace(**{**vars(args), "trials": 1, "epochs": 1, "seed": args.seed + 1}), "current"
+        )
+
+    # -- (a) sdsearch, in a fresh process ------------------------------------------------------------------
+    print(f"(a) sdsearch run(): {args.trials} trials x {args.epochs} epochs, concurrency 1, "
+          f"{args.cpus} CPU(s) per trial, fresh driver process; load {_load()}", flush=True)  # fmt: skip
+    a = sdsearch_run(args, "current")
+
+    # -- (b) the same configs in a plain loop in this process ----------------------------------------------
     import optuna
     import ray
     import torch
-    from ray import tune
 
-    import sdsearch.cost
     import sdsearch.data
     from sdsearch.config import TrialConfig
-    from sdsearch.search import attrs
-    from sdsearch.search.searcher import SDOptunaSearch
     from sdsearch.search.trainable import fit_config
 
-    imports = time.time() - t
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    timers = Timers()
-    timers.wrap(ray, "init", "ray.init")
-    init = ray.init
-
-    def prototype_init(*args: Any, **kwargs: Any) -> Any:
-        if os.environ.get(_WARM_WORKER) == "1":
-            kwargs = {**kwargs, "runtime_env": {"worker_process_setup_hook": _warm_worker}}
-        return init(*args, **kwargs)
-
-    ray.init = prototype_init
-    shutdown = ray.shutdown
-
-    def sampled_shutdown(*args: Any, **kwargs: Any) -> Any:
-        RAY_CPU.append(descendants_cpu())
-        return shutdown(*args, **kwargs)
-
-    ray.shutdown = sampled_shutdown
-    timers.wrap(ray, "shutdown", "ray.shutdown")
-    timers.wrap(tune.Tuner, "fit", "Tuner.fit")
-    timers.wrap(SDOptunaSearch, "suggest", "suggest")
-    timers.wrap(SDOptunaSearch, "on_trial_complete", "on_trial_complete")
-    timers.wrap(sdsearch.cost, "exit_costs", "exit_costs")
-    timers.wrap(sdsearch.data, "load_dataset", "load_dataset")
-
-    if not args.no_warmup:
-        # untimed, in a child process (this driver stays cold, as a user's would be): a 1-trial,
-        # 1-epoch run, so that every timed run starts with warm file caches
-        print(f"warm-up run() in a child process (1 trial, 1 epoch, untimed); load {_load()}", flush=True)
-        subprocess.run([sys.executable, __file__, "--trials", "1", "--epochs", "1", "--cpus", str(args.cpus),
-                        "--seed", str(args.seed + 1), "--warmup-child"], check=True)  # fmt: skip
-
-    # -- (a) sdsearch ----------------------------------------------------------------------------------
-    print(f"(a) sdsearch run(): {args.trials} trials x {args.epochs} epochs, concurrency 1, "
-          f"{args.cpus} CPU(s) per trial; load {_load()}", flush=True)  # fmt: skip
-    a, space = sdsearch_run(args, every_epoch=True)
-
-    # -- (b) the same configs in a plain loop ----------------------------------------------------------
+    space = make_space(Path(tempfile.gettempdir()), trials=args.trials, epochs=args.epochs, seed=args.seed,
+                       cpus=args.cpus)  # fmt: skip
     dataset = sdsearch.data.load_dataset(space.data, seed=space.seed)
     print(f"(b) in-process loop over the same {len(a.trained)} configs; load {_load()}", flush=True)
     inproc: list[float] = []
     same: list[bool] = []
     for tr in a.trained:
-        cfg = TrialConfig.from_dict(tr.user_attrs[attrs.CONFIG])
+        cfg = TrialConfig.from_dict(tr["config"])
         s = time.perf_counter()
         res = fit_config(cfg, dataset, threads=args.cpus, report=lambda _r: None)
         inproc.append(time.perf_counter() - s)
-        stored = {c["exit"]: c["accuracy"] for c in tr.user_attrs.get(attrs.CANDIDATES, [])}
+        stored = {c["exit"]: c["accuracy"] for c in tr["candidates"]}
         same.append(all(abs(stored.get(k, -1) - v) < 1e-9 for k, v in res.val_accuracy.items()))
 
-    # -- (a') prototypes ----------------------------------------------------------------------------------
+    # -- (a') prototypes, each in a fresh process ----------------------------------------------------------
     variants: list[tuple[str, RunRecord]] = []
     for name in args.prototype:
-        print(
-            f"(a') sdsearch run() again with prototype {name!r} ({PROTOTYPES[name]}); load {_load()}",
-            flush=True,
-        )
-        kwargs: dict[str, Any] = {"report-last": {"every_epoch": False},
-                                  "nice0": {"env": {"RAY_worker_niceness": "0"}},
-                                  "warm-worker": {"env": {_WARM_WORKER: "1"}}}[name]  # fmt: skip
-        rec, _ = sdsearch_run(args, **kwargs)
-        if [tr.user_attrs[attrs.CONFIG] for tr in rec.trained] != [
-            tr.user_attrs[attrs.CONFIG] for tr in a.trained
-        ]:
+        print(f"(a') sdsearch run() with prototype {name!r} ({PROTOTYPES[name]}); load {_load()}", flush=True)
+        rec = sdsearch_run(args, name)
+        if [tr["config"] for tr in rec.trained] != [tr["config"] for tr in a.trained]:
             print(f"  note: {name} sampled other configs than (a); compare ratios, not wall times")
         variants.append((name, rec))
     load_end = _load()
@@ -417,16 +436,15 @@ def main() -> None:
     print(f"{'trial':>5} {'arch':>12} {'w':>5} {'d':>2} {'exits':>6} {'worker s':>9} {'(report wait)':>13} "
           f"{'in-proc s':>9}  same acc")  # fmt: skip
     for tr, w, r, p, ok in zip(a.trained, a.worker, a.waits_inside, inproc, same):
-        m = tr.user_attrs[attrs.CONFIG]["model"]
-        print(f"{tr.number:>5} {m['backbone']['arch']:>12} {m['backbone']['width']:>5} {m['backbone']['depth']:>2} "
-              f"{','.join(map(str, m['branches']['placement'])) or '-':>6} {w:>9.2f} {r:>13.2f} {p:>9.2f}  "
-              f"{'yes' if ok else 'NO'}")  # fmt: skip
+        m = tr["config"]["model"]
+        print(f"{tr['number']:>5} {m['backbone']['arch']:>12} {m['backbone']['width']:>5} "
+              f"{m['backbone']['depth']:>2} {','.join(map(str, m['branches']['placement'])) or '-':>6} {w:>9.2f} "
+              f"{r:>13.2f} {p:>9.2f}  {'yes' if ok else 'NO'}")  # fmt: skip
     print()
     print(f"trials: {n} trained, {a.rejected} budget-rejected; torch {torch.__version__}, ray {ray.__version__}, "
           f"optuna {optuna.__version__}; {args.cpus} thread(s) per trial")  # fmt: skip
-    print(
-        f"mean trial time (in-process): {statistics.mean(inproc):.2f} s  (min {min(inproc):.2f}, max {max(inproc):.2f})"
-    )
+    print(f"mean trial time (in-process): {statistics.mean(inproc):.2f} s  "
+          f"(min {min(inproc):.2f}, max {max(inproc):.2f})")  # fmt: skip
     print(f"sdsearch wall time (run() call to return): {a.wall:.2f} s")
     print(f"sum of in-process training times:           {total_inproc:.2f} s")
     print(f"ratio sdsearch / in-process:                {a.wall / total_inproc:.3f}   (target < 1.10)")
@@ -434,54 +452,51 @@ def main() -> None:
     total_worker = sum(a.worker)
     print(f"sum of in-worker trial times (same run):    {total_worker:.2f} s; wall / that: {a.wall / total_worker:.3f}; "
           f"non-trial seconds per trial: {(a.wall - total_worker) / n:.2f} s")  # fmt: skip
-    print(f"driver imports (ray, tune, torch, optuna, sdsearch; once per process): {imports:.2f} s; "
-          f"ratio incl. imports: {(a.wall + imports) / total_inproc:.3f}")  # fmt: skip
+    print(f"driver imports (ray, tune, torch, optuna, sdsearch; once per process): {a.imports:.2f} s; "
+          f"ratio incl. imports: {(a.wall + a.imports) / total_inproc:.3f}")  # fmt: skip
     print(f"results identical to the in-process replay: {sum(same)}/{len(same)}")
     print()
 
     # -- timeline breakdown of (a): the rows sum to wall - sum(in-process) ---------------------------------
-    fit_start, fit_end = timers.within("Tuner.fit", a.t0, a.t1)[0]
+    fit_start, fit_end = a.within("Tuner.fit")[0]
     between = [(a.work[i][1], a.work[i + 1][0]) for i in range(n - 1)]
     in_gaps_driver = sum(
-        timers.total("on_trial_complete", lo, hi) + timers.total("suggest", lo, hi) for lo, hi in between
+        a.total("on_trial_complete", lo, hi) + a.total("suggest", lo, hi) for lo, hi in between
     )
-    first_suggest = timers.within("suggest", a.t0, a.t1)[0]
+    first_suggest = a.within("suggest")[0]
     compute = [w - r for w, r in zip(a.worker, a.waits_inside)]
-    waits = a.waits_inside
+    rounds = sum(len(x) - 1 for x in a.blocked)
     rows = [
         ("driver before Tuner.fit", fit_start - a.t0,
-         f"ray.init {timers.total('ray.init', a.t0, a.t1):.2f} s, load_dataset "
-         f"{timers.total('load_dataset', a.t0, a.t1):.2f} s, study creation + SQLite, Tune imports"),
+         f"ray.init {a.total('ray.init'):.2f} s, load_dataset {a.total('load_dataset'):.2f} s, "
+         "study creation + SQLite, Tune imports"),
         ("Tuner.fit start -> first trial starts in worker", a.work[0][0] - fit_start,
          f"first suggest {first_suggest[1] - first_suggest[0]:.2f} s (first cost: torch._dynamo import), actor start"),
         ("first trial: worker compute - in-process", compute[0] - inproc[0],
          "worker imports torch + sdsearch, first-use warm-up in a fresh process"),
         ("later trials: worker compute - in-process", sum(compute[1:]) - sum(inproc[1:]),
          "CPU placement, Ray's own processes, load noise"),
-        ("report waits inside trials (all but last report)", sum(waits),
-         f"{sum(len(x) - 1 for x in a.blocked)} round trips to the driver, "
-         f"{1000 * sum(waits) / max(1, sum(len(x) - 1 for x in a.blocked)):.0f} ms each"),
+        ("report waits inside trials (all but last report)", sum(a.waits_inside),
+         f"{rounds} round trips to the driver, {1000 * sum(a.waits_inside) / max(1, rounds):.0f} ms each"),
         ("gaps between trials", sum(a.gaps),
          f"last report's round trip, driver on_trial_complete + suggest {in_gaps_driver:.2f} s, actor reuse"),
         ("last trial ends -> Tuner.fit returns", fit_end - a.work[-1][1], "last report, actor stop"),
         ("Tuner.fit returns -> run() returns", a.t1 - fit_end,
-         f"ray.shutdown {timers.total('ray.shutdown', a.t0, a.t1):.2f} s, orphan check, counts"),
+         f"ray.shutdown {a.total('ray.shutdown'):.2f} s, orphan check, counts"),
     ]  # fmt: skip
     print("where the extra seconds of (a) go (sdsearch wall - in-process sum), along the run's timeline:")
     for name, sec, note in rows:
         print(f"  {name:<50} {sec:>7.2f} s   {note}")
     print(f"  {'total':<50} {sum(r[1] for r in rows):>7.2f} s   (= {a.wall - total_inproc:.2f} s)")
     print()
-    suggests = timers.within("suggest", a.t0, a.t1)
-    completes = timers.within("on_trial_complete", a.t0, a.t1)
-    costs = timers.within("exit_costs", a.t0, a.t1)
+    suggests, completes, costs = a.within("suggest"), a.within("on_trial_complete"), a.within("exit_costs")
     print(f"driver totals: suggest {sum(e - s for s, e in suggests):.2f} s over {len(suggests)} calls "
           f"(exit_costs {sum(e - s for s, e in costs):.2f} s over {len(costs)} configs, the first "
           f"{costs[0][1] - costs[0][0]:.2f} s), on_trial_complete {sum(e - s for s, e in completes):.2f} s "
           f"over {len(completes)} calls")  # fmt: skip
     print(f"CPU seconds during run(): driver process {a.driver_cpu:.2f} s; Ray's processes (daemons + workers, "
-          f"sampled before ray.shutdown) {a.ray_cpu:.2f} s, i.e. {a.ray_cpu - sum(a.worker):+.2f} s beyond the in-worker "
-          f"trial time (with --cpus 1, CPU beyond the trials competes with them for the cores)")  # fmt: skip
+          f"sampled before ray.shutdown) {a.ray_cpu:.2f} s, i.e. {a.ray_cpu - sum(a.worker):+.2f} s beyond the "
+          "in-worker trial time")  # fmt: skip
     if n > 1:
         print(f"gap between trials: mean {statistics.mean(a.gaps):.2f} s, max {max(a.gaps):.2f} s")
         per_trial = (sum(a.gaps) + sum(a.worker[1:]) - sum(inproc[1:])) / (n - 1)
@@ -494,24 +509,24 @@ def main() -> None:
             )
     if variants:
         print()
+        print("side by side with the current code, (a), every run a fresh driver process; 'to first trial' =")
         print(
-            "side by side with the current code, (a); per-trial part = (in-worker sum - in-process sum + gaps) / N,"
+            "Tuner.fit start -> first trial starts + its warm-up over the in-process time; 'per-trial part' ="
         )
-        print(
-            "what grows with the trial count (later runs find this driver warm, so their fixed part is smaller):"
-        )
+        print("(in-worker sum - in-process sum + gaps) / N, what grows with the trial count:")
         for label, rec in [("(a) current", a), *((f"(a') {k}", r) for k, r in variants)]:
             per = (sum(rec.worker) - total_inproc + sum(rec.gaps)) / n
-            start = timers.within("Tuner.fit", rec.t0, rec.t1)[0][0]
+            start = rec.within("Tuner.fit")[0][0]
             first = rec.work[0][0] - start + (rec.worker[0] - rec.waits_inside[0]) - inproc[0]
-            print(f"  {label:<18} wall {rec.wall:>7.2f} s  ratio {rec.wall / total_inproc:.3f}  Tuner.fit -> first "
-                  f"trial + its warm-up {first:>5.2f} s  per-trial part "
-                  f"{per:>5.2f} s  in-worker sum {sum(rec.worker):>7.2f} s  report waits {sum(rec.waits_inside):.2f} s  "
+            print(f"  {label:<18} wall {rec.wall:>7.2f} s  ratio {rec.wall / total_inproc:.3f}  before Tuner.fit "
+                  f"{start - rec.t0:>5.2f} s  to first trial {first:>5.2f} s  per-trial part {per:>5.2f} s  "
+                  f"in-worker sum {sum(rec.worker):>7.2f} s  report waits {sum(rec.waits_inside):.2f} s  "
                   f"gaps {sum(rec.gaps):.2f} s  driver CPU {rec.driver_cpu:.2f} s  Ray CPU beyond trials "
                   f"{rec.ray_cpu - sum(rec.worker):.2f} s")  # fmt: skip
         for k, r in variants:
-            print(f"  {k}: wall / (a) {r.wall / a.wall:.3f}; in-worker sum / (a) {sum(r.worker) / sum(a.worker):.3f}; "
-                  f"per-trial part {(sum(a.worker) - sum(r.worker) + sum(a.gaps) - sum(r.gaps)) / n:+.2f} s saved")  # fmt: skip
+            print(
+                f"  {k}: wall / (a) {r.wall / a.wall:.3f}; in-worker sum / (a) {sum(r.worker) / sum(a.worker):.3f}"
+            )
     print(f"load average (1 min) at end: {load_end}")
 
 

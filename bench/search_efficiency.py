@@ -2,12 +2,13 @@
 
 Every method searches the same space (``spaces/iot_budget.yaml``'s space, short trials: ``--epochs``,
 default 2, batch 32) on digits (or ``--npz``) under the same edge budget (default params <= 100k,
-MACs <= 0.5M, which rejects about half of the space) for the same budget of *search seconds* per
-seed, in one process, without Ray (so the strategy is measured, not Ray):
+MACs <= 0.5M on digits, 8M on 32x32 ``--npz`` images: about half of the space is over budget;
+``--budget-params 60k`` rejects about 80 %) for the same budget of *search seconds* per seed, in one
+process, without Ray (so the strategy is measured, not Ray):
 
 * **sdsearch**: :class:`sdsearch.search.searcher.SDOptunaSearch` driven directly (``suggest`` ->
   train -> ``on_trial_complete``) over an in-memory study with the space's TPE sampler: configs
-  over budget are told at once (``set_constraint`` + PRUNED, which TPE learns from) and never
+  over budget are told at once with their constraints (which TPE learns from) and never
   trained; every exit of a trained trial is a candidate for the front.
 * **tpe**: plain Optuna multi-objective TPE (same sampler options, same seed, same space via
   ``Space.suggest``; objectives accuracy/params/macs of the deployed exit) training *every* sampled
@@ -309,7 +310,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (2; 1-3 keeps trials short)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
     parser.add_argument("--budget-params", default="100k", help="params limit of the deployed model (100k)")
-    parser.add_argument("--budget-macs", default="0.5M", help="MACs limit of the deployed model (0.5M)")
+    parser.add_argument("--budget-macs", default=None,
+                        help="MACs limit of the deployed model (0.5M on digits, 8M with --npz: ~half the space fits)")  # fmt: skip
     parser.add_argument("--npz", type=Path, default=None,
                         help="an .npz dataset (e.g. ../shared/data/cifar10_12k.npz, relative to the repo); "
                              "skipped with a message when absent")  # fmt: skip
@@ -318,6 +320,8 @@ def main() -> None:
                         help="what a search second is: CPU time of this process (default) or wall time")  # fmt: skip
     parser.add_argument("--plot", default=None, help="write a PNG of HV vs search seconds")
     args = parser.parse_args()
+    if args.budget_macs is None:
+        args.budget_macs = "8M" if args.npz else "0.5M"
     args.budget_params, args.budget_macs = parse_size(args.budget_params), parse_size(args.budget_macs)
     if args.npz is not None:
         args.npz = args.npz if args.npz.is_absolute() else (REPO / args.npz).resolve()
