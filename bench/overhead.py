@@ -19,14 +19,17 @@ Side by side in one run, on scikit-learn's digits (no download):
     scheduler needs per-epoch results): the cost of the per-epoch round trips to the driver;
     ``nice0``: ``RAY_worker_niceness=0`` in the environment before ``ray.init`` (what
     ``runner._quiet_ray_env`` could set): Ray starts its workers, and so every trial, at nice 15
-    by default, so a trial loses the CPU to any other process on the machine (the driver, Ray's
-    daemons, other users); the in-process loop runs at nice 0;
+    by default, so a trial can lose the CPU to any busy nice-0 process on the machine (the driver,
+    Ray's daemons, other users); the in-process loop runs at nice 0;
     ``warm-worker``: ``ray.init(runtime_env={"worker_process_setup_hook": ...})`` importing torch,
     torch._dynamo and sdsearch's training modules in every worker as Ray starts it (what
     ``runner.ray_session`` could pass), so the first trial does not pay for them;
     ``warm-driver``: a thread imports torch._dynamo and sdsearch's network modules while
     ``ray.init`` runs (what ``runner._search`` could start before ``ray_session``), so the first
-    budget check, which otherwise triggers that import, is not on the critical path.
+    budget check, which otherwise triggers that import, is not on the critical path;
+    ``ray-running``: Ray is started before ``run()`` is timed (``runner.ray_session`` then neither
+    starts nor stops it), as with a long-lived ``ray start --head`` and ``--address auto``, or
+    ``ray.init()`` once before several ``sdsearch.run`` calls: what Ray's start and stop cost.
 
 Every ``run()`` happens in a fresh child process, so each starts with a cold driver as
 ``sdsearch run`` does, and prototypes compare fairly with (a). An untimed 1-trial, 1-epoch
@@ -65,7 +68,7 @@ On a machine shared with others, two threads per trial (``--cpus 2``) make every
 several times (OpenMP threads wait on each other when a core is taken away); ``--cpus 1`` gives
 steadier figures there. The 1-minute load average is printed before each part.
 
-Run:  .venv/bin/python bench/overhead.py [--trials 5] [--epochs 30] [--cpus 2] [--prototype nice0] [--no-warmup]
+Run:  .venv/bin/python bench/overhead.py [--trials 5] [--epochs 50] [--cpus 2] [--prototype nice0] [--no-warmup]
       [--quick]
 """
 
@@ -226,6 +229,7 @@ PROTOTYPES = {
     "nice0": "RAY_worker_niceness=0 (Ray's workers at nice 0 instead of 15)",
     "warm-worker": "ray.init(runtime_env={'worker_process_setup_hook': import torch + sdsearch})",
     "warm-driver": "import torch._dynamo + sdsearch.nn in a thread while ray.init runs",
+    "ray-running": "Ray already started before run() (a long-lived local Ray, or --address auto)",
 }
 
 
@@ -315,12 +319,20 @@ def child_run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="sdsearch-overhead-") as tmp:
         space = make_space(Path(tmp), trials=args.trials, epochs=args.epochs, seed=args.seed, cpus=args.cpus)
         log_path = Path(tmp) / "fit.jsonl"
+        if variant == "ray-running":  # what ray_session would find: it then neither starts nor stops Ray
+            from sdsearch.search.runner import ray_session
+
+            ray_ctx = ray_session(None, object_store_bytes=256 * 2**20)
+            ray_ctx.__enter__()
         t0 = time.time()
         self0 = _cpu(resource.RUSAGE_SELF)
         summary = run(space, n_trials=args.trials, fresh=True, progress=False,
                       fit_fn=TimedFit(str(log_path), every_epoch=variant != "report-last"))  # fmt: skip
         t1 = time.time()
         driver_cpu = _cpu(resource.RUSAGE_SELF) - self0
+        if variant == "ray-running":
+            RAY_CPU.append(descendants_cpu())
+            ray_ctx.__exit__(None, None, None)
         every = optuna.load_study(study_name=space.name, storage=space.storage).get_trials(deepcopy=False)
         fits = sorted((json.loads(x) for x in log_path.read_text().splitlines()), key=lambda r: r["started"])
     import sdsearch.search.trainable
@@ -363,8 +375,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--trials", type=int, default=5, help="trained trials (default 5)")
-    parser.add_argument("--epochs", type=int, default=30,
-                        help="epochs per trial (default 30: about 20 s with 2 threads on 2 idle cores)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=50,
+                        help="epochs per trial (default 50: about 20 s per trial with 1-2 threads on 2 cores)")  # fmt: skip
     parser.add_argument(
         "--cpus", type=int, default=2, help="resources.cpu = torch threads per trial (default 2)"
     )
@@ -494,9 +506,11 @@ def main() -> None:
           f"(exit_costs {sum(e - s for s, e in costs):.2f} s over {len(costs)} configs, the first "
           f"{costs[0][1] - costs[0][0]:.2f} s), on_trial_complete {sum(e - s for s, e in completes):.2f} s "
           f"over {len(completes)} calls")  # fmt: skip
+    beyond = (
+        f", i.e. {a.ray_cpu - sum(a.worker):+.2f} s beyond the in-worker trial time" if args.cpus == 1 else ""
+    )
     print(f"CPU seconds during run(): driver process {a.driver_cpu:.2f} s; Ray's processes (daemons + workers, "
-          f"sampled before ray.shutdown) {a.ray_cpu:.2f} s, i.e. {a.ray_cpu - sum(a.worker):+.2f} s beyond the "
-          "in-worker trial time")  # fmt: skip
+          f"training included, sampled before ray.shutdown) {a.ray_cpu:.2f} s{beyond}")  # fmt: skip
     if n > 1:
         print(f"gap between trials: mean {statistics.mean(a.gaps):.2f} s, max {max(a.gaps):.2f} s")
         per_trial = (sum(a.gaps) + sum(a.worker[1:]) - sum(inproc[1:])) / (n - 1)
@@ -521,8 +535,7 @@ def main() -> None:
             print(f"  {label:<18} wall {rec.wall:>7.2f} s  ratio {rec.wall / total_inproc:.3f}  before Tuner.fit "
                   f"{start - rec.t0:>5.2f} s  to first trial {first:>5.2f} s  per-trial part {per:>5.2f} s  "
                   f"in-worker sum {sum(rec.worker):>7.2f} s  report waits {sum(rec.waits_inside):.2f} s  "
-                  f"gaps {sum(rec.gaps):.2f} s  driver CPU {rec.driver_cpu:.2f} s  Ray CPU beyond trials "
-                  f"{rec.ray_cpu - sum(rec.worker):.2f} s")  # fmt: skip
+                  f"gaps {sum(rec.gaps):.2f} s  driver CPU {rec.driver_cpu:.2f} s  Ray CPU {rec.ray_cpu:.2f} s")  # fmt: skip
         for k, r in variants:
             print(
                 f"  {k}: wall / (a) {r.wall / a.wall:.3f}; in-worker sum / (a) {sum(r.worker) / sum(a.worker):.3f}"

@@ -76,6 +76,7 @@ class RunLog:
     seed: int
     events: list[Event] = field(default_factory=list)
     rejected: int = 0
+    failed: int = 0
     train_seconds: float = 0.0
     infeasible_seconds: float = 0.0
     elapsed: float = 0.0
@@ -104,14 +105,20 @@ class Trainer:
         self.cache: dict[str, tuple[dict[str, float], float]] = {}
         self.trained = 0
 
-    def __call__(self, cfg: Any) -> tuple[dict[str, float], float]:
+    def __call__(self, cfg: Any) -> tuple[dict[str, float] | None, float]:
+        """Validation accuracy per exit (None: training failed, e.g. diverged) and training seconds."""
         from sdsearch.search.trainable import fit_config
 
         key = json.dumps(cfg.to_dict(), sort_keys=True)
         if key not in self.cache:
             t0 = self.clock()
-            res = fit_config(cfg, self.dataset, threads=self.threads, report=lambda _r: None)
-            self.cache[key] = (dict(res.val_accuracy), self.clock() - t0)
+            try:
+                acc = dict(
+                    fit_config(cfg, self.dataset, threads=self.threads, report=lambda _r: None).val_accuracy
+                )
+            except Exception:  # a failed trial still costs its seconds; every method handles it as FAIL
+                acc = None
+            self.cache[key] = (acc, self.clock() - t0)
             self.trained += 1
         return self.cache[key]
 
@@ -149,7 +156,10 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
             t_train = clock()
             acc, spent = train(cfg)
             fresh = clock() - t_train if train.trained > trained_now else 0.0
-            result = {**exit_metrics(acc, cfg.deploy_exit), "epoch": cfg.train.epochs}
+            if acc is None:
+                result = {"fail_reason": "training failed", "epoch": 0}
+            else:
+                result = {**exit_metrics(acc, cfg.deploy_exit), "epoch": cfg.train.epochs}
             searcher.on_trial_complete(f"t{i}", result)
             exits = list(searcher.completed[-1][1].candidates)
             log.rejected = searcher.n_rejected
@@ -161,14 +171,21 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
             fresh = clock() - t_train if train.trained > trained_now else 0.0
             costs = cost_fn(cfg)
             d = costs[cfg.deploy_exit]
-            study.tell(trial, [acc[cfg.deploy_exit], d.params, d.macs])
-            exits = [{"exit": e, "accuracy": float(acc[e]), "params": int(c.params), "macs": int(c.macs)}
-                     for e, c in costs.items()]  # fmt: skip
+            if acc is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                exits = []
+            else:
+                study.tell(trial, [acc[cfg.deploy_exit], d.params, d.macs])
+                exits = [{"exit": e, "accuracy": float(acc[e]), "params": int(c.params), "macs": int(c.macs)}
+                         for e, c in costs.items()]  # fmt: skip
         i += 1
         # measured non-training seconds of this iteration + the (possibly cached) training seconds
         log.elapsed += (clock() - t0 - fresh) + spent
-        deployed = next(c for c in exits if c["exit"] == cfg.deploy_exit)
         log.train_seconds += spent
+        deployed = next((c for c in exits if c["exit"] == cfg.deploy_exit), None)
+        if deployed is None:  # failed: its seconds are spent, it adds no point
+            log.failed += 1
+            continue
         if not feasible(deployed, space.budget):
             log.infeasible_seconds += spent
         log.events.append(Event(log.elapsed, deployed, exits))
@@ -365,7 +382,8 @@ def main() -> None:
         for method in METHODS:
             log = search(method, space, seed, args.seconds, trainer, cost_fn, clock)
             logs.append(log)
-            print(f"  seed {seed} {method:<9} trained {len(log.events):>3}, rejected {log.rejected:>3}, "
+            print(f"  seed {seed} {method:<9} trained {len(log.events) + log.failed:>3} ({log.failed} failed), "
+                  f"rejected {log.rejected:>3}, "
                   f"infeasible-trained {sum(not feasible(e.deployed, space.budget) for e in log.events):>3}, "
                   f"final HV {hv_at(log, args.seconds, space.budget, exits=method == 'sdsearch'):.3f}; "
                   f"load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
