@@ -1,18 +1,176 @@
-"""Anytime inference: the policy and its calibration on synthetic exit statistics."""
+"""Anytime inference: policy, costs, calibration and the model (CPU, digits)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
 from sdsearch.anytime import (
     AnytimeCost,
+    AnytimeModel,
     ExitStats,
+    Uint8Normalize,
+    anytime_cost,
     anytime_outcome,
     calibrate,
     exit_indices,
+    exit_statistics,
     sweep,
 )
+from sdsearch.config import (
+    BackboneConfig,
+    BranchesConfig,
+    CBFEConfig,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from sdsearch.cost import exit_costs
+from sdsearch.data import Dataset, load_dataset
+from sdsearch.errors import ConfigError
+from sdsearch.losses import SelfDistillLoss
+from sdsearch.nn.network import SelfDistillNet
+from sdsearch.trainer import evaluate, fit
+
+TINY = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1))
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset(DataConfig(dataset="digits"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def net(digits: Dataset) -> SelfDistillNet:
+    """TINY (exits 1, 2, 3, final) trained as the shipped digits space trains (8 epochs, ~3 s): the
+    final exit is the most accurate on validation, so an accuracy floor binds."""
+    torch.manual_seed(0)
+    net = SelfDistillNet(TINY, num_classes=10, in_chans=1, input_size=(8, 8))
+    fit(
+        net, SelfDistillLoss(LossConfig(), net), digits, TrainConfig(epochs=8, batch_size=64, lr=0.05), seed=0
+    )
+    # fit leaves the net channels-last; deployment and the checks below use the default format.
+    return net.to(memory_format=torch.contiguous_format).eval()
+
+
+@pytest.fixture(scope="module")
+def cost(net: SelfDistillNet) -> AnytimeCost:
+    return anytime_cost(net, input_shape=SHAPE)
+
+
+@pytest.fixture(scope="module")
+def val(net: SelfDistillNet, digits: Dataset) -> ExitStats:
+    return exit_statistics(net, digits.x_val, digits.y_val, mean=digits.mean, std=digits.std)
+
+
+@pytest.fixture(scope="module")
+def test_stats(net: SelfDistillNet, digits: Dataset) -> ExitStats:
+    return exit_statistics(net, digits.x_test, digits.y_test, mean=digits.mean, std=digits.std)
+
+
+def _normalised(digits: Dataset, x: np.ndarray) -> torch.Tensor:
+    return Uint8Normalize(digits.mean, digits.std, layout="NCHW")(torch.from_numpy(x))
+
+
+def _spread(confidence: np.ndarray) -> list[float]:
+    """Thresholds that send about half of the images still in flight out at each shallow exit, each
+    halfway between two observed confidences (so no image sits on a threshold)."""
+    alive = np.ones(len(confidence), dtype=bool)
+    out = []
+    for k in range(confidence.shape[1] - 1):
+        values = np.unique(confidence[alive, k])
+        j = len(values) // 2
+        t = float(np.float32((float(values[j - 1]) + float(values[j])) / 2))
+        out.append(t)
+        alive &= ~(confidence[:, k] > t)
+    return out
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        TINY,
+        dataclasses.replace(TINY, branches=BranchesConfig(placement=(1, 3), style="lite")),
+        dataclasses.replace(TINY, branches=BranchesConfig(placement=(2,)), cbfe=CBFEConfig("trunk", 4)),
+        ModelConfig(
+            backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1), cbfe=CBFEConfig("branch", 2)
+        ),
+        dataclasses.replace(TINY, branches=BranchesConfig(placement=())),
+    ],
+    ids=["resnet-sd", "resnet-lite-1-3", "resnet-2-trunk-cbfe", "mobilenetv2-branch-cbfe", "final-only"],
+)
+def test_cost_pieces_add_up_to_every_exits_deploy_cost(model: ModelConfig) -> None:
+    meta = SelfDistillNet(model, num_classes=10, in_chans=3, input_size=(16, 16), device="meta")
+    cost = anytime_cost(meta, input_shape=(3, 16, 16))
+    static = exit_costs(model, num_classes=10, in_chans=3, input_size=(16, 16))
+    assert cost.exits == model.exits
+    assert cost.deploy == tuple(static[e].macs for e in model.exits)
+    assert all(t > 0 for t in cost.trunk) and all(b > 0 for b in cost.branch)
+    # Leaving at exit k pays the trunk to its stage and the branch + head of exits 0..k.
+    assert cost.leave == tuple(cost.deploy[k] + sum(cost.branch[:k]) for k in range(len(cost.exits)))
+    assert cost.worst_case == static["final"].macs + sum(cost.branch[:-1])
+    anytime = AnytimeModel(meta, [0.5] * (len(model.exits) - 1), share_weights=True)
+    assert cost.params == sum(p.numel() for p in anytime.parameters())
+
+
+def test_statistics_are_the_networks_own_exits(net: SelfDistillNet, digits: Dataset, val: ExitStats) -> None:
+    assert val.exit_accuracy == evaluate(net, digits.x_val, digits.y_val, mean=digits.mean, std=digits.std)
+    with torch.no_grad():
+        logits = net(_normalised(digits, digits.x_val)).logits
+    expected = np.stack([torch.softmax(z, 1).amax(1).numpy() for z in logits.values()], axis=1)
+    np.testing.assert_allclose(val.confidence, expected, rtol=0, atol=1e-6)
+    assert val.confidence.dtype == np.float32 and val.n_images == len(digits.y_val)
+    assert not net.training  # the pass restores the mode
+
+
+def test_thresholds_of_one_give_the_deepest_exit_and_every_exit_running(
+    digits: Dataset, cost: AnytimeCost, val: ExitStats, test_stats: ExitStats
+) -> None:
+    static = exit_costs(TINY, num_classes=10, in_chans=1, input_size=(8, 8))
+    # The MACs of "never stop early": the final exit's deploy model plus the branch + head of
+    # every shallow exit, all of which ran and were not confident.
+    worst = static["final"].macs + sum(cost.branch[:-1])
+    for stats in (val, test_stats):
+        out = anytime_outcome(stats, [1.0, 1.0, 1.0], cost)
+        assert out.accuracy == stats.exit_accuracy["final"]
+        assert out.expected_macs == worst == cost.worst_case
+        assert out.exit_share == (0.0, 0.0, 0.0, 1.0)
+    by_name = anytime_outcome(test_stats, {"3": 1.0, "1": 1.0, "2": 1.0}, cost)
+    assert by_name == anytime_outcome(test_stats, [1.0, 1.0, 1.0], cost)
+
+
+def test_thresholds_of_zero_give_exit_one(cost: AnytimeCost, val: ExitStats, test_stats: ExitStats) -> None:
+    static = exit_costs(TINY, num_classes=10, in_chans=1, input_size=(8, 8))
+    for stats in (val, test_stats):
+        out = anytime_outcome(stats, [0.0, 0.0, 0.0], cost)
+        assert out.accuracy == stats.exit_accuracy["1"]
+        assert out.expected_macs == static["1"].macs  # exactly exit 1's deploy model
+        assert out.exit_share == (1.0, 0.0, 0.0, 0.0)
+
+
+def _synthetic(n: int = 400, seed: int = 0) -> ExitStats:
+    rng = np.random.default_rng(seed)
+    conf = rng.uniform(0.1, 1.0, (n, 4)).astype(np.float32)
+    conf[rng.random((n, 4)) < 0.1] = 1.0  # saturated softmax, as real networks give
+    return ExitStats(exits=("1", "2", "3", "final"), confidence=conf, correct=rng.random((n, 4)) < conf)
+
+
+def test_expected_macs_is_monotone_in_the_thresholds(cost: AnytimeCost, val: ExitStats) -> None:
+    rng = np.random.default_rng(0)
+    for stats in (val, _synthetic()):
+        for _ in range(300):
+            low = rng.uniform(0, 1, 3)
+            if rng.random() < 0.3:  # thresholds on observed confidences (ties), and the ends
+                low = rng.choice(np.concatenate([stats.confidence[:, :-1].ravel(), [0.0, 1.0]]), 3)
+            high = np.minimum(low + rng.uniform(0, 1, 3) * (rng.random(3) < 0.7), 1.0)
+            a, b = anytime_outcome(stats, low, cost), anytime_outcome(stats, high, cost)
+            assert a.expected_macs <= b.expected_macs, (low, high)
+            assert cost.leave[0] <= a.expected_macs <= cost.worst_case
 
 
 def test_an_exit_is_left_only_when_confidence_is_strictly_greater() -> None:
@@ -22,6 +180,21 @@ def test_an_exit_is_left_only_when_confidence_is_strictly_greater() -> None:
     assert exit_indices(conf, [0.0]).tolist() == [0, 0, 0]
     below = float(np.nextafter(np.float32(0.5), np.float32(0)))
     assert exit_indices(conf, [below]).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.005, 0.02, 0.1])
+def test_calibration_meets_an_accuracy_drop_on_validation(
+    drop: float, cost: AnytimeCost, val: ExitStats
+) -> None:
+    cal = calibrate(val, cost, accuracy_drop=drop)
+    assert cal.met and cal.target == {"accuracy_drop": drop}
+    assert cal.deepest_accuracy == val.exit_accuracy["final"]
+    assert cal.outcome.accuracy >= val.exit_accuracy["final"] - drop - 1e-12
+    assert cal.outcome == anytime_outcome(val, cal.thresholds, cost)  # the record is what the policy does
+    # Never worse than the best single shared threshold meeting the same target.
+    shared = [p for p in sweep(val, cost) if p.accuracy >= val.exit_accuracy["final"] - drop - 1e-12]
+    assert cal.outcome.expected_macs <= min(p.expected_macs for p in shared)
+    assert cost.leave[0] <= cal.outcome.expected_macs <= cost.worst_case
 
 
 def _deeper_is_better(n: int = 1000, seed: int = 0) -> tuple[ExitStats, AnytimeCost]:
@@ -56,6 +229,23 @@ def test_calibration_meets_binding_targets(seed: int) -> None:
         assert cal.outcome.accuracy >= max(p.accuracy for p in points if p.expected_macs <= budget)
 
 
+def test_calibration_meets_an_expected_macs_budget_on_validation(cost: AnytimeCost, val: ExitStats) -> None:
+    points = sweep(val, cost)
+    for fraction in (0.0, 0.1, 0.3, 0.6, 1.0):
+        budget = cost.leave[0] + fraction * (cost.worst_case - cost.leave[0])
+        cal = calibrate(val, cost, expected_macs=budget)
+        assert cal.met
+        assert cal.outcome.expected_macs <= budget
+        assert cal.outcome == anytime_outcome(val, cal.thresholds, cost)
+        assert cal.outcome.accuracy >= max(p.accuracy for p in points if p.expected_macs <= budget)
+    at_worst = calibrate(val, cost, expected_macs=cost.worst_case)
+    assert at_worst.outcome.accuracy >= max(val.exit_accuracy["final"], max(p.accuracy for p in points))
+    # Below exit 1's own cost, which every image pays, nothing fits: the cheapest policy, not met.
+    cheap = calibrate(val, cost, expected_macs=cost.leave[0] - 1)
+    assert not cheap.met and cheap.thresholds == {"1": 0.0, "2": 0.0, "3": 0.0}
+    assert cheap.outcome.expected_macs == cost.leave[0]
+
+
 def test_per_exit_thresholds_beat_one_shared_threshold_where_exits_differ() -> None:
     """Exit 1 is right when its confidence is 0.9 and wrong at 0.8; exit 2 is right at 0.7 and wrong at
     0.6. Per-exit thresholds send the easy half out at exit 1 and a quarter at exit 2 with no loss;
@@ -78,3 +268,78 @@ def test_per_exit_thresholds_beat_one_shared_threshold_where_exits_differ() -> N
     assert cal.outcome.expected_macs == 0.5 * 110 + 0.25 * 220 + 0.25 * 321
     best_shared = min((p for p in cal.sweep if p.accuracy == 1.0), key=lambda p: p.expected_macs)
     assert best_shared.exit_share == (0.5, 0.0, 0.5)
+
+
+def test_bad_targets_and_thresholds_are_refused(cost: AnytimeCost, val: ExitStats) -> None:
+    for kwargs in ({}, {"accuracy_drop": 0.01, "expected_macs": 1e6}, {"accuracy_drop": 1.5},
+                   {"accuracy_drop": -0.1}, {"expected_macs": 0}, {"expected_macs": float("nan")}):  # fmt: skip
+        with pytest.raises(ConfigError, match=r"deploy\.target"):
+            calibrate(val, cost, **kwargs)
+    for thresholds in ([0.5, 0.5], [0.5, 0.5, 1.5], {"1": 0.5, "2": 0.5, "final": 0.5}):
+        with pytest.raises(ConfigError, match="anytime thresholds"):
+            anytime_outcome(val, thresholds, cost)
+
+
+def test_anytime_model_equals_the_policy(
+    net: SelfDistillNet, digits: Dataset, cost: AnytimeCost, test_stats: ExitStats
+) -> None:
+    thresholds = _spread(test_stats.confidence)
+    expected = exit_indices(test_stats.confidence, thresholds)
+    assert set(np.bincount(expected, minlength=4).nonzero()[0]) == {0, 1, 2, 3}  # every exit used
+    model = AnytimeModel(net, thresholds).eval()
+    x = _normalised(digits, digits.x_test)
+    with torch.no_grad():
+        logits, index = model(x)
+        again = model(x)
+        one_by_one = [model(x[i : i + 1]) for i in range(0, len(x), 7)]
+        every_exit = net(x).logits
+    assert index.dtype == torch.int64 and index.numpy().tolist() == expected.tolist()
+    assert torch.equal(again[0], logits) and torch.equal(again[1], index)  # deterministic
+    for k, (z, i) in zip(range(0, len(x), 7), one_by_one, strict=True):
+        assert int(i) == int(index[k])
+        torch.testing.assert_close(z[0], logits[k], rtol=0, atol=1e-5)
+    chosen = torch.stack([every_exit[model.exits[int(i)]][n] for n, i in enumerate(index)])
+    torch.testing.assert_close(logits, chosen, rtol=0, atol=1e-5)  # the logits of the exit it left at
+    accuracy = (logits.argmax(1).numpy() == digits.y_test).mean()
+    assert accuracy == anytime_outcome(test_stats, thresholds, cost).accuracy
+    assert model.thresholds.dtype == torch.float32 and model.thresholds.tolist() == thresholds
+
+
+def test_anytime_model_leaves_only_when_confidence_is_strictly_greater(
+    net: SelfDistillNet, digits: Dataset
+) -> None:
+    x = _normalised(digits, digits.x_test[:1])
+    model = AnytimeModel(net, [0.0, 0.0, 0.0]).eval()
+    with torch.no_grad():
+        conf = float(torch.softmax(model.forward_exits(x)[0], 1).amax())
+        model.thresholds[0] = conf  # exactly the sample's confidence: it goes on, to exit 2
+        assert int(model(x)[1]) == 1
+        model.thresholds[0] = float(np.nextafter(np.float32(conf), np.float32(0)))
+        assert int(model(x)[1]) == 0
+        model.thresholds[:] = 1.0  # never early, even for a saturated softmax
+        assert int(model(x)[1]) == 3
+
+
+def test_anytime_model_copies_unless_told_to_share(net: SelfDistillNet) -> None:
+    copied, shared = AnytimeModel(net, [0.5] * 3), AnytimeModel(net, [0.5] * 3, share_weights=True)
+    assert copied.heads[0].head.fc.weight is not net.heads["1"].fc.weight
+    assert shared.heads[0].head.fc.weight is net.heads["1"].fc.weight
+    assert [n for n, _ in shared.named_children()] == ["trunk", "heads"]
+    assert list(shared.trunk[0]._modules) == ["stem", "stage1"] and list(shared.trunk[3]._modules) == [
+        "stage4"
+    ]
+    assert list(shared.heads[0]._modules) == ["branch", "head"] and list(shared.heads[3]._modules) == ["head"]
+
+
+def test_a_network_without_shallow_exits_is_its_final_exit(digits: Dataset) -> None:
+    torch.manual_seed(0)
+    model_cfg = dataclasses.replace(TINY, branches=BranchesConfig(placement=()))
+    net = SelfDistillNet(model_cfg, num_classes=10, in_chans=1, input_size=(8, 8)).eval()
+    stats = exit_statistics(net, digits.x_val, digits.y_val, mean=digits.mean, std=digits.std)
+    cost = anytime_cost(net, input_shape=SHAPE)
+    cal = calibrate(stats, cost, accuracy_drop=0.005)
+    assert cal.thresholds == {} and cal.outcome.accuracy == stats.exit_accuracy["final"]
+    assert cal.outcome.expected_macs == cost.deploy[-1] == cost.worst_case
+    with torch.no_grad():
+        _, index = AnytimeModel(net, {}).eval()(_normalised(digits, digits.x_val))
+    assert index.unique().tolist() == [0]

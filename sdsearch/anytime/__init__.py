@@ -10,9 +10,8 @@ deepest exit's while accuracy stays close. The pieces, in the order a deployment
 - :func:`anytime_outcome`: accuracy, expected MACs and exit shares of a threshold vector.
 - :func:`sweep` and :func:`calibrate`: thresholds for ``{accuracy_drop: d}`` or ``{expected_macs: m}``
   on the validation split.
-- :class:`AnytimeModel`: the deployable module; :func:`save_anytime_onnx` exports it.
-- :func:`anytime_report`, :func:`plot_anytime`, :func:`anytime_table`: what metrics.json stores
-  and how ``show`` draws it.
+- :class:`AnytimeModel`: the deployable module.
+- :func:`anytime_report`: what metrics.json stores.
 
 Example:
     >>> from sdsearch import anytime
@@ -24,6 +23,13 @@ Example:
 
 from __future__ import annotations
 
+from sdsearch.anytime.model import (
+    AnytimeModel,
+    Uint8Normalize,
+    anytime_cost,
+    exit_confidence,
+    exit_statistics,
+)
 from sdsearch.anytime.policy import (
     ANYTIME_FORMAT,
     AnytimeCost,
@@ -40,12 +46,17 @@ from sdsearch.anytime.policy import (
 __all__ = [
     "ANYTIME_FORMAT",
     "AnytimeCost",
+    "AnytimeModel",
     "AnytimeOutcome",
     "Calibration",
     "ExitStats",
+    "Uint8Normalize",
+    "anytime_cost",
     "anytime_outcome",
     "anytime_report",
     "calibrate",
+    "exit_confidence",
     "exit_indices",
+    "exit_statistics",
     "sweep",
 ]

@@ -1,0 +1,245 @@
+"""The anytime model: one multi-exit network that stops at the first confident exit, per image.
+
+:class:`AnytimeModel` regroups a trained :class:`~sdsearch.nn.network.SelfDistillNet` into trunk
+segments (the stem and stages up to each exit's stage, counted from the previous exit) and exit
+heads (each exit's branch and head), so that a sample that has left never runs the rest of the
+trunk. :func:`exit_statistics` records every exit's confidence and correctness in one pass, which is
+what the policy and calibration in :mod:`sdsearch.anytime.policy` work on; :func:`anytime_cost`
+counts the MACs of every segment and head with :func:`sdsearch.cost.module_cost`.
+
+Example:
+    >>> stats = exit_statistics(net, data.x_val, data.y_val, mean=data.mean, std=data.std)  # doctest: +SKIP
+    >>> cost = anytime_cost(net, input_shape=(1, 8, 8))                                    # doctest: +SKIP
+    >>> model = AnytimeModel(net, calibrate(stats, cost, accuracy_drop=0.005).thresholds)    # doctest: +SKIP
+    >>> logits, exit_index = model(x)                                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from sdsearch.anytime.policy import AnytimeCost, ExitStats, _ordered, _thresholds
+from sdsearch.cost import module_cost
+from sdsearch.loader import DeviceLoader
+from sdsearch.nn.network import SelfDistillNet
+from sdsearch.trainer import EVAL_BATCH_SIZE
+
+__all__ = ["AnytimeModel", "Uint8Normalize", "anytime_cost", "exit_confidence", "exit_statistics"]
+
+
+def exit_confidence(logits: torch.Tensor) -> torch.Tensor:
+    """Max softmax probability per row, in float32: the confidence every anytime decision uses."""
+    return torch.softmax(logits.float(), dim=1).amax(dim=1)
+
+
+class Uint8Normalize(nn.Module):
+    """uint8 images -> the float32 NCHW input the network was trained on: ``(x / 255 - mean) / std``.
+
+    Computed as ``x * scale + shift`` with the constants of :class:`~sdsearch.loader.DeviceLoader`,
+    so an exported model folds in exactly the normalisation of training and evaluation.
+
+    Args:
+        mean, std: per-channel statistics in [0, 1] units (``Dataset.mean`` / ``.std``).
+        layout: ``"NHWC"`` (what cameras and image decoders give) or ``"NCHW"``.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], *, layout: str = "NHWC") -> None:
+        super().__init__()
+        if layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"layout must be NHWC or NCHW, but got {layout!r}")
+        if len(mean) != len(std):
+            raise ValueError(f"one mean and one std per channel, but got {len(mean)} and {len(std)}")
+        self.layout = layout
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        c = len(mean)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std_t))
+        self.register_buffer("shift", -mean_t / std_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "NHWC":
+            x = x.permute(0, 3, 1, 2)
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+class AnytimeModel(nn.Module):
+    """A multi-exit network that returns, per sample, the logits of the first confident exit.
+
+    Exits run in depth order. At shallow exit ``k`` a sample leaves when its confidence (max
+    softmax probability, :func:`exit_confidence`) is strictly greater than ``thresholds[k]``; a
+    sample no shallow exit was confident about leaves at the final exit. Only the samples still in
+    flight continue through the trunk, so a batch costs what its samples cost one by one.
+
+    Invariants: deterministic; equal to :func:`~sdsearch.anytime.policy.exit_indices` on the
+    confidences of :meth:`forward_exits`; the logits of a sample are those of the deploy model of
+    the exit it left at (``SelfDistillNet.deploy(exit)``, same modules, same order of operations).
+
+    Args:
+        net: the trained multi-exit network (its fusion module, training only, is left out).
+        thresholds: one per shallow exit, in depth order or keyed by exit name; stored as float32.
+        share_weights: reuse ``net``'s modules instead of deep copies (for statistics and costs).
+
+    Attributes:
+        exits: exit names in depth order, ``"final"`` last.
+        trunk: one segment per exit: ``stem`` and ``stage1``..``stageS`` for the first exit, then
+            the stages after the previous exit's stage up to this exit's.
+        heads: per exit, its ``branch`` and ``head`` (only ``head`` for the final exit).
+        thresholds: float32 buffer, one per shallow exit.
+
+    Raises:
+        ConfigError: (a ``ValueError``) not one threshold per shallow exit, or one outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        net: SelfDistillNet,
+        thresholds: Sequence[float] | Mapping[str, float],
+        *,
+        share_weights: bool = False,
+    ) -> None:
+        super().__init__()
+        self.exits: tuple[str, ...] = tuple(net.exits)
+        self.num_classes = net.num_classes
+        t = _thresholds(_ordered(thresholds, self.exits), len(self.exits))
+        n_stages = len(net.stages)
+        self.stage_of: tuple[int, ...] = tuple(n_stages if e == "final" else int(e) for e in self.exits)
+        segments, heads, done = [], [], 0
+        for exit, stage in zip(self.exits, self.stage_of, strict=True):
+            parts: list[tuple[str, nn.Module]] = [("stem", net.stem)] if done == 0 else []
+            parts += [(f"stage{s + 1}", net.stages[s]) for s in range(done, stage)]
+            segments.append(nn.Sequential(OrderedDict(parts)))
+            parts = [("branch", net.branches[exit])] if exit != "final" else []
+            heads.append(nn.Sequential(OrderedDict([*parts, ("head", net.heads[exit])])))
+            done = stage
+        self.trunk = nn.ModuleList(segments)
+        self.heads = nn.ModuleList(heads)
+        self.register_buffer("thresholds", torch.from_numpy(t.copy()))
+        self.train(net.training)
+        if not share_weights:
+            self.trunk, self.heads = copy.deepcopy(self.trunk), copy.deepcopy(self.heads)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, num_classes)`` of the exit each sample left at, and that exit's index ``(B,)``."""
+        b = x.shape[0]
+        last = len(self.exits) - 1
+        index = torch.full((b,), last, dtype=torch.int64, device=x.device)
+        logits: torch.Tensor | None = None
+        active = torch.arange(b, device=x.device)
+        h = x
+        for k, (segment, head) in enumerate(zip(self.trunk, self.heads, strict=True)):
+            if active.numel() == 0:
+                break
+            h = segment(h)
+            z = head(h)
+            if logits is None:
+                logits = z.new_empty((b, z.shape[1]))
+            if k == last:
+                logits[active] = z
+                break
+            stop = exit_confidence(z) > self.thresholds[k]
+            logits[active[stop]] = z[stop]
+            index[active[stop]] = k
+            active, h = active[~stop], h[~stop]
+        if logits is None:  # an empty batch
+            logits = x.new_empty((0, self.num_classes), dtype=torch.float32)
+        return logits, index
+
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every exit's logits for every sample, in depth order: the worst case, all exits run."""
+        out = []
+        for segment, head in zip(self.trunk, self.heads, strict=True):
+            x = segment(x)
+            out.append(head(x))
+        return out
+
+
+def anytime_cost(net: SelfDistillNet, *, input_shape: tuple[int, int, int]) -> AnytimeCost:
+    """MACs of every trunk segment and exit head of ``net``, counted on the meta device.
+
+    Each piece is counted with :func:`sdsearch.cost.module_cost` (conv and linear MACs, meta
+    stand-ins for the weights, so a trained network is neither read nor changed and a network built
+    on ``device="meta"`` works too). Trunk segments are counted as differences of cumulative trunks
+    (stem + stages up to each exit's stage), so their sum is the whole trunk exactly and
+    ``AnytimeCost.deploy`` equals :func:`sdsearch.cost.deploy_cost` of every exit.
+
+    Args:
+        net: the multi-exit network.
+        input_shape: ``(C, H, W)`` of one input image.
+
+    Example:
+        >>> net = SelfDistillNet(ModelConfig(), num_classes=10, in_chans=1, input_size=(8, 8), device="meta")  # doctest: +SKIP
+        >>> anytime_cost(net, input_shape=(1, 8, 8)).worst_case                                               # doctest: +SKIP
+    """
+    model = AnytimeModel(net, [1.0] * (len(net.exits) - 1), share_weights=True)
+    cumulative = [
+        module_cost(nn.Sequential(*model.trunk[: k + 1]), tuple(input_shape)).macs
+        for k in range(len(model.exits))
+    ]
+    trunk = [cumulative[0], *np.diff(cumulative).tolist()]
+    branch = []
+    for k, stage in enumerate(model.stage_of):
+        shape = (net.feature_info[stage - 1]["num_chs"], *net.feature_sizes[stage - 1])
+        branch.append(module_cost(model.heads[k], shape).macs)
+    params = sum(p.numel() for p in model.parameters())
+    return AnytimeCost(
+        exits=model.exits, trunk=tuple(int(v) for v in trunk), branch=tuple(branch), params=params
+    )
+
+
+@torch.no_grad()
+def exit_statistics(
+    net: SelfDistillNet,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = EVAL_BATCH_SIZE,
+    device: torch.device | str | None = None,
+) -> ExitStats:
+    """Every exit's confidence and correctness on uint8 images, from one batched eval pass.
+
+    Runs the trunk once per batch and every exit head on it (no fusion), in eval mode and float32
+    (what deployment runs); ``net``'s train/eval mode is restored afterwards.
+
+    Args:
+        net: the trained multi-exit network; it is moved to ``device`` (default: where it is).
+        x, y: uint8 images ``(N, C, H, W)`` and labels, e.g. ``data.x_val, data.y_val``.
+        mean, std: normalisation of the training split (``Dataset.mean`` / ``.std``).
+        batch_size: images per batch.
+
+    Example:
+        >>> stats = exit_statistics(net, data.x_val, data.y_val, mean=data.mean, std=data.std)  # doctest: +SKIP
+        >>> stats.exit_accuracy                                                               # doctest: +SKIP
+        {'1': 0.93, '2': 0.95, '3': 0.96, 'final': 0.97}
+    """
+    if device is None:
+        param = next(net.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    dev = torch.device(device)
+    net.to(dev)
+    loader = DeviceLoader(x, y, batch_size=batch_size, mean=mean, std=std, device=dev)
+    if loader.num_samples == 0:
+        raise ValueError("cannot collect exit statistics on an empty split")
+    was_training = net.training
+    model = AnytimeModel(net, [1.0] * (len(net.exits) - 1), share_weights=True).eval()
+    confidence, correct = [], []
+    try:
+        for xb, yb in loader:
+            logits = model.forward_exits(xb)
+            confidence.append(torch.stack([exit_confidence(z) for z in logits], dim=1).cpu())
+            correct.append(torch.stack([z.argmax(dim=1) == yb for z in logits], dim=1).cpu())
+    finally:
+        net.train(was_training)
+    return ExitStats(
+        exits=model.exits,
+        confidence=torch.cat(confidence).numpy(),
+        correct=torch.cat(correct).numpy(),
+    )
