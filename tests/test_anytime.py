@@ -1,8 +1,9 @@
-"""Anytime inference: policy, costs, calibration and the model (CPU, digits)."""
+"""Anytime inference: policy, costs, calibration, the model and its ONNX export (CPU, digits)."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -343,3 +344,53 @@ def test_a_network_without_shallow_exits_is_its_final_exit(digits: Dataset) -> N
     with torch.no_grad():
         _, index = AnytimeModel(net, {}).eval()(_normalised(digits, digits.x_val))
     assert index.unique().tolist() == [0]
+
+
+def _count_ops(graph, op: str) -> int:
+    n = 0
+    for node in graph.node:
+        n += node.op_type == op
+        for attr in node.attribute:
+            if attr.g is not None and attr.g.node:
+                n += _count_ops(attr.g, op)
+    return n
+
+
+def test_onnx_exit_decisions_equal_pytorch_on_every_test_image(
+    net: SelfDistillNet, digits: Dataset, cost: AnytimeCost, test_stats: ExitStats, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from sdsearch.anytime import read_anytime_metadata, run_anytime_onnx, save_anytime_onnx
+
+    thresholds = _spread(test_stats.confidence)
+    model = AnytimeModel(net, thresholds).eval()
+    path = tmp_path / "anytime.onnx"
+    status = save_anytime_onnx(model, path, input_shape=SHAPE, preprocess=Uint8Normalize(digits.mean, digits.std),
+                               cost=cost)  # fmt: skip
+    assert status == "written"
+    images = np.ascontiguousarray(digits.x_test.transpose(0, 2, 3, 1))  # uint8 NHWC, as a camera gives
+    logits, exits = run_anytime_onnx(path, images)
+    with torch.no_grad():
+        ref_logits, ref_exits = model(_normalised(digits, digits.x_test))
+    assert exits.tolist() == ref_exits.tolist()  # every test image, every decision
+    np.testing.assert_allclose(logits, ref_logits.numpy(), rtol=0, atol=1e-4)
+    assert set(exits.tolist()) == {0, 1, 2, 3}
+
+    proto = onnx.load(str(path))
+    assert _count_ops(proto.graph, "If") == 3  # one decision per shallow exit, nested
+    [inp] = proto.graph.input
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, 8, 8, 1]
+    meta = read_anytime_metadata(path)
+    assert meta["sdsearch.anytime.exits"] == ["1", "2", "3", "final"]
+    assert meta["sdsearch.anytime.thresholds"] == dict(zip(["1", "2", "3"], thresholds, strict=True))
+    assert meta["sdsearch.anytime.exit_macs"]["leave"] == dict(zip(cost.exits, cost.leave, strict=True))
+    assert meta["sdsearch.input"]["layout"] == "NHWC" and meta["sdsearch.input"]["mean"] == list(digits.mean)
+    assert ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape == [
+        1,
+        8,
+        8,
+        1,
+    ]

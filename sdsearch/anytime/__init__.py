@@ -10,7 +10,7 @@ deepest exit's while accuracy stays close. The pieces, in the order a deployment
 - :func:`anytime_outcome`: accuracy, expected MACs and exit shares of a threshold vector.
 - :func:`sweep` and :func:`calibrate`: thresholds for ``{accuracy_drop: d}`` or ``{expected_macs: m}``
   on the validation split.
-- :class:`AnytimeModel`: the deployable module.
+- :class:`AnytimeModel`: the deployable module; :func:`save_anytime_onnx` exports it.
 - :func:`anytime_report`: what metrics.json stores.
 
 Example:
@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+from sdsearch.anytime.export import read_anytime_metadata, run_anytime_onnx, save_anytime_onnx
 from sdsearch.anytime.model import (
     AnytimeModel,
     Uint8Normalize,
@@ -58,5 +59,8 @@ __all__ = [
     "exit_confidence",
     "exit_indices",
     "exit_statistics",
+    "read_anytime_metadata",
+    "run_anytime_onnx",
+    "save_anytime_onnx",
     "sweep",
 ]

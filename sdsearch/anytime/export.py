@@ -1,0 +1,208 @@
+"""ONNX export of an anytime model: the exits' decisions as ``If`` nodes, thresholds in metadata.
+
+The exported graph takes ONE image (batch 1, the streaming case of an edge device) and returns the
+logits ``(1, num_classes)`` of the first confident exit and that exit's index ``(1,)`` (int64, into
+the ``exits`` metadata). Each shallow exit is an ONNX ``If``: the condition is
+``ReduceMax(Softmax(logits)) > threshold``; its then-branch returns the exit's logits, its
+else-branch holds the rest of the trunk, so a runtime executes only the segments an image needs. The
+graph comes from ``torch.cond`` through the dynamo exporter (it needs ``onnxscript``).
+
+Metadata (``metadata_props``, JSON values): :data:`EXITS_KEY`, :data:`THRESHOLDS_KEY`,
+:data:`MACS_KEY` (per exit: MACs when leaving there, static deploy MACs; the worst case) and
+:data:`INPUT_KEY` (layout, dtype, and mean/std when preprocessing is folded in).
+
+Example:
+    >>> save_anytime_onnx(model, "anytime.onnx", input_shape=(3, 32, 32), preprocess=Uint8Normalize(mean, std))  # doctest: +SKIP
+    'written'
+    >>> logits, exits = run_anytime_onnx("anytime.onnx", x_test.transpose(0, 2, 3, 1))                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sdsearch.anytime.model import AnytimeModel, Uint8Normalize, exit_confidence
+from sdsearch.anytime.policy import AnytimeCost
+
+__all__ = [
+    "EXITS_KEY",
+    "INPUT_KEY",
+    "MACS_KEY",
+    "SEMANTICS_KEY",
+    "THRESHOLDS_KEY",
+    "read_anytime_metadata",
+    "run_anytime_onnx",
+    "save_anytime_onnx",
+]
+
+EXITS_KEY = "sdsearch.anytime.exits"
+THRESHOLDS_KEY = "sdsearch.anytime.thresholds"
+MACS_KEY = "sdsearch.anytime.exit_macs"
+INPUT_KEY = "sdsearch.input"
+SEMANTICS_KEY = "sdsearch.anytime.semantics"
+_SEMANTICS = (
+    "batch 1; outputs 'logits' (1, classes) of the first shallow exit whose max softmax probability is "
+    "strictly greater than its threshold, else of the final exit, and 'exit' (1,) int64, its index in exits"
+)
+
+
+class _AnytimeGraph(nn.Module):
+    """Batch-1 form of :class:`AnytimeModel` with its decisions as nested ``torch.cond``."""
+
+    def __init__(self, model: AnytimeModel, preprocess: nn.Module | None) -> None:
+        super().__init__()
+        self.preprocess = preprocess if preprocess is not None else nn.Identity()
+        self.trunk, self.heads = model.trunk, model.heads
+        self.register_buffer("thresholds", model.thresholds.clone())
+
+    def _from(self, k: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk[k](h)
+        z = self.heads[k](h)
+        index = torch.full((1,), k, dtype=torch.int64)
+        if k == len(self.trunk) - 1:
+            return z, index
+
+        def leave(h: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return z.clone(), index.clone()  # a cond branch may not return its inputs
+
+        def go_on(h: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._from(k + 1, h)
+
+        return torch.cond(exit_confidence(z)[0] > self.thresholds[k], leave, go_on, (h, z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._from(0, self.preprocess(x))
+
+
+def save_anytime_onnx(
+    model: AnytimeModel,
+    path: str | os.PathLike[str],
+    *,
+    input_shape: tuple[int, int, int],
+    preprocess: Uint8Normalize | None = None,
+    cost: AnytimeCost | None = None,
+) -> str:
+    """Export ``model`` (batch 1, on the CPU, eval mode) to ONNX with its thresholds in the graph.
+
+    Args:
+        model: the anytime model (its weights are copied to the CPU for the export).
+        path: the ``.onnx`` file to write.
+        input_shape: ``(C, H, W)`` of one image, as the network sees it.
+        preprocess: folded in front of the network; with :class:`Uint8Normalize` the graph takes
+            uint8 ``(1, H, W, C)`` (or ``(1, C, H, W)`` for ``layout="NCHW"``) instead of
+            normalised float32 ``(1, C, H, W)``.
+        cost: the per-exit MACs to record in the metadata.
+
+    Returns:
+        What happened, for metrics: ``"written"``, ``"skipped: ..."`` (onnx or onnxscript missing)
+        or ``"failed: ..."`` (the exporter raised; a warning says why), as
+        :func:`sdsearch.artifacts.save_onnx` does.
+    """
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"skipped: {' and '.join(missing)} not installed (pip install 'sdsearch[export]' onnxscript)"
+    import onnx
+
+    c, h, w = input_shape
+    graph = _AnytimeGraph(
+        _cpu_copy(model), copy.deepcopy(preprocess).cpu() if preprocess is not None else None
+    ).eval()
+    if isinstance(preprocess, Uint8Normalize):
+        shape = (1, h, w, c) if preprocess.layout == "NHWC" else (1, c, h, w)
+        example = torch.zeros(shape, dtype=torch.uint8)
+        layout: dict[str, Any] = {"layout": preprocess.layout, "dtype": "uint8",
+                                  "mean": list(preprocess.mean), "std": list(preprocess.std)}  # fmt: skip
+    else:
+        example = torch.zeros((1, c, h, w))
+        layout = {"layout": "NCHW", "dtype": "float32", "normalised": True}
+    try:
+        with torch.no_grad(), _quiet_exporter():
+            torch.onnx.export(graph, (example,), str(path), dynamo=True, input_names=["input"],
+                              output_names=["logits", "exit"], verbose=False)  # fmt: skip
+    except Exception as exc:  # an exporter bug must not lose a finished training run
+        warnings.warn(f"anytime ONNX export to {path} failed: {exc}", RuntimeWarning, stacklevel=2)
+        return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    proto = onnx.load(str(path))
+    meta = {
+        EXITS_KEY: list(model.exits),
+        THRESHOLDS_KEY: dict(zip(model.exits[:-1], model.thresholds.tolist(), strict=True)),
+        INPUT_KEY: {"shape": list(example.shape), **layout},
+        SEMANTICS_KEY: _SEMANTICS,
+    }
+    if cost is not None:
+        meta[MACS_KEY] = {"leave": dict(zip(cost.exits, cost.leave, strict=True)),
+                          "deploy": dict(zip(cost.exits, cost.deploy, strict=True)),
+                          "worst_case": cost.worst_case}  # fmt: skip
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, str(path))
+    return "written"
+
+
+def read_anytime_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``sdsearch.*`` metadata of an exported anytime model, JSON values decoded."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out: dict[str, Any] = {}
+    for entry in proto.metadata_props:
+        if entry.key.startswith("sdsearch."):
+            out[entry.key] = entry.value if entry.key == SEMANTICS_KEY else json.loads(entry.value)
+    return out
+
+
+def run_anytime_onnx(path: str | os.PathLike[str], images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run an exported anytime model with ONNX Runtime on each image, one at a time.
+
+    Args:
+        path: the ``.onnx`` file.
+        images: ``(N, ...)`` in the graph's input format (e.g. uint8 NHWC with preprocessing).
+
+    Returns:
+        The logits ``(N, num_classes)`` and exit indices ``(N,)`` ONNX Runtime computed.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the exporter leaves unused initializers that ORT warns about
+    session = ort.InferenceSession(str(Path(path)), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    logits, exits = [], []
+    for image in images:
+        z, e = session.run(["logits", "exit"], {name: np.ascontiguousarray(image[None])})
+        logits.append(z[0])
+        exits.append(e[0])
+    return np.stack(logits), np.asarray(exits, dtype=np.int64)
+
+
+def _cpu_copy(model: AnytimeModel) -> AnytimeModel:
+    """A CPU copy of ``model`` in eval mode (the original stays where it is, in its mode)."""
+    return copy.deepcopy(model).cpu().eval()
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence exporter chatter (warnings, onnx_ir's pass log); failures still raise."""
+    logger = logging.getLogger("onnx_ir")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
