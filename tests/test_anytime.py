@@ -1,8 +1,9 @@
-"""Anytime inference: policy, costs, calibration, the model and its ONNX export (CPU, digits)."""
+"""Anytime inference: policy, costs, calibration, the model, its ONNX export and the report (CPU, digits)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,12 @@ from sdsearch.anytime import (
     Uint8Normalize,
     anytime_cost,
     anytime_outcome,
+    anytime_report,
+    anytime_table,
     calibrate,
     exit_indices,
     exit_statistics,
+    plot_anytime,
     sweep,
 )
 from sdsearch.config import (
@@ -92,6 +96,9 @@ def _spread(confidence: np.ndarray) -> list[float]:
     return out
 
 
+# -- costs -------------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     "model",
     [
@@ -117,6 +124,9 @@ def test_cost_pieces_add_up_to_every_exits_deploy_cost(model: ModelConfig) -> No
     assert cost.worst_case == static["final"].macs + sum(cost.branch[:-1])
     anytime = AnytimeModel(meta, [0.5] * (len(model.exits) - 1), share_weights=True)
     assert cost.params == sum(p.numel() for p in anytime.parameters())
+
+
+# -- statistics and the policy ---------------------------------------------------------------------
 
 
 def test_statistics_are_the_networks_own_exits(net: SelfDistillNet, digits: Dataset, val: ExitStats) -> None:
@@ -181,6 +191,9 @@ def test_an_exit_is_left_only_when_confidence_is_strictly_greater() -> None:
     assert exit_indices(conf, [0.0]).tolist() == [0, 0, 0]
     below = float(np.nextafter(np.float32(0.5), np.float32(0)))
     assert exit_indices(conf, [below]).tolist() == [0, 0, 0]
+
+
+# -- calibration ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("drop", [0.0, 0.005, 0.02, 0.1])
@@ -281,6 +294,9 @@ def test_bad_targets_and_thresholds_are_refused(cost: AnytimeCost, val: ExitStat
             anytime_outcome(val, thresholds, cost)
 
 
+# -- the model -------------------------------------------------------------------------------------------
+
+
 def test_anytime_model_equals_the_policy(
     net: SelfDistillNet, digits: Dataset, cost: AnytimeCost, test_stats: ExitStats
 ) -> None:
@@ -346,6 +362,9 @@ def test_a_network_without_shallow_exits_is_its_final_exit(digits: Dataset) -> N
     assert index.unique().tolist() == [0]
 
 
+# -- ONNX -------------------------------------------------------------------------------------------------
+
+
 def _count_ops(graph, op: str) -> int:
     n = 0
     for node in graph.node:
@@ -394,3 +413,38 @@ def test_onnx_exit_decisions_equal_pytorch_on_every_test_image(
         8,
         1,
     ]
+
+
+# -- report and plot ------------------------------------------------------------------------------------
+
+
+def test_report_and_plot(cost: AnytimeCost, val: ExitStats, test_stats: ExitStats, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    cal = calibrate(val, cost, accuracy_drop=0.005)
+    test = anytime_outcome(test_stats, cal.thresholds, cost)
+    report = json.loads(json.dumps(anytime_report(cal, cost, test=test)))  # survives metrics.json
+    assert report["format"] == "sdsearch-anytime/1" and report["exits"] == ["1", "2", "3", "final"]
+    assert report["thresholds"] == cal.thresholds and report["target"] == {"accuracy_drop": 0.005}
+    assert (
+        report["test"]["accuracy"] == test.accuracy and report["test"]["expected_macs"] == test.expected_macs
+    )
+    assert sum(report["test"]["exit_share"].values()) == pytest.approx(1.0)
+    assert report["val"]["deepest_accuracy"] == val.exit_accuracy["final"]
+    assert report["macs"]["worst_case"] == cost.worst_case and len(report["sweep"]) == len(cal.sweep)
+
+    fig = plot_anytime(report)
+    (ax,) = fig.axes
+    assert "MACs" in ax.get_xlabel() and "multiply-accumulates" in ax.get_xlabel()
+    assert "accuracy (%)" in ax.get_ylabel()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("static exits" in s for s in labels) and any("chosen" in s for s in labels)
+    assert any("swept" in s for s in labels) and any("test split" in s for s in labels)
+    fig.savefig(tmp_path / "anytime.png", dpi=60)
+    assert (tmp_path / "anytime.png").stat().st_size > 1000
+    plot_anytime(anytime_report(calibrate(val, cost, expected_macs=cost.deploy[-1]), cost))  # budget variant
+
+    console = Console(record=True, width=160)
+    console.print(anytime_table(report))
+    text = console.export_text()
+    assert "final" in text and "expected" in text and "test share" in text

@@ -11,7 +11,8 @@ deepest exit's while accuracy stays close. The pieces, in the order a deployment
 - :func:`sweep` and :func:`calibrate`: thresholds for ``{accuracy_drop: d}`` or ``{expected_macs: m}``
   on the validation split.
 - :class:`AnytimeModel`: the deployable module; :func:`save_anytime_onnx` exports it.
-- :func:`anytime_report`: what metrics.json stores.
+- :func:`anytime_report`, :func:`plot_anytime`, :func:`anytime_table`: what metrics.json stores
+  and how ``show`` draws it.
 
 Example:
     >>> from sdsearch import anytime
@@ -43,6 +44,7 @@ from sdsearch.anytime.policy import (
     exit_indices,
     sweep,
 )
+from sdsearch.anytime.view import anytime_table, plot_anytime
 
 __all__ = [
     "ANYTIME_FORMAT",
@@ -55,10 +57,12 @@ __all__ = [
     "anytime_cost",
     "anytime_outcome",
     "anytime_report",
+    "anytime_table",
     "calibrate",
     "exit_confidence",
     "exit_indices",
     "exit_statistics",
+    "plot_anytime",
     "read_anytime_metadata",
     "run_anytime_onnx",
     "save_anytime_onnx",
