@@ -136,6 +136,7 @@ def save_anytime_onnx(
         warnings.warn(f"anytime ONNX export to {path} failed: {exc}", RuntimeWarning, stacklevel=2)
         return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     proto = onnx.load(str(path))
+    _localise_initializers(proto.graph)
     meta = {
         EXITS_KEY: list(model.exits),
         THRESHOLDS_KEY: dict(zip(model.exits[:-1], model.thresholds.tolist(), strict=True)),
@@ -192,6 +193,61 @@ def run_anytime_onnx(path: str | os.PathLike[str], images: np.ndarray) -> tuple[
 def _cpu_copy(model: AnytimeModel) -> AnytimeModel:
     """A CPU copy of ``model`` in eval mode (the original stays where it is, in its mode)."""
     return copy.deepcopy(model).cpu().eval()
+
+
+def _localise_initializers(graph: Any) -> int:
+    """Move every initializer that only one ``If`` branch uses into that branch, recursively.
+
+    Initializers that nothing reads (the exporter leaves a few) are dropped, as ONNX Runtime does
+    when it loads the model.
+
+    The exporter leaves every weight in the main graph, where the branches read them from the outer
+    scope. ONNX Runtime pre-packs conv weights, fuses Conv + activation and switches to its blocked
+    (NCHWc) layout only for initializers of the graph that runs the conv, so the trunk segments
+    inside the branches ran unoptimised: with every exit running, ResNet width 0.25 at 32x32 took
+    620 us per image instead of 400 us (380 us for the same exits without any If), on one thread.
+
+    Returns:
+        How many initializers moved.
+    """
+    direct = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+    branches = [g for node in graph.node for g in _branches(node)]
+    used = [_names_used(g) for g in branches]
+    order = [init.name for init in graph.initializer]
+    stay = {init.name: init for init in graph.initializer}
+    moved = 0
+    for name in order:
+        if name in direct:
+            continue
+        holders = [k for k, names in enumerate(used) if name in names]
+        if len(holders) == 1:
+            branches[holders[0]].initializer.append(stay.pop(name))
+            moved += 1
+        elif not holders:
+            del stay[name]
+    kept = [stay[name] for name in order if name in stay]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return moved + sum(_localise_initializers(g) for g in branches)
+
+
+def _branches(node: Any) -> list[Any]:
+    """The subgraphs of a node (an If's then/else branches)."""
+    out = []
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            out.append(attr.g)
+        out.extend(attr.graphs)
+    return out
+
+
+def _names_used(graph: Any) -> set[str]:
+    """Every value name the nodes of ``graph`` and of its subgraphs read."""
+    names = {name for node in graph.node for name in node.input}
+    for node in graph.node:
+        for g in _branches(node):
+            names |= _names_used(g)
+    return names
 
 
 @contextlib.contextmanager
