@@ -16,6 +16,7 @@ from sdsearch.anytime import (
     ExitStats,
     Uint8Normalize,
     anytime_cost,
+    anytime_deploy_cost,
     anytime_outcome,
     anytime_report,
     anytime_table,
@@ -124,6 +125,12 @@ def test_cost_pieces_add_up_to_every_exits_deploy_cost(model: ModelConfig) -> No
     assert cost.worst_case == static["final"].macs + sum(cost.branch[:-1])
     anytime = AnytimeModel(meta, [0.5] * (len(model.exits) - 1), share_weights=True)
     assert cost.params == sum(p.numel() for p in anytime.parameters())
+    assert anytime_deploy_cost(model, num_classes=10, in_chans=3, input_size=(16, 16)) == cost
+
+
+def test_a_trained_network_costs_what_its_config_costs(net: SelfDistillNet, cost: AnytimeCost) -> None:
+    assert cost == anytime_deploy_cost(TINY, num_classes=10, in_chans=1, input_size=(8, 8))
+    assert all(p.device.type == "cpu" for p in net.parameters())  # counting never moved the weights
 
 
 # -- statistics and the policy ---------------------------------------------------------------------

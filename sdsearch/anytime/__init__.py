@@ -6,7 +6,8 @@ ICPR 2016, https://arxiv.org/abs/1709.01686), so the mean cost per image falls w
 deepest exit's while accuracy stays close. The pieces, in the order a deployment uses them:
 
 - :func:`exit_statistics`: every exit's confidence and correctness on a split, one batched pass.
-- :func:`anytime_cost`: MACs of each trunk segment and each exit's branch + head.
+- :func:`anytime_cost` (:func:`anytime_deploy_cost` from a config): MACs of each trunk segment and
+  each exit's branch + head.
 - :func:`anytime_outcome`: accuracy, expected MACs and exit shares of a threshold vector.
 - :func:`sweep` and :func:`calibrate`: thresholds for ``{accuracy_drop: d}`` or ``{expected_macs: m}``
   on the validation split.
@@ -29,6 +30,7 @@ from sdsearch.anytime.model import (
     AnytimeModel,
     Uint8Normalize,
     anytime_cost,
+    anytime_deploy_cost,
     exit_confidence,
     exit_statistics,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "ExitStats",
     "Uint8Normalize",
     "anytime_cost",
+    "anytime_deploy_cost",
     "anytime_outcome",
     "anytime_report",
     "anytime_table",
