@@ -84,7 +84,8 @@ class AnytimeModel(nn.Module):
     Exits run in depth order. At shallow exit ``k`` a sample leaves when its confidence (max
     softmax probability, :func:`exit_confidence`) is strictly greater than ``thresholds[k]``; a
     sample no shallow exit was confident about leaves at the final exit. Only the samples still in
-    flight continue through the trunk, so a batch costs what its samples cost one by one.
+    flight continue through the trunk, so a batch costs what its samples cost one by one. Use it in
+    eval mode (``.eval()``), as any deploy model: in train mode BatchNorm would see sub-batches.
 
     Invariants: deterministic; equal to :func:`~sdsearch.anytime.policy.exit_indices` on the
     confidences of :meth:`forward_exits`; the logits of a sample are those of the deploy model of
@@ -97,6 +98,8 @@ class AnytimeModel(nn.Module):
 
     Attributes:
         exits: exit names in depth order, ``"final"`` last.
+        stage_of: the stage (1-4) each exit follows.
+        num_classes: width of the logits.
         trunk: one segment per exit: ``stem`` and ``stage1``..``stageS`` for the first exit, then
             the stages after the previous exit's stage up to this exit's.
         heads: per exit, its ``branch`` and ``head`` (only ``head`` for the final exit).
