@@ -140,7 +140,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "anytime.onnx"
             status = save_anytime_onnx(
-                model, path, input_shape=(s.in_chans, *s.input_size), preprocess=pre, cost=cost
+                model, path, input_shape=(s.in_chans, *s.input_size), mean=data.mean, std=data.std, cost=cost
             )
             example = torch.zeros((1, *images.shape[1:]), dtype=torch.uint8)
             statics = {e: Path(tmp) / f"exit_{e}.onnx" for e in (net.exits[0], "final")}

@@ -393,8 +393,7 @@ def test_onnx_exit_decisions_equal_pytorch_on_every_test_image(
     thresholds = _spread(test_stats.confidence)
     model = AnytimeModel(net, thresholds).eval()
     path = tmp_path / "anytime.onnx"
-    status = save_anytime_onnx(model, path, input_shape=SHAPE, preprocess=Uint8Normalize(digits.mean, digits.std),
-                               cost=cost)  # fmt: skip
+    status = save_anytime_onnx(model, path, input_shape=SHAPE, mean=digits.mean, std=digits.std, cost=cost)
     assert status == "written"
     images = np.ascontiguousarray(digits.x_test.transpose(0, 2, 3, 1))  # uint8 NHWC, as a camera gives
     logits, exits = run_anytime_onnx(path, images)
@@ -415,16 +414,14 @@ def test_onnx_exit_decisions_equal_pytorch_on_every_test_image(
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, 8, 8, 1]
     meta = read_anytime_metadata(path)
-    assert meta["sdsearch.anytime.exits"] == ["1", "2", "3", "final"]
-    assert meta["sdsearch.anytime.thresholds"] == dict(zip(["1", "2", "3"], thresholds, strict=True))
-    assert meta["sdsearch.anytime.exit_macs"]["leave"] == dict(zip(cost.exits, cost.leave, strict=True))
-    assert meta["sdsearch.input"]["layout"] == "NHWC" and meta["sdsearch.input"]["mean"] == list(digits.mean)
-    assert ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape == [
-        1,
-        8,
-        8,
-        1,
-    ]
+    assert meta["exit"] == "anytime" and meta["anytime_exits"] == ["1", "2", "3", "final"]
+    assert meta["anytime_thresholds"] == dict(zip(["1", "2", "3"], thresholds, strict=True))
+    assert meta["anytime_exit_macs"]["leave"] == dict(zip(cost.exits, cost.leave, strict=True))
+    assert meta["anytime_exit_macs"]["worst_case"] == cost.worst_case
+    assert meta["mean"] == list(digits.mean) and meta["std"] == list(digits.std)
+    assert meta["input_layout"].startswith("NHWC uint8")
+    [session_input] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
+    assert session_input.name == "pixels" and session_input.shape == [1, 8, 8, 1]
 
 
 # -- report and plot ------------------------------------------------------------------------------------

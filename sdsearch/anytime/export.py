@@ -7,14 +7,19 @@ the ``exits`` metadata). Each shallow exit is an ONNX ``If``: the condition is
 else-branch holds the rest of the trunk, so a runtime executes only the segments an image needs. The
 graph comes from ``torch.cond`` through the dynamo exporter (it needs ``onnxscript``).
 
-Metadata (``metadata_props``, JSON values): :data:`EXITS_KEY`, :data:`THRESHOLDS_KEY`,
-:data:`MACS_KEY` (per exit: MACs when leaving there, static deploy MACs; the worst case) and
-:data:`INPUT_KEY` (layout, dtype, and mean/std when preprocessing is folded in).
+With ``mean`` and ``std`` the graph takes what a camera gives, uint8 pixels ``(1, H, W, C)`` named
+``pixels``, and computes the training normalisation itself (:class:`Uint8Normalize`), like the
+static exports; without them it takes the normalised float32 ``(1, C, H, W)`` named ``input``.
+
+Metadata (``metadata_props``, every value JSON): ``exit`` (``"anytime"``), :data:`EXITS_KEY`,
+:data:`THRESHOLDS_KEY`, :data:`MACS_KEY` (per exit: MACs when leaving there and static deploy MACs;
+the worst case), :data:`SEMANTICS_KEY`, and with preprocessing ``mean``, ``std`` and
+``input_layout``, the keys of the static exports.
 
 Example:
-    >>> save_anytime_onnx(model, "anytime.onnx", input_shape=(3, 32, 32), preprocess=Uint8Normalize(mean, std))  # doctest: +SKIP
+    >>> save_anytime_onnx(model, "anytime.onnx", input_shape=(3, 32, 32), mean=data.mean, std=data.std)  # doctest: +SKIP
     'written'
-    >>> logits, exits = run_anytime_onnx("anytime.onnx", x_test.transpose(0, 2, 3, 1))                          # doctest: +SKIP
+    >>> logits, exits = run_anytime_onnx("anytime.onnx", x_test.transpose(0, 2, 3, 1))                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,7 @@ from sdsearch.anytime.policy import AnytimeCost
 
 __all__ = [
     "EXITS_KEY",
-    "INPUT_KEY",
+    "INPUT_LAYOUT",
     "MACS_KEY",
     "SEMANTICS_KEY",
     "THRESHOLDS_KEY",
@@ -48,14 +53,16 @@ __all__ = [
     "save_anytime_onnx",
 ]
 
-EXITS_KEY = "sdsearch.anytime.exits"
-THRESHOLDS_KEY = "sdsearch.anytime.thresholds"
-MACS_KEY = "sdsearch.anytime.exit_macs"
-INPUT_KEY = "sdsearch.input"
-SEMANTICS_KEY = "sdsearch.anytime.semantics"
+EXITS_KEY = "anytime_exits"
+THRESHOLDS_KEY = "anytime_thresholds"
+MACS_KEY = "anytime_exit_macs"
+SEMANTICS_KEY = "anytime_semantics"
+#: The ``input_layout`` value with preprocessing folded in (the static exports' wording).
+INPUT_LAYOUT = "NHWC uint8 (0-255); the graph computes (x / 255 - mean) / std per channel"
 _SEMANTICS = (
     "batch 1; outputs 'logits' (1, classes) of the first shallow exit whose max softmax probability is "
-    "strictly greater than its threshold, else of the final exit, and 'exit' (1,) int64, its index in exits"
+    "strictly greater than its threshold, else of the final exit, and 'exit' (1,) int64, its index in "
+    "anytime_exits"
 )
 
 
@@ -92,7 +99,8 @@ def save_anytime_onnx(
     path: str | os.PathLike[str],
     *,
     input_shape: tuple[int, int, int],
-    preprocess: Uint8Normalize | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     cost: AnytimeCost | None = None,
 ) -> str:
     """Export ``model`` (batch 1, on the CPU, eval mode) to ONNX with its thresholds in the graph.
@@ -101,9 +109,8 @@ def save_anytime_onnx(
         model: the anytime model (its weights are copied to the CPU for the export).
         path: the ``.onnx`` file to write.
         input_shape: ``(C, H, W)`` of one image, as the network sees it.
-        preprocess: folded in front of the network; with :class:`Uint8Normalize` the graph takes
-            uint8 ``(1, H, W, C)`` (or ``(1, C, H, W)`` for ``layout="NCHW"``) instead of
-            normalised float32 ``(1, C, H, W)``.
+        mean, std: the training split's normalisation (``Dataset.mean`` / ``.std``): folded into the
+            graph, which then takes uint8 pixels ``(1, H, W, C)``; both or neither.
         cost: the per-exit MACs to record in the metadata.
 
     Returns:
@@ -116,31 +123,33 @@ def save_anytime_onnx(
         return f"skipped: {' and '.join(missing)} not installed (pip install 'sdsearch[export]' onnxscript)"
     import onnx
 
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std (uint8 pixels in) or neither (normalised floats in)")
     c, h, w = input_shape
-    graph = _AnytimeGraph(
-        _cpu_copy(model), copy.deepcopy(preprocess).cpu() if preprocess is not None else None
-    ).eval()
-    if isinstance(preprocess, Uint8Normalize):
-        shape = (1, h, w, c) if preprocess.layout == "NHWC" else (1, c, h, w)
-        example = torch.zeros(shape, dtype=torch.uint8)
-        layout: dict[str, Any] = {"layout": preprocess.layout, "dtype": "uint8",
-                                  "mean": list(preprocess.mean), "std": list(preprocess.std)}  # fmt: skip
+    meta: dict[str, Any] = {"exit": "anytime"}
+    if mean is not None and std is not None:
+        preprocess: nn.Module | None = Uint8Normalize(mean, std)
+        example, input_name = torch.zeros((1, h, w, c), dtype=torch.uint8), "pixels"
+        meta |= {
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+            "input_layout": INPUT_LAYOUT,
+        }
     else:
-        example = torch.zeros((1, c, h, w))
-        layout = {"layout": "NCHW", "dtype": "float32", "normalised": True}
+        preprocess, example, input_name = None, torch.zeros((1, c, h, w)), "input"
+    graph = _AnytimeGraph(_cpu_copy(model), preprocess).eval()
     try:
         with torch.no_grad(), _quiet_exporter():
-            torch.onnx.export(graph, (example,), str(path), dynamo=True, input_names=["input"],
+            torch.onnx.export(graph, (example,), str(path), dynamo=True, input_names=[input_name],
                               output_names=["logits", "exit"], verbose=False)  # fmt: skip
     except Exception as exc:  # an exporter bug must not lose a finished training run
         warnings.warn(f"anytime ONNX export to {path} failed: {exc}", RuntimeWarning, stacklevel=2)
         return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     proto = onnx.load(str(path))
     _localise_initializers(proto.graph)
-    meta = {
+    meta |= {
         EXITS_KEY: list(model.exits),
         THRESHOLDS_KEY: dict(zip(model.exits[:-1], model.thresholds.tolist(), strict=True)),
-        INPUT_KEY: {"shape": list(example.shape), **layout},
         SEMANTICS_KEY: _SEMANTICS,
     }
     if cost is not None:
@@ -149,21 +158,17 @@ def save_anytime_onnx(
                           "worst_case": cost.worst_case}  # fmt: skip
     for key, value in meta.items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+        entry.key, entry.value = key, json.dumps(value)
     onnx.save(proto, str(path))
     return "written"
 
 
 def read_anytime_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``sdsearch.*`` metadata of an exported anytime model, JSON values decoded."""
+    """The metadata of an exported anytime model, JSON values decoded."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    out: dict[str, Any] = {}
-    for entry in proto.metadata_props:
-        if entry.key.startswith("sdsearch."):
-            out[entry.key] = entry.value if entry.key == SEMANTICS_KEY else json.loads(entry.value)
-    return out
+    return {entry.key: json.loads(entry.value) for entry in proto.metadata_props}
 
 
 def run_anytime_onnx(path: str | os.PathLike[str], images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
