@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.config import OPTIMIZERS, SCHEDULES, TrainConfig, TrialConfig
+from sdsearch.config import TrainConfig, TrialConfig
 from sdsearch.data import augment_policy
 from sdsearch.errors import ConfigError, SdsearchError
 from sdsearch.loader import DeviceLoader
@@ -195,9 +195,8 @@ def fit(
 
     Raises:
         TrainingDivergedError: the loss or learning rate became NaN or infinite.
-        ConfigError: ``cfg`` or ``deploy_exit`` is invalid.
+        ConfigError: ``deploy_exit`` is not an exit of ``net``.
     """
-    _check_config(cfg)
     exits = tuple(getattr(net, "exits", ()))
     if exits and deploy_exit not in exits:
         raise ConfigError(f"deploy.exit: {deploy_exit!r} is not an exit of this network ({', '.join(exits)})")
@@ -391,16 +390,3 @@ def _optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
         )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _check_config(cfg: TrainConfig) -> None:
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer: {cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if cfg.schedule not in SCHEDULES:
-        raise ConfigError(f"train.schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ConfigError(
-            f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}"
-        )
-    if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum <= 0:
-        raise ConfigError(f"train.nesterov: needs train.momentum > 0, got momentum {cfg.momentum}")
