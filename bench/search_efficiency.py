@@ -303,9 +303,9 @@ def plot(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds: l
         ax.fill_between(grid, mean - sd, mean + sd, color=line.get_color(), alpha=0.12)
     ax.set_xlabel("search seconds (training + sampling + cost checks)")
     ax.set_ylabel("normalised hypervolume of the feasible front")
-    from sdsearch.sizes import format_size
+    from sdsearch.units import format_value
 
-    limits = ", ".join(f"{m} <= {format_size(v)}" for m, v in budget.items())
+    limits = ", ".join(f"{m} <= {format_value(v, 'count')}" for m, v in budget.items())
     ax.set_title(f"mean ± std over {len(seeds)} seeds; budget {limits}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -48,6 +48,21 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- schema --------------------------------------------------------------------------------------
+
+
+def _add_schema(sub: Any) -> None:
+    p = sub.add_parser("schema", help="print the JSON Schema of space files (for editor completion)")
+    p.set_defaults(handler=_schema)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from sdsearch.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 # -- cost ----------------------------------------------------------------------------------------
 
 
@@ -131,24 +146,23 @@ def _add_source(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="METRIC=SIZE",
-        help="a tighter budget than the study's, e.g. macs=1M (repeatable)",
+        help="a tighter budget than the study's, e.g. macs=1M or peak_memory=64KiB (repeatable)",
     )
 
 
-def _parse_budget(items: Sequence[str]) -> dict[str, float] | None:
-    from sdsearch.sizes import parse_size
+def _parse_budget(items: Sequence[str]) -> dict[str, str] | None:
+    """``["macs=1M", "peak_memory=64KiB"]`` -> ``{"macs": "1M", ...}``; units are read by the front."""
+    from sdsearch.metrics import budget_metrics
 
-    budget: dict[str, float] = {}
+    budget: dict[str, str] = {}
     for item in items:
-        metric, _, size = item.partition("=")
-        if metric not in ("params", "macs", "flops") or not size:
+        metric, _, value = item.partition("=")
+        if metric not in budget_metrics() or not value:
             raise ConfigError(
-                f"--budget: {item!r} is not METRIC=SIZE with METRIC params, macs or flops (e.g. macs=1M)"
+                f"--budget: {item!r} is not METRIC=VALUE with METRIC one of {', '.join(budget_metrics())} "
+                "(e.g. macs=1M, peak_memory=64KiB, latency=5ms)"
             )
-        try:
-            budget[metric] = parse_size(size)
-        except ValueError as exc:
-            raise ConfigError(f"--budget: {exc}") from None
+        budget[metric] = value
     return budget or None
 
 
@@ -274,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sdsearch {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_validate, _add_cost, _add_run, _add_show, _add_export, _add_train, _add_studies):
+    for add in (_add_validate, _add_schema, _add_cost, _add_run, _add_show, _add_export, _add_train, _add_studies):
         add(sub)
     return parser
 

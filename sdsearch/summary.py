@@ -12,7 +12,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sdsearch.sizes import format_size
+from sdsearch.units import format_value
 
 if TYPE_CHECKING:
     from sdsearch.search.runner import RunSummary
@@ -25,14 +25,19 @@ def space_summary(space: Space) -> Group:
     """Name, budget and the searched dimensions of a space (conditional ones marked)."""
     from sdsearch.search.storage import mask_url
 
-    data = f"data: {space.data.dataset}; {space.train.epochs} epochs; deploy exit {space.deploy_exit}"
+    data = (
+        f"data: {space.data.dataset}; {space.train.epochs} epochs; deploy exit {space.deploy_exit} "
+        f"({space.deploy.dtype}{', int8-quantized accuracy' if space.deploy.quantize == 'int8' else ''})"
+    )
     if space.is_fixed:
         return Group(
             Text.assemble(
                 ("ok ", "bold green"), (space.source, "bold"), ": trainer config (every value fixed); ", data
             )
         )
-    budget = ", ".join(f"{k} <= {format_size(v)}" for k, v in space.budget.items()) or "none"
+    from sdsearch.search.front import describe_limits
+
+    budget = describe_limits(space.budget)
     head = Text.assemble(
         ("ok ", "bold green"),
         (space.source, "bold"),
@@ -58,7 +63,10 @@ def cost_table(rows: Iterable[Mapping[str, Any]]) -> Table:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            str(row["exit"]), format_size(row["params"]), format_size(row["macs"]), format_size(row["flops"])
+            str(row["exit"]),
+            format_value(row["params"], "count"),
+            format_value(row["macs"], "count"),
+            format_value(row["flops"], "count"),
         )
     return table
 
@@ -66,7 +74,7 @@ def cost_table(rows: Iterable[Mapping[str, Any]]) -> Table:
 def studies_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     """One line per study: trial counts by outcome."""
     table = Table(title="studies")
-    columns = ("study", "complete", "rejected", "failed", "pruned", "running", "target")
+    columns = ("study", "complete", "rejected", "failed", "pruned", "interrupted", "running", "target")
     for column in columns:
         table.add_column(column, justify="left" if column == "study" else "right")
     for row in rows:

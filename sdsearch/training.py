@@ -14,7 +14,6 @@ validation and test splits, and writes into ``out``:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -137,7 +136,7 @@ def _resolve_config(
         space = load_space(config)
         config, provenance = space.fixed_config(), space.provenance or {}
     if epochs is not None:
-        config = config.replace(train=dataclasses.replace(config.train, epochs=epochs))
+        config = config.replace(train=config.train.replace(epochs=epochs))
     return config, provenance
 
 
