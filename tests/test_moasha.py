@@ -1,28 +1,36 @@
-"""MOASHA: the sorting maths against brute force, the rung rule, and Ray's ASHA as the reference for
-the single-objective variant."""
+"""MOASHA: the sorting maths against brute force, the rung rule, Ray's ASHA as the reference for the
+single-objective variant, and one Tune run where MOASHA keeps the cheap trial that ASHA stops."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import pickle
 import random
+import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from ray.tune.search import Searcher
 
 from sdsearch.errors import ConfigError
 from sdsearch.search.front import pareto_front
 from sdsearch.search.moasha import (
     CONTINUE,
+    COSTS_KEY,
     STOP,
     AsyncSuccessiveHalving,
+    MOASHAScheduler,
     ParetoRanking,
     ScalarRanking,
+    cost_objectives,
     crowding_distance,
     in_top_fraction,
     nondominated_sort,
     rank_order,
     rung_levels,
+    trial_costs,
 )
 
 MIXED = {2: ("maximize", "minimize"), 3: ("minimize", "maximize", "minimize")}
@@ -340,3 +348,159 @@ def test_scalar_variant_differs_from_ray_only_inside_the_interpolation_band():
         assert ours.on_result(i, 1, (x,)) == ray_decide(ray_scheduler, i, x)
     assert ray_decide(ray_scheduler, 2, 0.45) == STOP
     assert ours.on_result(2, 1, (0.45,)) == CONTINUE
+
+
+# -- the Ray scheduler without Tune --------------------------------------------------------------
+
+
+def fake_trial(trial_id, **costs):
+    return SimpleNamespace(trial_id=trial_id, config={"config": {}, COSTS_KEY: costs})
+
+
+def make_scheduler(**kwargs):
+    kwargs = {"grace_period": 1, "reduction_factor": 2, "max_t": 4, **kwargs}
+    return MOASHAScheduler(("accuracy", "params"), ACC_PARAMS, **kwargs)
+
+
+def report(scheduler, trial, t, **metrics):
+    return scheduler.on_trial_result(None, trial, {"training_iteration": t, **metrics})
+
+
+def test_scheduler_reads_costs_from_the_config_and_accuracy_from_results():
+    scheduler = make_scheduler()
+    big, bigger, small = (
+        fake_trial("big", params=90_000),
+        fake_trial("bigger", params=95_000),
+        fake_trial("small", params=4_000),
+    )
+    for trial in (big, bigger, small):
+        scheduler.on_trial_add(None, trial)
+    assert report(scheduler, big, 1, accuracy=0.90) == CONTINUE
+    assert report(scheduler, bigger, 1, accuracy=np.float32(0.85)) == STOP
+    assert report(scheduler, small, 1, accuracy=0.60) == CONTINUE
+    assert scheduler.halving.recorded(1)["small"] == (0.60, 4_000.0)
+    assert report(scheduler, big, 4, accuracy=0.95) == STOP  # max_t
+    assert "num_stopped=2" in scheduler.debug_string()
+    assert scheduler.metric == "accuracy"
+
+
+def test_scheduler_handles_missing_nan_and_failure_results():
+    scheduler = make_scheduler()
+    a, b, c = fake_trial("a", params=10), fake_trial("b", params=10), fake_trial("c", params=10)
+    assert scheduler.on_trial_result(None, a, {"accuracy": 0.5}) == CONTINUE  # no time attr
+    assert report(scheduler, a, 1) == CONTINUE  # no accuracy: nothing recorded
+    assert report(scheduler, a, 1, accuracy=0.5, fail_reason="RuntimeError: boom") == CONTINUE
+    assert scheduler.halving.recorded(1) == {}
+    assert report(scheduler, a, 1, accuracy=0.5) == CONTINUE
+    assert report(scheduler, b, 1, accuracy=math.nan) == STOP  # NaN ranks last
+    # Not a number counts as NaN: tied with b, so only a is ahead of it.
+    assert report(scheduler, c, 1, accuracy="n/a") == CONTINUE
+    assert math.isnan(scheduler.halving.recorded(1)["c"][0])
+
+
+def test_scheduler_refuses_a_config_without_costs():
+    scheduler = make_scheduler()
+    with pytest.raises(ConfigError, match=r"config\['costs'\] must hold params.*trial_costs"):
+        scheduler.on_trial_add(None, SimpleNamespace(trial_id="x", config={"config": {}}))
+    with pytest.raises(ConfigError, match=r"must hold params.*got \['macs'\]"):
+        scheduler.on_trial_add(None, fake_trial("y", macs=5))
+    # One objective: plain ASHA on accuracy, no costs needed.
+    single = MOASHAScheduler(["accuracy"], ["maximize"], grace_period=1, reduction_factor=2, max_t=4)
+    single.on_trial_add(None, SimpleNamespace(trial_id="z", config={}))
+
+
+def test_scheduler_refuses_bad_objectives():
+    with pytest.raises(ConfigError, match="one direction per objective"):
+        MOASHAScheduler(["accuracy", "params"], ["maximize"])
+    with pytest.raises(ConfigError, match="all costs"):
+        MOASHAScheduler(["params", "macs"], ["minimize", "minimize"])
+    with pytest.raises(ConfigError, match="'up'"):
+        MOASHAScheduler(["accuracy"], ["up"])
+
+
+def test_scheduler_pickles_with_its_rungs(tmp_path):
+    scheduler = make_scheduler()
+    report(scheduler, fake_trial("a", params=10), 1, accuracy=0.5)
+    clone = pickle.loads(pickle.dumps(scheduler))
+    assert clone.halving.recorded(1) == {"a": (0.5, 10.0)}
+    assert report(clone, fake_trial("b", params=20), 1, accuracy=0.4) == STOP
+    scheduler.save(str(tmp_path / "s.pkl"))
+    restored = make_scheduler()
+    restored.restore(str(tmp_path / "s.pkl"))
+    assert restored.halving.recorded(1) == {"a": (0.5, 10.0)}
+
+
+def test_trial_costs_holds_every_cost_objective():
+    cost = SimpleNamespace(params=4_000, macs=90_000, flops=180_000)
+    assert trial_costs(cost, ["accuracy", "params", "flops"]) == {"params": 4000.0, "flops": 180000.0}
+    assert cost_objectives(["accuracy", "macs"]) == ("macs",)
+
+
+# -- end to end through Tune ---------------------------------------------------------------------
+
+# Three configs in this order: two accurate, expensive models, then a cheap, less accurate one.
+CASES = [
+    {"name": "big", "ceiling": 0.90, COSTS_KEY: {"params": 90_000.0}},
+    {"name": "bigger", "ceiling": 0.85, COSTS_KEY: {"params": 95_000.0}},
+    {"name": "small", "ceiling": 0.60, COSTS_KEY: {"params": 4_000.0}},
+]
+EPOCHS = 4
+
+
+def curve_trainable(config):
+    """Accuracy ceiling * e / (e + 1) at epoch e: a known curve, no training."""
+    from ray import tune
+
+    for epoch in range(1, EPOCHS + 1):
+        tune.report({"accuracy": config["ceiling"] * epoch / (epoch + 1), "epoch": epoch})
+
+
+class FixedConfigs(Searcher):
+    """Hands out configs in order, then FINISHED: the same trials in the same order for each scheduler."""
+
+    def __init__(self, configs):
+        super().__init__(metric="accuracy", mode="max")
+        self._configs = list(configs)
+
+    def suggest(self, trial_id):
+        return dict(self._configs.pop(0)) if self._configs else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+
+def epochs_per_case(scheduler, tmp_path):
+    from ray import cloudpickle, tune
+
+    # Workers cannot import a test module by name: ship the trainable by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    tuner = tune.Tuner(
+        curve_trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=FixedConfigs(CASES),
+            scheduler=scheduler,
+            num_samples=len(CASES),
+            max_concurrent_trials=1,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+    )
+    grid = tuner.fit()
+    return {r.config["name"]: r.metrics["epoch"] for r in grid}
+
+
+@pytest.mark.ray
+def test_moasha_keeps_the_cheap_trial_that_asha_stops(tmp_path, ray_session):
+    from ray.tune.schedulers import ASHAScheduler
+
+    rungs = {"grace_period": 1, "reduction_factor": 2, "max_t": EPOCHS}
+    asha_epochs = epochs_per_case(
+        ASHAScheduler(time_attr="training_iteration", metric="accuracy", mode="max", **rungs),
+        tmp_path / "asha",
+    )
+    moasha_epochs = epochs_per_case(
+        MOASHAScheduler(("accuracy", "params"), ACC_PARAMS, **rungs), tmp_path / "moasha"
+    )
+    assert asha_epochs == {"big": EPOCHS, "bigger": 1, "small": 1}
+    assert moasha_epochs == {"big": EPOCHS, "bigger": 1, "small": EPOCHS}

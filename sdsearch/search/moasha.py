@@ -33,30 +33,47 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+import numbers
+import pickle
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ray.tune.schedulers.trial_scheduler import TrialScheduler
+from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
 from sdsearch.errors import ConfigError
+from sdsearch.search import attrs
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+    from sdsearch.cost import Cost
 
 __all__ = [
     "CONTINUE",
+    "COSTS_KEY",
     "STOP",
     "AsyncSuccessiveHalving",
+    "MOASHAScheduler",
     "ParetoRanking",
     "ScalarRanking",
+    "cost_objectives",
     "crowding_distance",
     "in_top_fraction",
     "nondominated_sort",
     "rank_order",
     "rung_levels",
+    "trial_costs",
 ]
 
 #: Decisions, the strings Ray Tune's schedulers answer.
 CONTINUE = TrialScheduler.CONTINUE
 STOP = TrialScheduler.STOP
 
+#: Key of the trial config (what the searcher suggests) holding the deployed exit's cost per cost objective.
+COSTS_KEY = "costs"
+#: What the trainable reports when training raised: that result repeats the previous epoch's accuracy.
+_FAIL_KEY = "fail_reason"
 
 #: A ranking maps n points to n keys; a smaller key ranks first and equal keys tie.
 Ranking = Callable[[Sequence[Sequence[float]]], Sequence[tuple[float, ...]]]
@@ -305,6 +322,151 @@ class AsyncSuccessiveHalving:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{level:g}: {len(r)}" for level, r in self._rungs.items())
         return f"AsyncSuccessiveHalving({self.ranking!r}, eta={self.reduction_factor:g}, rungs {{{sizes}}})"
+
+
+# --------------------------------------------------------------------------------------------
+# Ray Tune adapter.
+
+
+def cost_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
+    """The objectives known before training (params, MACs, FLOPs); the others come from results."""
+    return tuple(o for o in objectives if o in attrs.COST_METRICS)
+
+
+def trial_costs(cost: Cost | Mapping[str, float], objectives: Sequence[str]) -> dict[str, float]:
+    """What the searcher puts under :data:`COSTS_KEY`: the deployed exit's value per cost objective.
+
+    Example:
+        >>> trial_costs({"params": 4_000, "macs": 90_000, "flops": 180_000}, ["accuracy", "macs"])
+        {'macs': 90000.0}
+    """
+    get = cost.get if isinstance(cost, Mapping) else (lambda m: getattr(cost, m))
+    return {m: float(get(m)) for m in cost_objectives(objectives)}
+
+
+class MOASHAScheduler(FIFOScheduler):
+    """Ray Tune scheduler: MOASHA over a study's objectives, on one bracket.
+
+    Each trial's point at a rung is the reported value of every objective that is not a cost
+    (``accuracy``) and, for every cost objective, ``trial.config["costs"][metric]``, which the
+    searcher puts in the config it suggests (see :func:`trial_costs`). With a single objective this
+    is ASHA; see :class:`AsyncSuccessiveHalving` for the rule and how it relates to Ray's.
+
+    Results without ``time_attr`` or a reported objective get CONTINUE and are not recorded, as
+    Ray's ASHA does; a non-numeric or NaN value ranks last. A result carrying ``fail_reason`` (the
+    trainable caught an error and is ending) is not recorded either: its accuracies are stale.
+
+    Args:
+        objectives: objective names, e.g. ``("accuracy", "params", "macs")``.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+        grace_period: the first rung, in ``time_attr`` units (epochs in sdsearch).
+        reduction_factor: eta > 1.
+        max_t: trials are stopped here.
+        time_attr: the result key that measures progress.
+
+    Raises:
+        ConfigError: bad objectives, directions or rung arguments; and, from ``on_trial_add``, a
+            trial whose config lacks a cost objective under ``costs``.
+
+    Example:
+        >>> scheduler = MOASHAScheduler(
+        ...     ["accuracy", "params"], ["maximize", "minimize"], grace_period=1, reduction_factor=3, max_t=9
+        ... )
+        >>> tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=2)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        objectives: Sequence[str],
+        directions: Sequence[str],
+        grace_period: float = 1,
+        reduction_factor: float = 3,
+        max_t: float = 100,
+        time_attr: str = "training_iteration",
+    ) -> None:
+        super().__init__()
+        objectives, directions = tuple(objectives), tuple(directions)
+        if len(objectives) != len(directions) or not objectives:
+            raise ConfigError(
+                "one direction per objective must be given, but got "
+                f"(objectives={list(objectives)}, directions={list(directions)})"
+            )
+        _check_directions(directions)
+        self._costs = cost_objectives(objectives)
+        reported = [o for o in objectives if o not in self._costs]
+        if not reported:
+            raise ConfigError(
+                f"objectives {list(objectives)} are all costs, known before training, so no rung can "
+                "tell trials apart; add a reported metric such as accuracy"
+            )
+        ranking: Ranking = ScalarRanking(directions[0]) if len(objectives) == 1 else ParetoRanking(directions)
+        self._halving = AsyncSuccessiveHalving(
+            grace_period=grace_period, reduction_factor=reduction_factor, max_t=max_t, ranking=ranking
+        )
+        self._objectives = objectives
+        self._directions = directions
+        self._time_attr = time_attr
+        self._metric = reported[0]  # what Tune's `metric` property shows
+        self._num_stopped = 0
+
+    @property
+    def halving(self) -> AsyncSuccessiveHalving:
+        """The rung bookkeeping, for inspection."""
+        return self._halving
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        """Check at once that the searcher put every cost objective in the trial's config."""
+        self._config_costs(trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        if self._time_attr not in result or result.get(_FAIL_KEY):
+            return CONTINUE
+        action = self._halving.on_result(trial.trial_id, result[self._time_attr], self._point(trial, result))
+        if action == STOP:
+            self._num_stopped += 1
+        return action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        """Record the last result at its rung if no earlier call did (as Ray's ASHA does)."""
+        if result and self._time_attr in result and not result.get(_FAIL_KEY):
+            self._halving.on_result(trial.trial_id, result[self._time_attr], self._point(trial, result))
+
+    def debug_string(self) -> str:
+        return f"Using MOASHA: num_stopped={self._num_stopped}, {self._halving!r}"
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _config_costs(self, trial: Trial) -> dict[str, float]:
+        costs = (trial.config or {}).get(COSTS_KEY)
+        missing = [m for m in self._costs if not isinstance(costs, Mapping) or m not in costs]
+        if missing:
+            got = sorted(costs) if isinstance(costs, Mapping) else costs
+            raise ConfigError(
+                f"trial {trial.trial_id}: config[{COSTS_KEY!r}] must hold {', '.join(missing)} "
+                f"(the deployed exit's cost per cost objective), but got {got!r}; the searcher must "
+                f"suggest {{..., {COSTS_KEY!r}: trial_costs(cost, objectives)}}"
+            )
+        return {m: _number(costs[m]) for m in self._costs}
+
+    def _point(self, trial: Trial, result: Mapping[str, Any]) -> tuple[float, ...] | None:
+        if any(o not in result for o in self._objectives if o not in self._costs):
+            return None
+        costs = self._config_costs(trial) if self._costs else {}
+        return tuple(costs[o] if o in costs else _number(result[o]) for o in self._objectives)
+
+
+def _number(value: Any) -> float:
+    """A value as a float; anything that is not a real number becomes NaN (so it ranks last)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
 
 
 def _check_directions(directions: Sequence[str]) -> None:
