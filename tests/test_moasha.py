@@ -431,9 +431,10 @@ def test_scheduler_pickles_with_its_rungs(tmp_path):
 
 
 def test_trial_costs_holds_every_cost_objective():
-    cost = SimpleNamespace(params=4_000, macs=90_000, flops=180_000)
+    cost = {"params": 4_000, "macs": 90_000, "peak_memory": 2048}  # stored metrics: MACs, never FLOPs
     assert trial_costs(cost, ["accuracy", "params", "flops"]) == {"params": 4000.0, "flops": 180000.0}
-    assert cost_objectives(["accuracy", "macs"]) == ("macs",)
+    assert trial_costs(cost, ["accuracy", "peak_memory"]) == {"peak_memory": 2048.0}
+    assert cost_objectives(["accuracy", "macs", "expected_macs"]) == ("macs",)  # known only after training
 
 
 # -- end to end through Tune ---------------------------------------------------------------------

@@ -42,12 +42,10 @@ import numpy as np
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
 from sdsearch.errors import ConfigError
-from sdsearch.search import attrs
+from sdsearch.metrics import METRICS, metric_value
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
-
-    from sdsearch.cost import Cost
 
 __all__ = [
     "CONTINUE",
@@ -329,19 +327,19 @@ class AsyncSuccessiveHalving:
 
 
 def cost_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
-    """The objectives known before training (params, MACs, FLOPs); the others come from results."""
-    return tuple(o for o in objectives if o in attrs.COST_METRICS)
+    """The objectives known before training (params, MACs, peak memory, ...); the others come from results."""
+    return tuple(o for o in objectives if METRICS.get(o).before_training and METRICS.get(o).direction == "minimize")
 
 
-def trial_costs(cost: Cost | Mapping[str, float], objectives: Sequence[str]) -> dict[str, float]:
-    """What the searcher puts under :data:`COSTS_KEY`: the deployed exit's value per cost objective.
+def trial_costs(cost: Mapping[str, float], objectives: Sequence[str]) -> dict[str, float]:
+    """What the searcher puts under :data:`COSTS_KEY`: the deployed exit's value per cost objective
+    (FLOPs from the stored MACs).
 
     Example:
-        >>> trial_costs({"params": 4_000, "macs": 90_000, "flops": 180_000}, ["accuracy", "macs"])
-        {'macs': 90000.0}
+        >>> trial_costs({"params": 4_000, "macs": 90_000}, ["accuracy", "flops"])
+        {'flops': 180000.0}
     """
-    get = cost.get if isinstance(cost, Mapping) else (lambda m: getattr(cost, m))
-    return {m: float(get(m)) for m in cost_objectives(objectives)}
+    return {m: float(metric_value(cost, m)) for m in cost_objectives(objectives)}
 
 
 class MOASHAScheduler(FIFOScheduler):

@@ -28,13 +28,13 @@ from sdsearch.config import TrialConfig
 from sdsearch.errors import SdsearchError
 from sdsearch.metrics import METRICS, metric_value
 from sdsearch.search import attrs
+from sdsearch.search.moasha import COSTS_KEY, trial_costs
 from sdsearch.space import Space
 
 if TYPE_CHECKING:
     from sdsearch.data import DataShape
 
 __all__ = [
-    "COSTS_KEY",
     "ExitCosts",
     "SDOptunaSearch",
     "SpaceSampler",
@@ -52,9 +52,6 @@ logger = logging.getLogger(__name__)
 VALID_CONSTRAINT = "valid"
 #: Consecutive budget rejections after which a space is declared infeasible.
 MAX_CONSECUTIVE_REJECTIONS = 500
-#: Key of the suggested Ray config holding the deployed exit's costs (schedulers such as MO-ASHA
-#: rank by them; the trainable ignores them).
-COSTS_KEY = "costs"
 
 #: Costs of one config: exit -> metric -> value (stored units: counts, bytes, ms).
 Costs = Mapping[str, Mapping[str, float]]
@@ -321,11 +318,10 @@ class SDOptunaSearch(Searcher):
             with self._lock:
                 self._pending[trial_id] = (config, costs)
             self._beat(storage_id)
-            known = {o: metric_value(deployed, o) for o in self._objectives}
             return {
                 "config": config.to_dict(),
                 "trial_number": ot_trial.number,
-                COSTS_KEY: {o: v for o, v in known.items() if v is not None},
+                COSTS_KEY: trial_costs(deployed, self._objectives),  # what MO-ASHA ranks by
             }
         self.infeasible = True
         return Searcher.FINISHED
