@@ -8,10 +8,11 @@ ends in.
 
 *design*: ``dtype="int8"`` times the int8 graph itself, quantized with a few random calibration
 images, not the float32 graph. On an x86 CPU with AVX-512 VNNI (ONNX Runtime 1.32, one thread),
-int8 took 0.5x to 3.1x the float32 time over 20 configs, depending on architecture and size
-(small graphs pay for Q/DQ pairs and layout transposes, large ones gain from int8 kernels); the
-two rankings agreed only at Spearman 0.90-0.92, so float32 time is no stand-in for int8.
-Quantizing adds 0.1-0.5 s to a call; a float32 call takes 0.1-0.5 s for these configs.
+the int8 graph took 0.7x to 3.5x the float32 time over 20 configs (``bench/deploy_latency.py``):
+small graphs pay for Q/DQ pairs and layout transposes, large ones gain from int8 kernels. The
+rankings mostly agree (Spearman 0.90-0.99 over runs), but a latency budget is in milliseconds,
+which the float32 time misses by up to 3.5x. Quantizing adds 0.1-1 s to a call (ONNX Runtime
+computes per-channel weight scales in Python); a float32 call takes 0.1-0.5 s for small configs.
 
 Example:
     >>> measure_latency(net.deploy("final"), (3, 32, 32), key=("trial", 7, "final"))   # doctest: +SKIP
