@@ -110,3 +110,29 @@ def test_train_from_yaml_with_epochs_override(run: TrainResult, tmp_path: Path) 
     result = train(run.out / "config.yaml", out=out, epochs=1, progress=True, threads=1)
     assert result.metrics["epochs"] == 1 and result.fit.epochs_done == 1 and result.metrics["threads"] == 1
     assert load_trial_config(out / "config.yaml").train.epochs == 1
+
+
+def test_test_accuracy_is_float32_even_inside_autocast() -> None:
+    """train() reports float32 accuracy whatever the training device and any enclosing autocast."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from sdsearch.trainer import evaluate
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+            self.autocast: list[bool] = []
+
+        def forward(self, x: torch.Tensor) -> SimpleNamespace:
+            self.autocast.append(torch.is_autocast_enabled("cpu"))
+            return SimpleNamespace(logits={"final": self.fc(x.flatten(1))})
+
+    net = Recorder()
+    x, y = np.zeros((3, 1, 2, 2), np.uint8), np.zeros(3, np.int64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        evaluate(net, x, y, mean=[0.5], std=[0.25])
+        assert torch.is_autocast_enabled("cpu")  # the caller's region is restored
+    assert net.autocast == [False]
