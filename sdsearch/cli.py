@@ -260,6 +260,32 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- predict -------------------------------------------------------------------------------------
+
+
+def _add_predict(sub: Any) -> None:
+    p = sub.add_parser("predict", help="classify images with the model sdsearch train wrote")
+    p.add_argument("run_dir", help="the folder sdsearch train --out wrote (holds model.onnx)")
+    p.add_argument("images", nargs="+", help="image files, or folders of images")
+    p.add_argument("--int8", action="store_true", help="use model.int8.onnx instead of model.onnx")
+    p.add_argument("--top", type=int, default=1, help="classes to show per image (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sdsearch.predict import predict, prediction_rows, prediction_table
+
+    if args.top < 1:
+        raise ConfigError(f"--top: must be >= 1, got {args.top}")
+    predictions = predict(args.run_dir, args.images, int8=args.int8, top=args.top)
+    if args.json:
+        print(json.dumps(prediction_rows(predictions), indent=2))
+    else:
+        _console().print(prediction_table(predictions))
+    return 0
+
+
 # -- studies -------------------------------------------------------------------------------------
 
 
@@ -288,7 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sdsearch {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_validate, _add_schema, _add_cost, _add_run, _add_show, _add_export, _add_train, _add_studies):
+    for add in (
+        _add_validate,
+        _add_schema,
+        _add_cost,
+        _add_run,
+        _add_show,
+        _add_export,
+        _add_train,
+        _add_predict,
+        _add_studies,
+    ):
         add(sub)
     return parser
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -251,7 +251,8 @@ def evaluate(
         net: multi-exit network; it is moved to ``device`` (default: where its parameters are).
         x, y: uint8 images ``(N, C, H, W)`` and labels, e.g. ``data.x_test, data.y_test``.
         mean, std: normalisation of the training split (``Dataset.mean`` / ``.std``).
-        amp: bf16 autocast (CUDA only).
+        amp: bf16 autocast (CUDA only). Without it the evaluation is strict float32 even inside
+            a caller's autocast region, and on CUDA without TF32 convolutions and matmuls.
     """
     if device is None:
         param = next(net.parameters(), None)
@@ -260,7 +261,25 @@ def evaluate(
     net.to(dev)
     loader = DeviceLoader(x, y, batch_size=batch_size, mean=mean, std=std, device=dev,
                           channels_last=channels_last)  # fmt: skip
-    return _evaluate(net, loader, amp=amp and dev.type == "cuda")
+    amp = amp and dev.type == "cuda"
+    with contextlib.nullcontext() if amp else _strict_float32(dev):
+        return _evaluate(net, loader, amp=amp)
+
+
+@contextlib.contextmanager
+def _strict_float32(device: torch.device) -> Iterator[None]:
+    """No autocast on ``device``, and on CUDA IEEE float32 convolutions and matmuls (no TF32), then restore."""
+    with torch.autocast(device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+        before = matmul.fp32_precision, conv.fp32_precision
+        matmul.fp32_precision = conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = before
 
 
 # --------------------------------------------------------------------------------------------------

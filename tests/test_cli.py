@@ -60,7 +60,20 @@ def test_run_show_export_train_round_trip(tmp_path, capsys, ray_session):
     assert doc["provenance"]["threads"] == 1 and metrics["threads"] == 1
     assert metrics["val_accuracy"] == pytest.approx(searched_acc, abs=1e-12)
     assert abs(metrics["test_accuracy"] - searched_acc) <= 0.08
-    assert (out / "model.ts").exists()
+    assert all((out / name).is_file() for name in ("model.onnx", "model.int8.onnx", "model.pt2"))
+
+    # The trained model classifies a user's picture: a test digit written as a PNG.
+    from PIL import Image
+
+    from sdsearch.config import DataConfig
+    from sdsearch.data import load_dataset
+
+    digits = load_dataset(DataConfig(dataset="digits"), seed=0)
+    Image.fromarray(digits.x_test[0, 0]).save(tmp_path / "digit.png")
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "digit.png"), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["top"][0]["class"] in [str(i) for i in range(10)] and 0 < row["top"][0]["confidence"] <= 1
 
     capsys.readouterr()
     assert main(["studies", str(tmp_path / "tiny.db")]) == 0
