@@ -328,7 +328,9 @@ class AsyncSuccessiveHalving:
 
 def cost_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
     """The objectives known before training (params, MACs, peak memory, ...); the others come from results."""
-    return tuple(o for o in objectives if METRICS.get(o).before_training and METRICS.get(o).direction == "minimize")
+    return tuple(
+        o for o in objectives if METRICS.get(o).before_training and METRICS.get(o).direction == "minimize"
+    )
 
 
 def trial_costs(cost: Mapping[str, float], objectives: Sequence[str]) -> dict[str, float]:

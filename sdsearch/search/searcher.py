@@ -93,17 +93,35 @@ class ExitCosts:
         )
         out = {name: cost_values(cost) for name, cost in costs.items()}
         if self.latency:
-            for name, values in out.items():
-                values["latency"] = self._measure(config, name)
+            for name, latency in self._latencies(config).items():
+                out[name]["latency"] = latency
         return out
 
-    def _measure(self, config: TrialConfig, exit_name: str) -> float:
-        key = (config.model, config.deploy.dtype, config.deploy.latency, exit_name)
-        if key not in self._latency_ms:
-            from sdsearch.latency import deploy_latency
+    def _latencies(self, config: TrialConfig) -> dict[str, float]:
+        """Latency of every exit, measured once per distinct model (one random-weight network each)."""
+        keys = {e: (config.model, config.deploy.dtype, config.deploy.latency, e) for e in config.model.exits}
+        missing = [e for e, k in keys.items() if k not in self._latency_ms]
+        if missing:
+            import torch
 
-            self._latency_ms[key] = deploy_latency(config, exit_name, self.shape)
-        return self._latency_ms[key]
+            from sdsearch.latency import measure_latency
+            from sdsearch.nn.network import SelfDistillNet
+
+            s, timing = self.shape, config.deploy.latency
+            with torch.random.fork_rng():  # random weights: the graph sets the time, not the weights
+                net = SelfDistillNet(
+                    config.model, num_classes=s.num_classes, in_chans=s.in_chans, input_size=s.input_size
+                )
+            for e in missing:
+                self._latency_ms[keys[e]] = measure_latency(
+                    net.deploy(e).eval(),
+                    (s.in_chans, *s.input_size),
+                    threads=timing.threads,
+                    repeats=timing.repeats,
+                    warmup=timing.warmup,
+                    dtype=config.deploy.dtype,
+                )
+        return {e: self._latency_ms[k] for e, k in keys.items()}
 
     def remember(self, config: TrialConfig, candidates: list[Mapping[str, Any]]) -> None:
         """Reuse latencies an earlier run of the study measured (the same model times the same)."""

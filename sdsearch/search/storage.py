@@ -198,7 +198,9 @@ def retry_interrupted(study: optuna.Study, trial: FrozenTrial) -> int:
     import copy
 
     clean = copy.deepcopy(trial)
-    clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (attrs.INTERRUPTED, attrs.FAIL_REASON)}
+    clean.user_attrs = {
+        k: v for k, v in trial.user_attrs.items() if k not in (attrs.INTERRUPTED, attrs.FAIL_REASON)
+    }
     clean.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith("constraints")}
     before = len(study.get_trials(deepcopy=False))
     _retry_once()(study, clean)
