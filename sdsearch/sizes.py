@@ -1,10 +1,20 @@
-"""Human-friendly sizes (``50k``, ``2M``, ``1.5G``) for budgets, in both directions."""
+"""Human-friendly sizes (``50k``, ``2M``, ``1.5G``) for budgets, in both directions, and byte units.
+
+Prefixes are decimal everywhere (k = 10^3, M = 10^6, G = 10^9), for counts and bytes alike, so a
+budget of ``256k`` bytes reads back as ``256 kB``. A 256 KiB part is a budget of 262144 (or 262k).
+"""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["SUFFIXES", "format_size", "parse_size"]
+__all__ = ["DTYPES", "DTYPE_BYTES", "SUFFIXES", "format_bytes", "format_size", "parse_size"]
+
+#: Bytes per element of each deployment dtype: activations, and weights of float deployments (an
+#: int8 deployment also stores per-channel scales and biases; sdsearch.cost says how). The one
+#: table of dtypes: ``sdsearch.cost`` re-exports it, and floor-1 modules can read it without torch.
+DTYPE_BYTES: dict[str, int] = {"int8": 1, "float32": 4}
+DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
 
 SUFFIXES = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
@@ -33,3 +43,11 @@ def format_size(value: float, precision: int = 3) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.{precision}g}{suffix}"
     return f"{value:.{precision}g}"
+
+
+def format_bytes(value: float, precision: int = 3) -> str:
+    """Bytes with decimal prefixes: 999 -> ``"999 B"``, 106496 -> ``"106 kB"``, 11249632 -> ``"11.2 MB"``."""
+    for suffix, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.{precision}g} {suffix}"
+    return f"{value:.{precision}g} B"

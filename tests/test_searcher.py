@@ -29,7 +29,12 @@ def fake_costs(config: TrialConfig) -> dict[str, Cost]:
     """Cost grows with width and exit depth: width 1.0 breaks the 1000-MAC budget."""
     w = config.model.backbone.width
     return {
-        e: Cost(params=int(100 * w * (i + 1)), macs=int(1000 * w * (i + 1) / 2))
+        e: Cost(
+            params=int(100 * w * (i + 1)),
+            macs=int(1000 * w * (i + 1) / 2),
+            peak_memory=int(400 * w * (i + 1)),
+            size=int(110 * w * (i + 1)),
+        )
         for i, e in enumerate(config.model.exits)
     }
 
@@ -61,7 +66,7 @@ def result(acc=0.8, epoch=3, **extra):
 
 
 def test_budget_violations():
-    assert budget_violations(Cost(params=10, macs=50), {"macs": 40, "params": 20}) == {
+    assert budget_violations(Cost(params=10, macs=50, peak_memory=0, size=0), {"macs": 40, "params": 20}) == {
         "macs": 10.0,
         "params": -10.0,
     }
@@ -157,7 +162,7 @@ def test_infeasible_space_finishes_after_bounded_draws():
 
 def test_final_state_keeps_shallow_candidates_of_pruned_trials():
     cfg = TrialConfig.from_dict({"model": {"branches": {"placement": [1]}}, "train": {"epochs": 5}})
-    costs = {"1": Cost(1, 2), "final": Cost(3, 4)}
+    costs = {"1": Cost(1, 2, 3, 4), "final": Cost(3, 4, 5, 6)}
     out = final_state(
         {"accuracy": 0.5, "accuracy_1": 0.4, "accuracy_final": 0.5, "epoch": 2},
         error=False,
