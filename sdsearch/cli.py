@@ -8,6 +8,7 @@ Heavy modules are imported inside the handlers so ``--help`` and ``validate`` st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 from sdsearch import __version__
 from sdsearch.errors import ConfigError, SdsearchError
+from sdsearch.sizes import DTYPES
 
 __all__ = ["main"]
 
@@ -52,10 +54,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _add_cost(sub: Any) -> None:
-    p = sub.add_parser("cost", help="params and MACs of every exit's deploy model for a fixed config")
+    p = sub.add_parser(
+        "cost", help="params, MACs, peak memory and size of every exit's deploy model for a fixed config"
+    )
     p.add_argument("config", help="trainer config YAML (every value fixed)")
     p.add_argument("--input", help="input shape CxHxW, e.g. 3x32x32 (default: from the data section)")
     p.add_argument("--classes", type=int, help="number of classes (default: from the data section)")
+    p.add_argument(
+        "--dtype",
+        default="int8",
+        choices=DTYPES,
+        help="deployment element type of peak memory and size (default: int8, 1 byte; float32: 4)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=_cost)
 
@@ -71,18 +81,18 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    from sdsearch.cost import config_costs
+    from sdsearch.cost import COST_UNITS, config_costs
     from sdsearch.summary import cost_table
 
     shape = _parse_shape(args.input) if args.input else None
     if args.classes is not None and args.classes < 2:
         raise ConfigError(f"--classes: must be >= 2, got {args.classes}")
-    costs = config_costs(args.config, input_shape=shape, num_classes=args.classes)
-    rows = [{"exit": e, "params": c.params, "macs": c.macs, "flops": c.flops} for e, c in costs.items()]
+    costs = config_costs(args.config, input_shape=shape, num_classes=args.classes, dtype=args.dtype)
+    rows = [{"exit": e, **dataclasses.asdict(c), "flops": c.flops} for e, c in costs.items()]
     if args.json:
-        print(json.dumps({"exits": rows}))
+        print(json.dumps({"dtype": args.dtype, "units": COST_UNITS, "exits": rows}))
     else:
-        _console().print(cost_table(rows))
+        _console().print(cost_table(rows, dtype=args.dtype))
     return 0
 
 

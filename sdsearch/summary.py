@@ -12,7 +12,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sdsearch.sizes import format_size
+from sdsearch.sizes import format_bytes, format_size
 
 if TYPE_CHECKING:
     from sdsearch.search.runner import RunSummary
@@ -51,14 +51,28 @@ def space_summary(space: Space) -> Group:
     return Group(head, table)
 
 
-def cost_table(rows: Iterable[Mapping[str, Any]]) -> Table:
-    """Deploy cost per exit (MACs are multiply-accumulates; papers often call them FLOPs)."""
-    table = Table(title="deploy cost per exit (MACs = multiply-accumulates; FLOPs = 2 x MACs)")
-    for column in ("exit", "params", "MACs", "FLOPs"):
+def cost_table(rows: Iterable[Mapping[str, Any]], *, dtype: str = "int8") -> Table:
+    """Deploy cost per exit: params, MACs, peak activation memory and weight size at ``dtype``.
+
+    Each row holds ``exit``, ``params``, ``macs``, ``flops``, ``peak_memory`` and ``size`` (bytes).
+    """
+    table = Table(
+        title=f"deploy cost per exit at {dtype}",
+        caption="peak memory: activations of a batch-1 inference; size: weights; kB = 1000 B\n"
+        "MACs: multiply-accumulates of conv and linear layers; FLOPs = 2 x MACs",
+        caption_justify="left",
+    )
+    columns = ("exit", "params", "MACs", "FLOPs", f"peak memory ({dtype}, bytes)", f"size ({dtype}, bytes)")
+    for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            str(row["exit"]), format_size(row["params"]), format_size(row["macs"]), format_size(row["flops"])
+            str(row["exit"]),
+            format_size(row["params"]),
+            format_size(row["macs"]),
+            format_size(row["flops"]),
+            format_bytes(row["peak_memory"]),
+            format_bytes(row["size"]),
         )
     return table
 

@@ -12,6 +12,7 @@ import yaml
 
 from sdsearch import __version__
 from sdsearch.cli import main
+from sdsearch.sizes import format_bytes
 
 TINY_SPACE = """
 name: tiny
@@ -79,6 +80,27 @@ def test_cost_json_for_a_fixed_config(tmp_path, capsys):
     assert abs(final["params"] - 11.22e6) / 11.22e6 < 0.005
     assert abs(final["macs"] - 0.556e9) / 0.556e9 < 0.01
     assert final["flops"] == 2 * final["macs"]
+
+
+def test_cost_shows_peak_memory_and_size_with_units(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "data: {dataset: digits}\nspace:\n  backbone: {arch: mobilenetv2, width: 0.25, depth: 1}\n"
+    )
+    assert main(["cost", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dtype"] == "int8" and doc["units"]["peak_memory"].startswith("bytes")
+    final = doc["exits"][-1]
+    # Stage 1's inverted residual at 8x8: the skip, the 6x expansion and the depthwise output.
+    assert final["peak_memory"] == (8 + 48 + 48) * 64
+    assert main(["cost", str(cfg), "--json", "--dtype", "float32"]) == 0
+    fp32 = json.loads(capsys.readouterr().out)["exits"][-1]
+    assert fp32["peak_memory"] == 4 * final["peak_memory"] and fp32["size"] == 4 * fp32["params"]
+    assert main(["cost", str(cfg)]) == 0
+    table = capsys.readouterr().out
+    assert "peak memory (int8, bytes)" in table and "size (int8, bytes)" in table
+    assert "6.66 kB" in table and "kB = 1000 B" in table
+    assert [format_bytes(n) for n in (999, 1000, 11_249_632)] == ["999 B", "1 kB", "11.2 MB"]
 
 
 def test_cost_refuses_a_space_and_bad_shapes(capsys):
