@@ -58,13 +58,12 @@ import itertools
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from sdsearch.errors import ConfigError
 from sdsearch.nn.network import SelfDistillNet
@@ -251,6 +250,19 @@ def _tensors(value: Any) -> tuple[torch.Tensor, ...]:
     return ()
 
 
+def _output_tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor in a forward's return value: nested lists, tuples, dicts and dataclasses."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if is_dataclass(value) and not isinstance(value, type):
+        value = [getattr(value, f.name) for f in fields(value)]
+    elif isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _output_tensors(v)]
+    return []
+
+
 @functools.cache
 def _aliases(func: Any) -> tuple[tuple[int, bool] | None, ...]:
     """Per return of ``func``: (index of the argument it aliases, whether it writes) or None."""
@@ -418,8 +430,8 @@ class _Tracer(_FastMetaMode):
                 group[find(out)] = find(value[0])
                 self.folded.add(k)
         last = max(n_ops - 1, 0)
-        for t in tree_leaves(outputs):
-            if isinstance(t, torch.Tensor) and t in self._buf:
+        for t in _output_tensors(outputs):
+            if t in self._buf:
                 last_read[self._buf[t]] = last
         start, end, size = [last + 1] * n_bufs, [-1] * n_bufs, [0] * n_bufs
         for b in range(n_bufs):
@@ -539,25 +551,26 @@ def _module_counts(module: nn.Module, input_shape: tuple[int, ...]) -> _Counts:
     x = torch.empty((1, *input_shape), device="meta", dtype=float_dtype)
     named = dict(module.named_parameters())
     tensors = named | dict(module.named_buffers())
-    on_meta = all(t.is_meta for t in tensors.values())
-    tracer = _Tracer(x)
     # Eval mode: training-mode BatchNorm rejects one sample on a 1×1 map, and costs are inference costs.
     modes = {m: m.training for m in module.modules()}
     module.eval()
     try:
-        with torch.no_grad():
-            if on_meta:
-                params = list(named.values())
-                with tracer:
-                    out = module(x)
-            else:
-                stand_ins = {name: torch.empty_like(t, device="meta") for name, t in tensors.items()}
-                params = [stand_ins[name] for name in named]
-                with tracer:
-                    out = torch.func.functional_call(module, stand_ins, (x,))
+        if all(t.is_meta for t in tensors.values()):
+            return _trace(module, x, list(named.values()))
+        stand_ins = {name: torch.empty_like(t, device="meta") for name, t in tensors.items()}
+        return _trace(
+            lambda x: torch.func.functional_call(module, stand_ins, (x,)), x, [stand_ins[n] for n in named]
+        )
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+def _trace(forward: Callable[[torch.Tensor], Any], x: torch.Tensor, params: list[torch.Tensor]) -> _Counts:
+    """One traced forward of an eval-mode model on meta tensors; ``params`` once each."""
+    tracer = _Tracer(x)
+    with torch.no_grad(), tracer:
+        out = forward(x)
     peak_elements, int8_size = tracer.finish(out, params)
     return _Counts(sum(p.numel() for p in params), tracer.macs, peak_elements, int8_size)
 
@@ -656,5 +669,10 @@ def _exit_costs(
         net = SelfDistillNet(
             config, num_classes=num_classes, in_chans=in_chans, input_size=input_size, device="meta"
         )
-    shape = (in_chans, *input_size)
-    return tuple((e, _module_counts(net.deploy(e, share_weights=True), shape)) for e in net.exits)
+    net.eval()  # once for every exit: the deployed models share its modules and take its mode
+    x = torch.empty((1, in_chans, *input_size), device="meta")
+    counts = []
+    for e in net.exits:
+        model = net.deploy(e, share_weights=True)
+        counts.append((e, _trace(model, x, list(model.parameters()))))
+    return tuple(counts)

@@ -102,6 +102,21 @@ def test_a_conv_output_with_two_consumers_keeps_its_bn_apart() -> None:
     assert cost.size == (16 + 4 * 8) + 4 * 9
 
 
+class _TwoOutputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.c3 = _conv(4, 4), _conv(4, 4), _conv(4, 4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"early": self.c1(x), "late": self.c3(self.c2(x))}
+
+
+def test_every_output_stays_live_to_the_end() -> None:
+    # 64 elements per map. "early" is read by no op but is returned, so it is live to the end:
+    # while c3 runs, early, c2's output and c3's output are live.
+    assert module_cost(_TwoOutputs(), (4, 4, 4)).peak_memory == 3 * 64
+
+
 def test_int8_and_float32_conventions_by_hand() -> None:
     model = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1, bias=False),
