@@ -14,7 +14,9 @@ Optuna's ``RandomSampler``, the searcher's sampling path, at the data shape the 
 
 Also: the first call in a fresh process (one-time imports) and a cache hit. The target is (a)
 under 50 ms per config. Times are wall clock; (a)'s process CPU time is printed too, since on a
-shared machine the wall clock also counts waiting for a core. Run:  .venv/bin/python bench/cost_speed.py [--configs N] [--seed S]
+shared machine the wall clock also counts waiting for a core.
+
+Run:  .venv/bin/python bench/cost_speed.py [--configs N] [--seed S]
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def flop_counter_costs(
 
 
 def ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.1f} ms/config (median {statistics.median(values):.1f}, max {max(values):.1f})"
+    mean, median = statistics.mean(values), statistics.median(values)
+    return f"{mean:.1f} ms/config (median {median:.1f}, max {max(values):.1f})"
 
 
 def main() -> None:
@@ -90,7 +93,7 @@ def main() -> None:
     flop_counter_costs(ModelConfig(), (3, 32, 32), 10)
     print(
         f"first call in this process: sdsearch {first:.0f} ms, FlopCounterMode "
-        f"{(time.perf_counter() - start) * 1e3:.0f} ms (it imports torch._dynamo); neither is in the means below"
+        f"{(time.perf_counter() - start) * 1e3:.0f} ms (it imports torch._dynamo); not in the means below"
     )
     for name in SPACES:
         configs, shape, classes = sample_configs(name, args.configs, args.seed)

@@ -1,12 +1,13 @@
-"""Params, MACs, peak activation memory and deployed size of deployed models, on the meta device.
+"""Params, MACs, peak activation memory and weight size of deployed models, on the meta device.
 
 One forward pass per exit on meta tensors (shapes only: no memory, no arithmetic) yields all four
 numbers: :class:`_Tracer`, a dispatch mode, sees every aten op, counts MACs and records the op
-graph; params come from the module, peak memory and size from the graph. A config costs 15-20 ms
-for all its exits on one CPU core (bench/cost_speed.py), so the searcher can reject over-budget configs
-before training. Two things keep it that fast: shape rules answer the ops whose meta kernels are
-slow Python references (BatchNorm, convolution, activations, init, and mean and addmm, which also
-import ``torch._dynamo`` the first time), and results are cached per (config, shape).
+graph; params come from the module, peak memory and size from the graph. A config costs about
+20 ms of CPU time for all its exits (bench/cost_speed.py), so the searcher can reject
+over-budget configs before training. Two things keep it that fast: shape rules answer the ops
+whose meta kernels are slow Python references (BatchNorm, convolution, activations, init, and mean
+and addmm, which also import ``torch._dynamo`` the first time), and results are cached per
+(config, shape).
 
 Conventions (what each number means):
 
@@ -25,25 +26,27 @@ Conventions (what each number means):
   - view-like and in-place ops (view, reshape, t, expand, detach, ``add_``, ...; read from the op
     schema's alias info) alias their input: no new buffer;
   - every other op (add, mul, sigmoid, interpolate, pooling, mean, cat, stack, addmm, ...) writes
-    a new buffer; outputs nothing reads (BatchNorm's saved statistics) are dropped, as a deploy
-    graph drops them.
+    a new buffer; outputs nothing reads (BatchNorm's saved statistics, max-pool's indices) are
+    dropped, as a deploy graph drops them (*design*).
 
   A buffer is live from the op that produces it to the last op that reads it; the graph input from
   the first op to its last use, the graph output to the last op. At each op the live set is every
   buffer produced at or before it and read at or after it, so a residual's skip tensor and an
   attention gate's input count while the branch runs. Peak = max over ops of the live elements ×
   the element size of ``dtype``. Weights, BatchNorm statistics and what ops compute from them
-  alone are constants, never activations.
+  alone (constant-folded, *design*) are never activations.
 - ``size``: bytes of the deployed weights. ``int8``: each conv and linear layer stores 1 byte per
   weight plus, per output channel, a float32 scale (4 B) and an int32 bias (4 B, present even
   without a bias: BatchNorm folding adds one); a folded BatchNorm costs nothing; a BatchNorm not
   folded into a conv counts as a per-channel 1×1 depthwise conv, C × (1 + 4 + 4) bytes; any other
-  parameter 1 byte per element. ``float32``: 4 bytes per parameter. Shared parameters count once.
+  parameter 1 byte per element (*design*; sdsearch's networks have none). ``float32``: 4 bytes
+  per parameter. Shared parameters count once.
 
 ``dtype`` is the deployment's element type, a key of :data:`DTYPE_BYTES` (defined in
 :mod:`sdsearch.sizes`, re-exported here): ``int8`` (the default, 1 byte) is the microcontroller
-convention that MCUNet reports as peak SRAM and flash; ``float32`` (4 bytes) an unquantized
-deployment. Costs are stored in MACs and bytes; FLOPs and kB are how they are shown.
+convention that MCUNet (Lin et al., NeurIPS 2020, https://arxiv.org/abs/2007.10319) reports as
+peak SRAM and flash; ``float32`` (4 bytes) an unquantized deployment. Costs are stored in MACs
+and bytes; FLOPs and kB are how they are shown.
 
 Example:
     >>> from sdsearch.config import ModelConfig
@@ -203,7 +206,7 @@ def _convolution(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
 
 #: Shape rules for the ops whose meta kernels are Python decompositions (BatchNorm took ~1 ms a
 #: call, convolution ~60 µs): together they made a ResNet-18 cost 10x slower than the rules do.
-#: the meta kernels of mean and addmm also import torch._dynamo (~1 s) the first time they run.
+#: The meta kernels of mean and addmm also import torch._dynamo (~1 s) the first time they run.
 _SHAPE_RULES: dict[Any, Callable[[tuple[Any, ...], dict[str, Any]], Any]] = {
     _aten.convolution.default: _convolution,
     _aten.native_batch_norm.default: _batch_norm,
@@ -325,13 +328,13 @@ class _Tracer(_FastMetaMode):
             self.macs += macs(args, out)
 
         buf = self._buf
-        acts: list[tuple[int, torch.Tensor]] = []  # (argument index, activation tensor)
-        for i, a in enumerate(args):
+        acts: list[torch.Tensor] = []  # the activations among the arguments (cat and stack take lists)
+        for a in args:
             if isinstance(a, torch.Tensor):
                 if a in buf:
-                    acts.append((i, a))
+                    acts.append(a)
             elif isinstance(a, (list, tuple)):
-                acts.extend((i, t) for t in a if isinstance(t, torch.Tensor) and t in buf)
+                acts.extend(t for t in a if isinstance(t, torch.Tensor) and t in buf)
         aliases = _aliases(func)
         outs = out if len(aliases) > 1 else (out,)  # one entry per schema return
         if not acts:  # constants only: track views of weights (t(W) in a linear layer), nothing else
@@ -351,7 +354,7 @@ class _Tracer(_FastMetaMode):
 
         k = len(self.kinds)
         writer = self._writer
-        self.reads.append(frozenset((buf[t], writer[buf[t]]) for _, t in acts))
+        self.reads.append(frozenset((buf[t], writer[buf[t]]) for t in acts))
         first = args[0]
         in_buf = buf.get(first) if isinstance(first, torch.Tensor) else None
         self.first_in.append(None if in_buf is None else (in_buf, writer[in_buf]))
@@ -399,8 +402,15 @@ class _Tracer(_FastMetaMode):
         return kind
 
     def finish(self, outputs: Any, params: list[torch.Tensor]) -> tuple[int, int]:
-        """(peak live activation elements, int8 bytes of the weights) once the forward returned
-        ``outputs``; ``params`` are the module's parameters, shared ones once."""
+        """Peak live activation elements and int8 weight bytes, once the forward has returned.
+
+        Args:
+            outputs: what the forward returned; its tensors stay live to the last op.
+            params: the module's parameters, shared ones once.
+
+        Returns:
+            ``(peak elements, int8 bytes)`` under the conventions of the module docstring.
+        """
         peak = self._peak_elements(outputs)
         return peak, self._int8_size(params)
 
