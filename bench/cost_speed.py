@@ -14,7 +14,7 @@ Optuna's ``RandomSampler``, the searcher's sampling path, at the data shape the 
 
 Also: the first call in a fresh process (one-time imports) and a cache hit. The target is (a)
 under 50 ms per config. Times are wall clock; (a)'s process CPU time is printed too, since on a
-shared machine the wall clock also counts waiting for a core.
+busy machine the wall clock also counts waiting for a core.
 
 Run:  .venv/bin/python bench/cost_speed.py [--configs N] [--seed S]
 """

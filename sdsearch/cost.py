@@ -11,7 +11,7 @@ and addmm, which also import ``torch._dynamo`` the first time), and results are 
 
 Conventions (what each number means):
 
-- ``params``: parameter count of the module, shared parameters once.
+- ``params``: parameter count of the module; a parameter used in several places (tied) counts once.
 - ``macs``: multiply-accumulates of conv and linear layers (convolution, mm, addmm, bmm,
   baddbmm), with torch.utils.flop_counter's formulas halved: N·|W|·H_out·W_out per conv, m·k·n
   per matmul. That is the convention of lightweight-CNN papers, which often call them FLOPs;
@@ -40,7 +40,7 @@ Conventions (what each number means):
   without a bias: BatchNorm folding adds one); a folded BatchNorm costs nothing; a BatchNorm not
   folded into a conv counts as a per-channel 1×1 depthwise conv, C × (1 + 4 + 4) bytes; any other
   parameter 1 byte per element (*design*; sdsearch's networks have none). ``float32``: 4 bytes
-  per parameter. Shared parameters count once.
+  per parameter. Tied parameters (one tensor used by several layers) count once.
 
 ``dtype`` is the deployment's element type, a key of :data:`DTYPE_BYTES` (defined in
 :mod:`sdsearch.sizes`, re-exported here): ``int8`` (the default, 1 byte) is the microcontroller
@@ -406,7 +406,7 @@ class _Tracer(_FastMetaMode):
 
         Args:
             outputs: what the forward returned; its tensors stay live to the last op.
-            params: the module's parameters, shared ones once.
+            params: the module's parameters, each tensor once.
 
         Returns:
             ``(peak elements, int8 bytes)`` under the conventions of the module docstring.
@@ -466,7 +466,7 @@ class _Tracer(_FastMetaMode):
         for k, kind, key, tensors, channels in self.layers:
             covered.update(t for t in tensors if t is not None)
             if key in seen:
-                continue  # shared weights (or a BN used twice) count once
+                continue  # tied weights (or a BN used twice) count once
             seen.add(key)
             if kind != "bn":
                 total += key.numel() + channels * _INT8_CHANNEL_BYTES

@@ -135,14 +135,14 @@ def test_int8_and_float32_conventions_by_hand() -> None:
     assert (int8.params, int8.macs) == (fp32.params, fp32.macs)
 
 
-def test_shared_weights_count_once() -> None:
+def test_tied_weights_count_once() -> None:
     conv = _conv(4, 4)
-    shared = nn.Sequential(conv, nn.ReLU(), conv)
+    tied = nn.Sequential(conv, nn.ReLU(), conv)  # one conv, used twice
     single = nn.Sequential(conv)
-    assert module_cost(shared, (4, 6, 6)).params == module_cost(single, (4, 6, 6)).params == 4 * 36 + 4
-    assert module_cost(shared, (4, 6, 6)).size == module_cost(single, (4, 6, 6)).size == 4 * 36 + 4 * 8
-    assert module_cost(shared, (4, 6, 6), dtype="float32").size == 4 * (4 * 36 + 4)
-    assert module_cost(shared, (4, 6, 6)).macs == 2 * module_cost(single, (4, 6, 6)).macs
+    assert module_cost(tied, (4, 6, 6)).params == module_cost(single, (4, 6, 6)).params == 4 * 36 + 4
+    assert module_cost(tied, (4, 6, 6)).size == module_cost(single, (4, 6, 6)).size == 4 * 36 + 4 * 8
+    assert module_cost(tied, (4, 6, 6), dtype="float32").size == 4 * (4 * 36 + 4)
+    assert module_cost(tied, (4, 6, 6)).macs == 2 * module_cost(single, (4, 6, 6)).macs
 
 
 def _leaf_maps(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, int, int]]:
