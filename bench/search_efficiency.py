@@ -315,7 +315,7 @@ def plot(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds: l
 
 
 def main() -> None:
-    from sdsearch.sizes import parse_size
+    from sdsearch.units import parse
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -339,7 +339,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.budget_macs is None:
         args.budget_macs = "8M" if args.npz else "0.5M"
-    args.budget_params, args.budget_macs = parse_size(args.budget_params), parse_size(args.budget_macs)
+    args.budget_params, args.budget_macs = (
+        parse(args.budget_params, "count"),
+        parse(args.budget_macs, "count"),
+    )
     if args.npz is not None:
         args.npz = args.npz if args.npz.is_absolute() else (REPO / args.npz).resolve()
         if not args.npz.is_file():

@@ -16,6 +16,7 @@ from typing import Any
 
 from sdsearch import __version__
 from sdsearch.errors import ConfigError, SdsearchError
+from sdsearch.units import DTYPES
 
 __all__ = ["main"]
 
@@ -67,10 +68,18 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _add_cost(sub: Any) -> None:
-    p = sub.add_parser("cost", help="params and MACs of every exit's deploy model for a fixed config")
+    p = sub.add_parser(
+        "cost", help="params, MACs, peak memory and size of every exit's deploy model for a fixed config"
+    )
     p.add_argument("config", help="trainer config YAML (every value fixed)")
     p.add_argument("--input", help="input shape CxHxW, e.g. 3x32x32 (default: from the data section)")
     p.add_argument("--classes", type=int, help="number of classes (default: from the data section)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="deployment element type of peak memory, size and latency (default: the config's deploy.dtype)",
+    )
+    p.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime latency measurement")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=_cost)
 
@@ -86,18 +95,28 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    from sdsearch.cost import config_costs
+    from sdsearch.measure import config_metrics
+    from sdsearch.metrics import METRICS, metric_value
+    from sdsearch.space import load_trial_config
     from sdsearch.summary import cost_table
 
     shape = _parse_shape(args.input) if args.input else None
     if args.classes is not None and args.classes < 2:
         raise ConfigError(f"--classes: must be >= 2, got {args.classes}")
-    costs = config_costs(args.config, input_shape=shape, num_classes=args.classes)
-    rows = [{"exit": e, "params": c.params, "macs": c.macs, "flops": c.flops} for e, c in costs.items()]
+    dtype = args.dtype or load_trial_config(args.config).deploy.dtype
+    metrics = config_metrics(
+        args.config, input_shape=shape, num_classes=args.classes, dtype=dtype, latency=not args.no_latency
+    )
+    names = [m for m in METRICS.names() if METRICS.get(m).before_training]
+    rows = [
+        {"exit": e, **{m: metric_value(v, m) for m in names if metric_value(v, m) is not None}}
+        for e, v in metrics.items()
+    ]
     if args.json:
-        print(json.dumps({"exits": rows}))
+        units = {m: METRICS.get(m).unit for m in names}
+        print(json.dumps({"dtype": dtype, "units": units, "exits": rows}))
     else:
-        _console().print(cost_table(rows))
+        _console().print(cost_table(rows, dtype=dtype))
     return 0
 
 

@@ -37,7 +37,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from sdsearch.registry import BACKBONES, BRANCH_STYLES, DATASETS, FUSIONS, Registry, did_you_mean
-from sdsearch.units import Unit, parse
+from sdsearch.units import DTYPES, Unit, parse
 
 __all__ = [
     "EXIT_NAMES",
@@ -390,7 +390,7 @@ class DeployConfig(Record):
     """What is deployed and in which precision; the deploy-cost metrics follow ``dtype``."""
 
     exit: Annotated[str, OneOf(DEPLOY_EXITS, coerce=_exit_name)] = "final"
-    dtype: Annotated[str, OneOf(("int8", "float32"))] = "int8"
+    dtype: Annotated[str, OneOf(DTYPES)] = "int8"
     quantize: Annotated[str, OneOf(("none", "int8"))] = "none"
     latency: LatencyConfig = LatencyConfig()
     target: AnytimeTarget | None = None

@@ -14,37 +14,37 @@ rankings mostly agree (Spearman 0.90-0.99 over runs), but a latency budget is in
 which the float32 time misses by up to 3.5x. Quantizing adds 0.1-1 s to a call (ONNX Runtime
 computes per-channel weight scales in Python); a float32 call takes 0.1-0.5 s for small configs.
 
+The search measures each distinct model once per run (``sdsearch.measure.DeployMetrics``); this
+module keeps no cache of its own.
+
 Example:
-    >>> measure_latency(net.deploy("final"), (3, 32, 32), key=("trial", 7, "final"))   # doctest: +SKIP
+    >>> measure_latency(net.deploy("final"), (3, 32, 32))   # doctest: +SKIP
     0.42
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sdsearch.config import LatencyConfig
+from sdsearch.units import DTYPES
+
 if TYPE_CHECKING:
     import onnx
     from torch import nn
 
-__all__ = ["DTYPES", "REPEATS", "WARMUP", "clear_latency_cache", "measure_latency", "onnx_latency"]
+__all__ = ["REPEATS", "WARMUP", "measure_latency", "onnx_latency"]
 
-#: What ``measure_latency(dtype=...)`` accepts.
-DTYPES = ("float32", "int8")
-#: Default timed runs and discarded warm-up runs.
-REPEATS, WARMUP = 50, 10
+#: Default timed runs and discarded warm-up runs: those of ``deploy.latency``.
+REPEATS, WARMUP = LatencyConfig().repeats, LatencyConfig().warmup
 #: Calibration images for timing an int8 graph: ranges only have to be finite, not good.
 _TIMING_CALIBRATION = 8
 #: Stand-in normalisation for random-weight graphs (the constants do not change the time).
 _MEAN, _STD = 0.5, 0.25
-_CACHE_SIZE = 1024
-_cache: OrderedDict[Hashable, float] = OrderedDict()
 
 
 def onnx_latency(
@@ -92,7 +92,6 @@ def measure_latency(
     repeats: int = REPEATS,
     warmup: int = WARMUP,
     dtype: str = "float32",
-    key: Hashable | None = None,
 ) -> float:
     """Median batch-1 latency (ms) of a deploy module's ONNX graph, exported in memory.
 
@@ -101,19 +100,12 @@ def measure_latency(
         input_shape: ``(C, H, W)``.
         threads, repeats, warmup: as :func:`onnx_latency`.
         dtype: ``float32`` times the float graph; ``int8`` the statically quantized one.
-        key: what identifies ``module``'s architecture, e.g. ``(config_key, exit)``. With a key,
-            results are cached per (key, input shape, settings) in this process; without one,
-            nothing is cached (a module object says nothing stable about its graph).
 
     Raises:
         ValueError: unknown ``dtype`` or bad counts.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-    cache_key = (key, tuple(input_shape), threads, repeats, warmup, dtype) if key is not None else None
-    if cache_key is not None and cache_key in _cache:
-        _cache.move_to_end(cache_key)
-        return _cache[cache_key]
     from sdsearch.deploy import onnx_graphs
 
     c = input_shape[0]
@@ -124,14 +116,4 @@ def measure_latency(
         )
     graphs = onnx_graphs(module, mean=[_MEAN] * c, std=[_STD] * c, input_shape=tuple(input_shape),
                          calibration=calibration)  # fmt: skip
-    ms = onnx_latency(graphs[dtype], threads=threads, repeats=repeats, warmup=warmup)
-    if cache_key is not None:
-        _cache[cache_key] = ms
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return ms
-
-
-def clear_latency_cache() -> None:
-    """Forget every cached :func:`measure_latency` result (e.g. after the machine's load changed)."""
-    _cache.clear()
+    return onnx_latency(graphs[dtype], threads=threads, repeats=repeats, warmup=warmup)

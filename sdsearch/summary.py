@@ -12,8 +12,6 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sdsearch.units import format_value
-
 if TYPE_CHECKING:
     from sdsearch.search.runner import RunSummary
     from sdsearch.space import Space
@@ -56,18 +54,26 @@ def space_summary(space: Space) -> Group:
     return Group(head, table)
 
 
-def cost_table(rows: Iterable[Mapping[str, Any]]) -> Table:
-    """Deploy cost per exit (MACs are multiply-accumulates; papers often call them FLOPs)."""
-    table = Table(title="deploy cost per exit (MACs = multiply-accumulates; FLOPs = 2 x MACs)")
-    for column in ("exit", "params", "MACs", "FLOPs"):
+def cost_table(rows: Iterable[Mapping[str, Any]], *, dtype: str = "int8") -> Table:
+    """Deploy metrics per exit (params, MACs, FLOPs, peak memory, size, latency when measured), each
+    column labelled with its unit and the caption with its convention (from the metric table)."""
+    from sdsearch.metrics import METRICS, metric_value
+
+    rows = list(rows)
+    names = [
+        m
+        for m in METRICS.names()
+        if METRICS.get(m).before_training and any(metric_value(r, m) is not None for r in rows)
+    ]
+    table = Table(
+        title=f"deploy metrics per exit ({dtype})",
+        caption="\n".join(METRICS.get(m).describe(dtype) for m in names),
+        caption_justify="left",
+    )
+    for column in ("exit", *(METRICS.get(m).heading(dtype) for m in names)):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(
-            str(row["exit"]),
-            format_value(row["params"], "count"),
-            format_value(row["macs"], "count"),
-            format_value(row["flops"], "count"),
-        )
+        table.add_row(str(row["exit"]), *(METRICS.get(m).format(metric_value(row, m)) for m in names))
     return table
 
 

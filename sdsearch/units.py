@@ -21,7 +21,13 @@ import math
 import re
 from typing import Literal
 
-__all__ = ["UNITS", "Unit", "format_value", "parse", "unit_help"]
+__all__ = ["DTYPES", "DTYPE_BYTES", "UNITS", "Unit", "format_value", "parse", "unit_help"]
+
+#: Bytes per element of each deployment dtype (``deploy.dtype``): activations, and the weights of a
+#: float deployment (an int8 deployment also stores per-channel scales and biases; sdsearch.cost
+#: says how). The one table of dtypes.
+DTYPE_BYTES: dict[str, int] = {"int8": 1, "float32": 4}
+DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
 
 Unit = Literal["count", "bytes", "ms", "fraction"]
 UNITS: tuple[Unit, ...] = ("count", "bytes", "ms", "fraction")

@@ -19,7 +19,7 @@ from sdsearch.deploy import (
     onnx_graphs,
     onnx_session,
 )
-from sdsearch.latency import clear_latency_cache, measure_latency
+from sdsearch.latency import measure_latency
 from sdsearch.nn.network import SelfDistillNet
 from sdsearch.trainer import build, evaluate, fit
 
@@ -166,20 +166,26 @@ def test_four_times_the_macs_measures_slower() -> None:
     assert slow > fast, (slow, fast)
 
 
-def test_latency_is_cached_by_key_and_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    clear_latency_cache()
-    module = _deploy_module(0.25, 1, 8)
-    first = measure_latency(module, (1, 8, 8), repeats=3, warmup=0, key=("cfg", "final"))
+def test_latency_is_measured_once_per_distinct_model_in_a_study(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdsearch import latency
+    from sdsearch.data import DataShape
+    from sdsearch.measure import DeployMetrics
 
-    def no_export(*args, **kwargs):
-        raise AssertionError("exported again")
+    calls = []
+    real = latency.measure_latency
 
-    monkeypatch.setattr(deploy, "onnx_graphs", no_export)
-    assert measure_latency(module, (1, 8, 8), repeats=3, warmup=0, key=("cfg", "final")) == first
-    with pytest.raises(AssertionError, match="exported again"):  # other settings are another entry
-        measure_latency(module, (1, 8, 8), repeats=4, warmup=0, key=("cfg", "final"))
-    with pytest.raises(AssertionError, match="exported again"):  # no key, no cache
-        measure_latency(module, (1, 8, 8), repeats=3, warmup=0)
+    def counted(*args, **kwargs):
+        calls.append(kwargs["dtype"])
+        return real(*args, **{**kwargs, "repeats": 2, "warmup": 0})
+
+    monkeypatch.setattr(latency, "measure_latency", counted)
+    metrics = DeployMetrics(DataShape(1, 8, 8, 10), latency=True)
+    cfg = TrialConfig(model=ModelConfig(backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1)))
+    first = metrics(cfg)
+    assert len(calls) == 4 and all(first[e]["latency"] > 0 for e in cfg.model.exits)
+    assert metrics(cfg) == first and len(calls) == 4  # the same model again: not measured again
+    again = DeployMetrics(DataShape(1, 8, 8, 10), latency=True)
+    again.remember(cfg, [{"exit": e, "latency": first[e]["latency"]} for e in cfg.model.exits])
+    assert again(cfg) == first and len(calls) == 4  # a resumed study reuses what its trials stored
     with pytest.raises(ValueError, match="dtype"):
-        measure_latency(module, (1, 8, 8), dtype="float16")
-    clear_latency_cache()
+        real(torch.nn.Identity(), (1, 8, 8), dtype="float16")

@@ -29,7 +29,12 @@ def fake_costs(config: TrialConfig) -> dict[str, dict[str, float]]:
     """Cost grows with width and exit depth: width 1.0 breaks the 1000-MAC budget."""
     w = config.model.backbone.width
     return {
-        e: {"params": int(100 * w * (i + 1)), "macs": int(1000 * w * (i + 1) / 2)}
+        e: {
+            "params": int(100 * w * (i + 1)),
+            "macs": int(1000 * w * (i + 1) / 2),
+            "peak_memory": int(400 * w * (i + 1)),
+            "size": int(110 * w * (i + 1)),
+        }
         for i, e in enumerate(config.model.exits)
     }
 

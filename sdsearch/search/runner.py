@@ -464,9 +464,10 @@ def _search(
 ) -> None:
     """Train ``missing`` trials through one fresh Tuner; in-flight trials are retired on any exit."""
     from sdsearch.config import TrialConfig
-    from sdsearch.search.searcher import ExitCosts, SDOptunaSearch, SpaceSampler
+    from sdsearch.measure import DeployMetrics
+    from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
 
-    cost_fn = ExitCosts(dataset.shape, latency=_uses_latency(space))
+    cost_fn = DeployMetrics(dataset.shape, latency=_uses_latency(space))
     for trial in study.get_trials(deepcopy=False):  # latencies measured by earlier runs of the study
         if trial.user_attrs.get(attrs.CANDIDATES) and trial.user_attrs.get(attrs.CONFIG):
             cost_fn.remember(

@@ -18,7 +18,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -31,11 +31,7 @@ from sdsearch.search import attrs
 from sdsearch.search.moasha import COSTS_KEY, trial_costs
 from sdsearch.space import Space
 
-if TYPE_CHECKING:
-    from sdsearch.data import DataShape
-
 __all__ = [
-    "ExitCosts",
     "SDOptunaSearch",
     "SpaceSampler",
     "TrialOutcome",
@@ -65,76 +61,6 @@ class SpaceSampler:
 
     def __call__(self, trial: optuna.trial.Trial) -> TrialConfig:
         return self.space.suggest(trial)
-
-
-class ExitCosts:
-    """Every deploy metric known before training, for every exit of a config: a picklable callable.
-
-    Params, MACs, peak memory and size are counted on the meta device (milliseconds, cached per
-    config); latency is measured in ONNX Runtime only when the study uses it (objective or budget),
-    once per distinct model, and remembered across resumes (:meth:`remember`).
-    """
-
-    def __init__(self, shape: DataShape, *, latency: bool = False) -> None:
-        self.shape = shape
-        self.latency = latency
-        self._latency_ms: dict[Any, float] = {}
-
-    def __call__(self, config: TrialConfig) -> dict[str, dict[str, float]]:
-        from sdsearch.cost import exit_costs
-
-        s = self.shape
-        costs = exit_costs(
-            config.model,
-            num_classes=s.num_classes,
-            in_chans=s.in_chans,
-            input_size=s.input_size,
-            dtype=config.deploy.dtype,
-        )
-        out = {name: cost_values(cost) for name, cost in costs.items()}
-        if self.latency:
-            for name, latency in self._latencies(config).items():
-                out[name]["latency"] = latency
-        return out
-
-    def _latencies(self, config: TrialConfig) -> dict[str, float]:
-        """Latency of every exit, measured once per distinct model (one random-weight network each)."""
-        keys = {e: (config.model, config.deploy.dtype, config.deploy.latency, e) for e in config.model.exits}
-        missing = [e for e, k in keys.items() if k not in self._latency_ms]
-        if missing:
-            import torch
-
-            from sdsearch.latency import measure_latency
-            from sdsearch.nn.network import SelfDistillNet
-
-            s, timing = self.shape, config.deploy.latency
-            with torch.random.fork_rng():  # random weights: the graph sets the time, not the weights
-                net = SelfDistillNet(
-                    config.model, num_classes=s.num_classes, in_chans=s.in_chans, input_size=s.input_size
-                )
-            for e in missing:
-                self._latency_ms[keys[e]] = measure_latency(
-                    net.deploy(e).eval(),
-                    (s.in_chans, *s.input_size),
-                    threads=timing.threads,
-                    repeats=timing.repeats,
-                    warmup=timing.warmup,
-                    dtype=config.deploy.dtype,
-                )
-        return {e: self._latency_ms[k] for e, k in keys.items()}
-
-    def remember(self, config: TrialConfig, candidates: list[Mapping[str, Any]]) -> None:
-        """Reuse latencies an earlier run of the study measured (the same model times the same)."""
-        for c in candidates:
-            if c.get("latency") is not None:
-                key = (config.model, config.deploy.dtype, config.deploy.latency, str(c["exit"]))
-                self._latency_ms.setdefault(key, float(c["latency"]))
-
-
-def cost_values(cost: Any) -> dict[str, float]:
-    """A cost record as ``{metric: value}`` for the metrics known before training that it holds."""
-    names = [m for m in METRICS.names() if METRICS.get(m).before_training and METRICS.get(m).base is None]
-    return {m: float(getattr(cost, m)) for m in names if getattr(cost, m, None) is not None}
 
 
 def result_key(exit_name: str) -> str:
