@@ -170,8 +170,9 @@ def _add_source(p: argparse.ArgumentParser) -> None:
 
 
 def _parse_budget(items: Sequence[str]) -> dict[str, str] | None:
-    """``["macs=1M", "peak_memory=64KiB"]`` -> ``{"macs": "1M", ...}``; units are read by the front."""
+    """``["macs=1M", "peak_memory=64KiB"]`` -> ``{"macs": "1M", ...}``, checked before any storage is read."""
     from sdsearch.metrics import budget_metrics
+    from sdsearch.search.front import parse_limits
 
     budget: dict[str, str] = {}
     for item in items:
@@ -182,6 +183,7 @@ def _parse_budget(items: Sequence[str]) -> dict[str, str] | None:
                 "(e.g. macs=1M, peak_memory=64KiB, latency=5ms)"
             )
         budget[metric] = value
+    parse_limits(budget)  # a bad unit is bad input, whatever the study holds
     return budget or None
 
 

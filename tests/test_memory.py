@@ -162,7 +162,8 @@ def _leaf_maps(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, int, 
 
 def test_mobilenetv2_deepest_exit_lies_between_its_bounds() -> None:
     config = ModelConfig(
-        backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1), branches=BranchesConfig(())
+        backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1),
+        branches=BranchesConfig(placement=()),
     )
     net = SelfDistillNet(config, num_classes=10, in_chans=3, input_size=(32, 32))
     model = net.deploy("final").eval()

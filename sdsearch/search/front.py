@@ -526,6 +526,17 @@ def effective_budget(study: Mapping[str, float], extra: Mapping[str, Any] | None
         ConfigError: an unknown metric, or a limit that is not a positive value in the metric's unit.
     """
     limits = {m: float(v) for m, v in study.items()}
+    for metric, limit in parse_limits(extra).items():
+        limits[metric] = min(limit, limits.get(metric, math.inf))
+    return limits
+
+
+def parse_limits(extra: Mapping[str, Any] | None) -> dict[str, float]:
+    """Budget limits given by a user (metric -> number or string with its unit) in stored metrics.
+
+    Raises:
+        ConfigError: an unknown metric, or a limit that is not a positive value in the metric's unit.
+    """
     parsed: dict[str, float] = {}
     for metric, raw in (extra or {}).items():
         if metric not in budget_metrics():
@@ -539,9 +550,7 @@ def effective_budget(study: Mapping[str, float], extra: Mapping[str, Any] | None
         if not limit > 0:
             raise ConfigError(f"--budget: {metric}: a limit must be positive, got {raw!r}")
         parsed[metric] = limit
-    for metric, limit in stored_limits(parsed).items():
-        limits[metric] = min(limit, limits.get(metric, math.inf))
-    return limits
+    return stored_limits(parsed)
 
 
 def is_trained(trial: FrozenTrial) -> bool:
