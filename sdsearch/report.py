@@ -376,7 +376,10 @@ def _panel(ax: Axes, front: Front, metric: str) -> None:
     ax.set_xscale("log")
     lo, hi = max(min(xs), 1e-9), max(xs)
     ax.set_xlim(lo / 1.35, hi * 1.35)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    # Bytes tick at powers of two (4 KiB, 8 KiB, ...), counts and milliseconds at 1-2-5 decades.
+    ax.xaxis.set_major_locator(
+        LogLocator(base=2) if spec.unit == "bytes" else LogLocator(base=10, subs=(1.0, 2.0, 5.0))
+    )
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: spec.format(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(_axis_label(metric, front.dtype), fontsize=9, wrap=True)

@@ -85,6 +85,8 @@ class EpochReport:
         seconds: wall time of the epoch, evaluation included; ``train_seconds`` without it.
         images_per_second: training throughput of the epoch.
         loss_parts: mean of every named loss term (``LossOutput.parts``).
+        precision: what measured ``val_accuracy``: the float32 network (every epoch), or the
+            deployed int8 graph (a search trial's last report under ``deploy.quantize: int8``).
     """
 
     epoch: int
@@ -97,6 +99,7 @@ class EpochReport:
     train_seconds: float
     images_per_second: float
     loss_parts: dict[str, float] = field(default_factory=dict)
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)

@@ -36,15 +36,14 @@ import yaml
 from sdsearch.artifacts import DEPLOY_FILES, save_checkpoint, save_deploy_models
 from sdsearch.config import TrialConfig
 from sdsearch.data import Dataset, load_dataset
+from sdsearch.metrics import METRICS
 from sdsearch.paths import output_dir
 from sdsearch.trainer import EpochReport, FitResult, build, evaluate, fit, resolve_device
 
-__all__ = ["ARTIFACTS", "LATENCY_THREADS", "TrainResult", "train"]
+__all__ = ["ARTIFACTS", "TrainResult", "train"]
 
 #: Files ``train`` writes.
 ARTIFACTS = ("config.yaml", "metrics.json", "checkpoint.pt", *DEPLOY_FILES.values())
-#: ONNX Runtime threads for the latency in metrics.json (an edge device's one core, and the search's).
-LATENCY_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def train(
         >>> result.metrics["exits"]["final"]["test_accuracy"]         # doctest: +SKIP
         0.91
     """
-    from sdsearch.cost import exit_costs
+    from sdsearch.measure import DeployMetrics
 
     cfg, provenance = _resolve_config(config, epochs)
     if threads is None and provenance.get("threads") and resolve_device(device).type == "cpu":
@@ -111,8 +110,7 @@ def train(
 
     net.to("cpu", memory_format=torch.contiguous_format).eval()
     loss.to("cpu")
-    costs = exit_costs(cfg.model, num_classes=shape.num_classes, in_chans=shape.in_chans,
-                       input_size=shape.input_size)  # fmt: skip
+    costs = DeployMetrics(shape)(cfg)  # every analytic deploy metric per exit, at deploy.dtype
     save_checkpoint(
         out_dir / "checkpoint.pt",
         state_dict=net.state_dict(),
@@ -160,7 +158,10 @@ def _deploy(net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path
                                  "bytes": path.stat().st_size}  # fmt: skip
         if path.suffix == ".onnx":
             entry["test_accuracy"] = onnx_accuracy(onnx_session(path), data.x_test, data.y_test)
-            entry["latency_ms"] = round(onnx_latency(path, threads=LATENCY_THREADS), 4)
+            timing = cfg.deploy.latency
+            entry["latency_ms"] = round(
+                onnx_latency(path, threads=timing.threads, repeats=timing.repeats, warmup=timing.warmup), 4
+            )
         if precision == "int8":
             entry["calibration_images"] = min(N_CALIBRATION, len(data.x_train))
         files[path.name] = entry
@@ -187,22 +188,15 @@ def _metrics(
     threads: int,
 ) -> dict[str, Any]:
     exits = {
-        name: {
-            "val_accuracy": result.val_accuracy.get(name),
-            "test_accuracy": test.get(name),
-            "params": int(costs[name].params),
-            "macs": int(costs[name].macs),
-            "flops": int(costs[name].flops),
-        }
+        name: {"val_accuracy": result.val_accuracy.get(name), "test_accuracy": test.get(name), **costs[name]}
         for name in test
     }
     deployed = exits[cfg.deploy_exit]
     return {
         "deploy_exit": cfg.deploy_exit,
-        "val_accuracy": deployed["val_accuracy"],
-        "test_accuracy": deployed["test_accuracy"],
-        "params": deployed["params"],
-        "macs": deployed["macs"],
+        **deployed,
+        "dtype": cfg.deploy.dtype,
+        "units": {m: METRICS.get(m).unit for m in costs[cfg.deploy_exit]},
         "exits": exits,
         "dataset": data.name,
         "input": _input_spec(data),
@@ -218,18 +212,17 @@ def _metrics(
         else (platform.processor() or platform.machine()),
         "torch": torch.__version__,
         "files": files,
-        "latency": _latency_settings(),
+        "latency": _latency_settings(cfg),
     }
 
 
-def _latency_settings() -> dict[str, Any]:
-    """How ``deployed[*].latency_ms`` was measured (:func:`sdsearch.latency.onnx_latency` defaults)."""
+def _latency_settings(cfg: TrialConfig) -> dict[str, Any]:
+    """How ``files[*].latency_ms`` was measured (``deploy.latency``, as the search's latency metric)."""
     import onnxruntime
 
-    from sdsearch.latency import REPEATS, WARMUP
-
-    return {"runtime": f"onnxruntime {onnxruntime.__version__} CPU", "threads": LATENCY_THREADS, "batch": 1,
-            "warmup": WARMUP, "repeats": REPEATS, "statistic": "median"}  # fmt: skip
+    timing = cfg.deploy.latency
+    return {"runtime": f"onnxruntime {onnxruntime.__version__} CPU", "threads": timing.threads, "batch": 1,
+            "warmup": timing.warmup, "repeats": timing.repeats, "statistic": "median"}  # fmt: skip
 
 
 def _write_config(cfg: TrialConfig, out_dir: Path) -> None:
