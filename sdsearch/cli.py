@@ -113,7 +113,7 @@ def _cost(args: argparse.Namespace) -> int:
         for e, v in metrics.items()
     ]
     if args.json:
-        units = {m: METRICS.get(m).unit for m in names}
+        units = {m: METRICS.get(m).unit for m in names if any(m in r for r in rows)}
         print(json.dumps({"dtype": dtype, "units": units, "exits": rows}))
     else:
         _console().print(cost_table(rows, dtype=dtype))

@@ -137,6 +137,11 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def unregister(self, name: str) -> None:
+        """Forget a name registered at run time (built-in entries stay)."""
+        if name not in self._builtin:
+            self._entries.pop(name, None)
+
     def get(self, name: str) -> T:
         """The entry for ``name`` (lazy strings and import strings resolved, plugins loaded).
 

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Union
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Discriminator,
     Field,
     Strict,
@@ -185,7 +186,9 @@ def _searchable(leaf: Leaf) -> Any:
                 **{kind: (_bounds(value_type), ...)},
             )
         members.append(Annotated[model, Tag(f"{_TAG}{kind}")])
-    members.append(Annotated[Annotated[Any, BeforeValidator(_malformed)], Tag(f"{_TAG}malformed")])
+    # Never valid: a mapping with no (or two) distributions; the JSON Schema matches nothing for it.
+    malformed = Annotated[Any, BeforeValidator(_malformed), WithJsonSchema({"not": {}})]
+    members.append(Annotated[malformed, Tag(f"{_TAG}malformed")])
     return Annotated[Union[tuple(members)], Discriminator(_kind_of)]  # noqa: UP007 - a runtime union
 
 
@@ -221,6 +224,23 @@ def _sampler_options(kind: str) -> type[Record]:
     options = SAMPLERS.get(kind).options
     fields = {name: (_OPTION_TYPES[t] | None, None) for name, t in options.items()}
     return create_model(f"{kind.title()}Options", __base__=Record, **fields)
+
+
+def _sampler_json_schema(schema: dict[str, Any]) -> None:
+    """The YAML forms: a sampler name, or a mapping of ``type`` and that sampler's options."""
+    forms: list[dict[str, Any]] = [{"type": "string", "enum": SAMPLERS.names()}]
+    for name in SAMPLERS.names():
+        options = _sampler_options(name).model_json_schema()
+        forms.append(
+            {
+                "type": "object",
+                "properties": {"type": {"const": name}, **options.get("properties", {})},
+                "additionalProperties": False,
+                **({} if name == "tpe" else {"required": ["type"]}),
+            }
+        )
+    schema.clear()
+    schema.update(anyOf=forms, description="an Optuna sampler: a name, or {type: NAME, option: value, ...}")
 
 
 class SamplerSetting(BaseModel):
@@ -266,7 +286,7 @@ class SamplerSetting(BaseModel):
             ) from None
         return {"type": kind, "options": options.model_dump(exclude_none=True)}
 
-    model_config = {"frozen": True, "extra": "forbid"}
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_sampler_json_schema)
 
 
 class ResourcesSetting(Record):
@@ -286,8 +306,19 @@ class ResourcesSetting(Record):
         return gpu
 
 
+def _or_a_name(names: tuple[str, ...]) -> Any:
+    def extra(schema: dict[str, Any]) -> None:
+        mapping = dict(schema)
+        schema.clear()
+        schema.update(anyOf=[{"type": "string", "enum": list(names)}, mapping])
+
+    return extra
+
+
 class SchedulerSetting(Record):
     """``none``, stock ASHA on accuracy, or MO-ASHA on the study's objectives."""
+
+    model_config = ConfigDict(json_schema_extra=_or_a_name(SCHEDULERS))
 
     type: Annotated[str, OneOf(SCHEDULERS)] = "none"
     grace_epochs: PosInt = 1
