@@ -186,6 +186,7 @@ def test_installed_plugins_are_found_through_entry_points(
         assert net.feature_info.channels() == [8, 16, 32, 64]
     finally:
         monkeypatch.undo()
+        BACKBONES.unregister("plugnet")  # loaded on first use, like any plugin
         BACKBONES.refresh()
         sys.modules.pop("pluginpkg", None)
 
