@@ -16,7 +16,7 @@ from sdsearch.nn.network import SelfDistillNet
 
 
 def test_cifar_resnet18_reference() -> None:
-    """DESIGN.md section 4: CIFAR ResNet-18 (100 classes, 32×32) = 11.22 M params, 0.556 G MACs."""
+    """The reference the README states: CIFAR ResNet-18 (100 classes, 32×32) = 11.22 M params, 0.556 G MACs."""
     config = ModelConfig(backbone=BackboneConfig(arch="resnet", width=1.0, depth=2))
     cost = deploy_cost(config, "final", num_classes=100, in_chans=3, input_size=(32, 32))
     assert cost.params == pytest.approx(11.22e6, rel=0.005)
