@@ -66,6 +66,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+# Private, but the documented way to write a dispatch mode (torch's own FlopCounterMode and
+# FakeTensorMode subclass it); there is no public alias in torch 2.14.
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sdsearch.errors import ConfigError
@@ -269,6 +271,9 @@ def _output_tensors(value: Any) -> list[torch.Tensor]:
 @functools.cache
 def _aliases(func: Any) -> tuple[tuple[int, bool] | None, ...]:
     """Per return of ``func``: (index of the argument it aliases, whether it writes) or None."""
+    # OpOverload._schema is private; it is the only place torch states which outputs alias which
+    # inputs (torch's own functionalization reads it the same way). A torch change here fails
+    # tests/test_memory.py, not silently.
     arguments = func._schema.arguments
     out: list[tuple[int, bool] | None] = []
     for ret in func._schema.returns:
@@ -322,7 +327,7 @@ class _Tracer(_FastMetaMode):
             out = rule(args, kwargs or {})
         else:
             out = func(*args, **(kwargs or {}))
-        packet = func._overloadpacket
+        packet = func._overloadpacket  # private: the op family, as torch.utils.flop_counter keys it too
         macs = _MACS.get(packet)
         if macs is not None:
             self.macs += macs(args, out)

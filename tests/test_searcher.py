@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import optuna
@@ -330,3 +331,38 @@ def test_ctrl_c_inside_suggest_leaves_nothing_running():
         searcher.suggest("a")
     recover_orphans(study, study._storage, searcher.in_flight, "interrupted")
     assert TrialState.RUNNING not in [t.state for t in study.trials]
+
+
+def test_live_view_reads_the_accuracy_objective_wherever_it_stands():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from sdsearch.search.progress import LiveView
+
+    done = [(0, SimpleNamespace(state=TrialState.COMPLETE, values=[48_000.0, 0.91])),
+            (1, SimpleNamespace(state=TrialState.COMPLETE, values=[12_000.0, 0.85]))]  # fmt: skip
+    fake = SimpleNamespace(completed=done, n_rejected=0)
+    view = LiveView(fake, target=4, done_before=0, title="t", objectives=("params", "accuracy"),
+                    console=Console(file=io.StringIO()))  # fmt: skip
+    stats = view.stats()
+    assert stats["best"] == 0.91  # not 48000 params
+    assert stats["front"] == 2
+
+
+def test_quantized_trial_reports_int8_accuracy_last():
+    from sdsearch.data import load_dataset
+    from sdsearch.search.trainable import fit_config
+
+    cfg = TrialConfig.from_dict({
+        "model": {"backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": 1}, "branches": {"placement": [2]}},
+        "train": {"epochs": 1, "batch_size": 64},
+        "deploy": {"quantize": "int8"},
+    })  # fmt: skip
+    data = load_dataset(cfg.data, seed=0)
+    reports = []
+    fit_config(cfg, data, threads=1, report=reports.append)
+    assert [r.precision for r in reports] == ["float32", "int8"]
+    assert reports[-1].epoch == reports[0].epoch == 1  # the same epoch, measured on the int8 graphs
+    assert set(reports[-1].val_accuracy) == {"2", "final"}
+    assert reports[-1].accuracy == reports[-1].val_accuracy["final"]
