@@ -66,9 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-# Private, but the documented way to write a dispatch mode (torch's own FlopCounterMode and
-# FakeTensorMode subclass it); there is no public alias in torch 2.14.
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode  # private, the way torch's FlopCounterMode is built too
 
 from sdsearch.errors import ConfigError
 from sdsearch.nn.network import SelfDistillNet
