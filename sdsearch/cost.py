@@ -66,7 +66,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode  # private, the way torch's FlopCounterMode is built too
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,  # private, the way torch's FlopCounterMode is built too
+)
 
 from sdsearch.errors import ConfigError
 from sdsearch.nn.network import SelfDistillNet
