@@ -1,84 +1,124 @@
-"""Milliseconds per config of ``sdsearch.cost.exit_costs`` (every exit of a config, cache cleared).
+"""Milliseconds per config of ``sdsearch.cost.exit_costs``: params, MACs, peak memory and size of
+every exit, cache cleared, over random configs of the shipped spaces.
 
-Side by side in one run: with the shape rules that skip slow meta kernels (what sdsearch uses) and
-without them (plain FlopCounterMode over meta tensors). Run:  .venv/bin/python bench/cost_speed.py
+Side by side in one run, for each of ``spaces/iot_budget.yaml`` (digits, 1x8x8) and
+``spaces/cifar10_edge.yaml`` (CIFAR-10, 3x32x32), on the same configs (``Space.suggest`` under
+Optuna's ``RandomSampler``, the searcher's sampling path, at the data shape the searcher costs):
+
+(a) **sdsearch**: ``exit_costs(config, ...)`` with its cache cleared: building the network on the
+    meta device and one traced forward per exit, which yields all four metrics.
+(b) **FlopCounterMode**: params and MACs only, counted as ``exit_costs`` did before it traced
+    memory: the same network, and per exit one forward under ``torch.utils.flop_counter``'s
+    ``FlopCounterMode`` over sdsearch's shape rules (which now also cover convolution, mean and
+    addmm, so (b) is faster than the old code was). Its params and MACs are checked against (a)'s.
+
+Also: the first call in a fresh process (one-time imports) and a cache hit. The target is (a)
+under 50 ms per config. Times are wall clock; (a)'s process CPU time is printed too, since on a
+busy machine the wall clock also counts waiting for a core.
+
+Run:  .venv/bin/python bench/cost_speed.py [--configs N] [--seed S]
 """
 
 from __future__ import annotations
 
-import random
+import argparse
 import statistics
 import time
+from pathlib import Path
+
+import optuna
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from sdsearch import cost
-from sdsearch.config import (
-    ARCHS,
-    BRANCH_STYLES,
-    CBFE_LOCATIONS,
-    FUSION_TYPES,
-    BackboneConfig,
-    BranchesConfig,
-    CBFEConfig,
-    FusionConfig,
-    ModelConfig,
-)
+from sdsearch.config import ModelConfig
+from sdsearch.data import describe
+from sdsearch.nn.network import SelfDistillNet
+from sdsearch.space import load_space
 
-N_CONFIGS = 20
-SHAPES = (("cifar 3x32x32", 3, (32, 32), 100), ("digits 1x8x8", 1, (8, 8), 10))
+SPACES = ("iot_budget", "cifar10_edge")
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def random_configs(n: int, seed: int = 0) -> list[ModelConfig]:
-    rng = random.Random(seed)
-    return [
-        ModelConfig(
-            backbone=BackboneConfig(
-                arch=rng.choice(ARCHS), width=rng.choice([0.25, 0.5, 0.75, 1.0]), depth=rng.choice([1, 2])
-            ),
-            branches=BranchesConfig(
-                placement=tuple(sorted(rng.sample([1, 2, 3], rng.randint(0, 3)))),
-                style=rng.choice(BRANCH_STYLES),
-            ),
-            cbfe=CBFEConfig(location=rng.choice(CBFE_LOCATIONS), ratio=rng.choice([2, 4, 8, 16])),
-            fusion=FusionConfig(type=rng.choice(FUSION_TYPES)),
+def sample_configs(space_name: str, n: int, seed: int) -> tuple[list[ModelConfig], tuple[int, int, int], int]:
+    """``n`` model configs the searcher could draw from a shipped space, and its data shape."""
+    space = load_space(ROOT / "spaces" / f"{space_name}.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs: list[ModelConfig] = []
+    while len(configs) < n:
+        config = space.suggest(study.ask())
+        if space.invalid_reason(config) is None:
+            configs.append(config.model)
+    shape = describe(space.data)
+    return configs, (shape.in_chans, shape.height, shape.width), shape.num_classes
+
+
+def flop_counter_costs(
+    config: ModelConfig, shape: tuple[int, int, int], classes: int
+) -> dict[str, tuple[int, int]]:
+    """(params, MACs) per exit the way sdsearch counted them before peak memory: FlopCounterMode."""
+    with cost._FastMetaMode():
+        net = SelfDistillNet(
+            config, num_classes=classes, in_chans=shape[0], input_size=shape[1:], device="meta"
         )
-        for _ in range(n)
-    ]
+    net.eval()
+    out = {}
+    for e in net.exits:
+        model = net.deploy(e, share_weights=True)
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), cost._FastMetaMode(), counter:
+            model(torch.empty((1, *shape), device="meta"))
+        flops = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items() if op in cost._MACS)
+        out[e] = (sum(p.numel() for p in model.parameters()), flops // 2)
+    return out
 
 
-def ms_per_config(
-    configs: list[ModelConfig], in_chans: int, size: tuple[int, int], classes: int
-) -> list[float]:
-    times = []
-    for config in configs:
-        cost._exit_costs.cache_clear()
-        start = time.perf_counter()
-        cost.exit_costs(config, num_classes=classes, in_chans=in_chans, input_size=size)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+def ms(values: list[float]) -> str:
+    mean, median = statistics.mean(values), statistics.median(values)
+    return f"{mean:.1f} ms/config (median {median:.1f}, max {max(values):.1f})"
 
 
 def main() -> None:
-    configs = random_configs(N_CONFIGS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=30, help="random configs per space (default 30)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)
+
     start = time.perf_counter()
     cost.exit_costs(ModelConfig(), num_classes=10, in_chans=3, input_size=(32, 32))
-    print(f"first call in this process (imports torch._dynamo): {(time.perf_counter() - start) * 1e3:.0f} ms")
-    rules = dict(cost._SHAPE_RULES)
-    for name, in_chans, size, classes in SHAPES:
-        fast = ms_per_config(configs, in_chans, size, classes)
-        cost._SHAPE_RULES.clear()
-        try:
-            plain = ms_per_config(configs, in_chans, size, classes)
-        finally:
-            cost._SHAPE_RULES.update(rules)
+    first = (time.perf_counter() - start) * 1e3
+    start = time.perf_counter()
+    flop_counter_costs(ModelConfig(), (3, 32, 32), 10)
+    print(
+        f"first call in this process: sdsearch {first:.0f} ms, FlopCounterMode "
+        f"{(time.perf_counter() - start) * 1e3:.0f} ms (it imports torch._dynamo); not in the means below"
+    )
+    for name in SPACES:
+        configs, shape, classes = sample_configs(name, args.configs, args.seed)
+        ours, ours_cpu, reference = [], [], []
+        for config in configs:
+            cost._exit_costs.cache_clear()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            costs = cost.exit_costs(config, num_classes=classes, in_chans=shape[0], input_size=shape[1:])
+            ours.append((time.perf_counter() - start) * 1e3)
+            ours_cpu.append((time.process_time() - start_cpu) * 1e3)
+            start = time.perf_counter()
+            counted = flop_counter_costs(config, shape, classes)
+            reference.append((time.perf_counter() - start) * 1e3)
+            if counted != {e: (c.params, c.macs) for e, c in costs.items()}:
+                raise SystemExit(f"params/MACs differ from FlopCounterMode for {config}")
         print(
-            f"{name}: {statistics.mean(fast):.1f} ms/config (median {statistics.median(fast):.1f}, "
-            f"max {max(fast):.1f}) vs plain FlopCounterMode {statistics.mean(plain):.1f} ms/config: "
-            f"{statistics.mean(plain) / statistics.mean(fast):.1f}x faster"
+            f"{name} ({'x'.join(map(str, shape))}, {len(configs)} configs): all four metrics {ms(ours)}, "
+            f"CPU time {statistics.mean(ours_cpu):.1f} ms/config; "
+            f"params + MACs under FlopCounterMode {ms(reference)}: "
+            f"{statistics.mean(reference) / statistics.mean(ours):.1f}x; MACs identical"
         )
-    cost.exit_costs(configs[0], num_classes=10, in_chans=3, input_size=(32, 32))
+    cost.exit_costs(configs[0], num_classes=classes, in_chans=shape[0], input_size=shape[1:])
     start = time.perf_counter()
     for _ in range(1000):
-        cost.exit_costs(configs[0], num_classes=10, in_chans=3, input_size=(32, 32))
+        cost.exit_costs(configs[0], num_classes=classes, in_chans=shape[0], input_size=shape[1:])
     print(f"cache hit: {(time.perf_counter() - start):.3f} ms/call")
 
 

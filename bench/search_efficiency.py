@@ -303,9 +303,9 @@ def plot(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds: l
         ax.fill_between(grid, mean - sd, mean + sd, color=line.get_color(), alpha=0.12)
     ax.set_xlabel("search seconds (training + sampling + cost checks)")
     ax.set_ylabel("normalised hypervolume of the feasible front")
-    from sdsearch.sizes import format_size
+    from sdsearch.units import format_value
 
-    limits = ", ".join(f"{m} <= {format_size(v)}" for m, v in budget.items())
+    limits = ", ".join(f"{m} <= {format_value(v, 'count')}" for m, v in budget.items())
     ax.set_title(f"mean ± std over {len(seeds)} seeds; budget {limits}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -315,7 +315,7 @@ def plot(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds: l
 
 
 def main() -> None:
-    from sdsearch.sizes import parse_size
+    from sdsearch.units import parse
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -339,7 +339,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.budget_macs is None:
         args.budget_macs = "8M" if args.npz else "0.5M"
-    args.budget_params, args.budget_macs = parse_size(args.budget_params), parse_size(args.budget_macs)
+    args.budget_params, args.budget_macs = (
+        parse(args.budget_params, "count"),
+        parse(args.budget_macs, "count"),
+    )
     if args.npz is not None:
         args.npz = args.npz if args.npz.is_absolute() else (REPO / args.npz).resolve()
         if not args.npz.is_file():

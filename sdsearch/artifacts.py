@@ -1,84 +1,95 @@
-"""Files a trained model leaves behind: TorchScript and ONNX of a deploy module, and checkpoints.
+"""Files a trained model leaves behind: the deployed exit as ONNX (fp32, int8) and torch.export, and checkpoints.
 
-Deploy modules (``SelfDistillNet.deploy(exit)``) take normalised float images ``(N, C, H, W)`` and
-return that exit's logits. Exports are traced on the CPU in eval mode so they run anywhere.
+Every deployed file takes uint8 pixels ``(N, H, W, C)``: the input preprocessing is part of the
+graph (:mod:`sdsearch.deploy`). Exports run on the CPU in eval mode, so they run anywhere.
+torch is imported by the functions, so readers of :data:`DEPLOY_FILES` (``predict``) do not pay for it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "DEPLOY_FILES",
+    "INPUT_LAYOUT",
+    "INPUT_NAME",
+    "METADATA_KEYS",
+    "OUTPUT_NAME",
     "load_checkpoint",
-    "onnx_available",
     "save_checkpoint",
-    "save_onnx",
-    "save_torchscript",
+    "save_deploy_models",
 ]
 
 CHECKPOINT_FORMAT = "sdsearch-checkpoint/1"
+#: The deployed-model files: what :func:`save_deploy_models` writes.
+DEPLOY_FILES = {"float32": "model.onnx", "int8": "model.int8.onnx", "pt2": "model.pt2"}
+#: Input and output names of every deployed graph.
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "logits"
+#: ``metadata_props`` keys of a deployed ONNX graph; every value is JSON.
+METADATA_KEYS = ("mean", "std", "input_layout", "classes", "exit", "precision", "sdsearch_version")
+#: The ``input_layout`` metadata value.
+INPUT_LAYOUT = "NHWC uint8 (0-255); the graph computes (x / 255 - mean) / std per channel"
 
 PathLike = str | os.PathLike[str]
 
 
-def save_torchscript(module: nn.Module, example: torch.Tensor, path: PathLike) -> Path:
-    """Trace ``module`` (in eval mode, no grad) on ``example`` and save it as TorchScript.
+def save_deploy_models(
+    module: nn.Module,
+    out_dir: PathLike,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_shape: tuple[int, int, int],
+    calibration: np.ndarray,
+    classes: Sequence[str] | None,
+    exit: str,
+) -> dict[str, Path]:
+    """Write ``model.onnx`` (fp32), ``model.int8.onnx`` (static int8) and ``model.pt2`` for a deploy module.
 
-    Tracing records the ops run on ``example``; deploy modules have no data-dependent control
-    flow, so the trace is exact for any batch size. Loading needs only ``torch.jit.load``.
-
-    Example:
-        >>> save_torchscript(net.deploy("final"), torch.zeros(1, 3, 32, 32), "model.ts")  # doctest: +SKIP
-    """
-    path = Path(path)
-    module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        # TODO: move to torch.export (.pt2) once edge runtimes load it; torch 2.9+ marks
-        # torch.jit.trace deprecated, but TorchScript is still what mobile/C++ runtimes read.
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit\.trace")
-        traced = torch.jit.trace(module, example, check_trace=False)
-    traced.save(str(path))
-    return path
-
-
-def onnx_available() -> bool:
-    """Whether the ``onnx`` package (the ``export`` extra) is installed."""
-    return importlib.util.find_spec("onnx") is not None
-
-
-def save_onnx(module: nn.Module, example: torch.Tensor, path: PathLike) -> str:
-    """Export ``module`` to ONNX when ``onnx`` is installed, with a dynamic batch dimension.
+    Args:
+        module: the deploy module (``net.deploy(exit)``), on the CPU in float32.
+        out_dir: an existing folder.
+        mean, std: the training split's per-channel statistics (``Dataset.mean`` / ``.std``).
+        input_shape: ``(C, H, W)``.
+        calibration: uint8 NCHW training images that calibrate the int8 graph.
+        classes: class names, index order (None: the indices are the names).
+        exit: the deployed exit, recorded in the metadata.
 
     Returns:
-        What happened, for metrics: ``"written"``, ``"skipped: ..."`` (onnx missing) or
-        ``"failed: ..."`` (the exporter raised; the run's other artifacts are still good).
+        :data:`DEPLOY_FILES` keys -> the written paths.
+
+    Example:
+        >>> save_deploy_models(deploy, "runs/best", mean=data.mean, std=data.std, input_shape=(1, 8, 8),
+        ...                    calibration=data.x_train[:256], classes=data.classes, exit="final")  # doctest: +SKIP
     """
-    if not onnx_available():
-        return "skipped: onnx is not installed (pip install 'sdsearch[export]')"
-    module.eval()
-    # The dynamo exporter needs onnxscript; the TorchScript-based one needs only onnx.
-    dynamo = importlib.util.find_spec("onnxscript") is not None
-    kwargs: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"], "dynamo": dynamo}
-    if dynamo:
-        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
-    else:
-        kwargs["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # exporter chatter; failures still raise
-            torch.onnx.export(module, (example,), str(path), **kwargs)
-    except Exception as exc:  # an exporter bug must not lose a finished training run
-        warnings.warn(f"ONNX export to {path} failed: {exc}", RuntimeWarning, stacklevel=2)
-        return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return "written"
+    import onnx
+    import torch
+
+    from sdsearch import __version__
+    from sdsearch.deploy import export_pt2, onnx_graphs, set_metadata
+
+    out = Path(out_dir)
+    graphs = onnx_graphs(module, mean=mean, std=std, input_shape=input_shape, calibration=calibration)
+    paths = {}
+    for precision, graph in graphs.items():
+        set_metadata(graph, {"mean": list(mean), "std": list(std), "input_layout": INPUT_LAYOUT,
+                             "classes": list(classes) if classes else None, "exit": exit,
+                             "precision": precision, "sdsearch_version": __version__})  # fmt: skip
+        paths[precision] = out / DEPLOY_FILES[precision]
+        onnx.save(graph, paths[precision])
+    paths["pt2"] = out / DEPLOY_FILES["pt2"]
+    torch.export.save(export_pt2(module, mean=mean, std=std, input_shape=input_shape), paths["pt2"])
+    return paths
 
 
 def save_checkpoint(
@@ -95,6 +106,8 @@ def save_checkpoint(
         config: ``TrialConfig.to_dict()``.
         **extra: more plain values, e.g. ``loss_state_dict``, ``mean``, ``std``, ``shape``.
     """
+    import torch
+
     path = Path(path)
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -117,6 +130,8 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
     Raises:
         ValueError: the file is not an sdsearch checkpoint.
     """
+    import torch
+
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an sdsearch checkpoint (expected format {CHECKPOINT_FORMAT})")

@@ -16,6 +16,7 @@ from typing import Any
 
 from sdsearch import __version__
 from sdsearch.errors import ConfigError, SdsearchError
+from sdsearch.units import DTYPES
 
 __all__ = ["main"]
 
@@ -48,14 +49,37 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- schema --------------------------------------------------------------------------------------
+
+
+def _add_schema(sub: Any) -> None:
+    p = sub.add_parser("schema", help="print the JSON Schema of space files (for editor completion)")
+    p.set_defaults(handler=_schema)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from sdsearch.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 # -- cost ----------------------------------------------------------------------------------------
 
 
 def _add_cost(sub: Any) -> None:
-    p = sub.add_parser("cost", help="params and MACs of every exit's deploy model for a fixed config")
+    p = sub.add_parser(
+        "cost", help="params, MACs, peak memory and size of every exit's deploy model for a fixed config"
+    )
     p.add_argument("config", help="trainer config YAML (every value fixed)")
     p.add_argument("--input", help="input shape CxHxW, e.g. 3x32x32 (default: from the data section)")
     p.add_argument("--classes", type=int, help="number of classes (default: from the data section)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="deployment element type of peak memory, size and latency (default: the config's deploy.dtype)",
+    )
+    p.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime latency measurement")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=_cost)
 
@@ -71,18 +95,28 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    from sdsearch.cost import config_costs
+    from sdsearch.measure import config_metrics
+    from sdsearch.metrics import METRICS, metric_value
+    from sdsearch.space import load_trial_config
     from sdsearch.summary import cost_table
 
     shape = _parse_shape(args.input) if args.input else None
     if args.classes is not None and args.classes < 2:
         raise ConfigError(f"--classes: must be >= 2, got {args.classes}")
-    costs = config_costs(args.config, input_shape=shape, num_classes=args.classes)
-    rows = [{"exit": e, "params": c.params, "macs": c.macs, "flops": c.flops} for e, c in costs.items()]
+    dtype = args.dtype or load_trial_config(args.config).deploy.dtype
+    metrics = config_metrics(
+        args.config, input_shape=shape, num_classes=args.classes, dtype=dtype, latency=not args.no_latency
+    )
+    names = [m for m in METRICS.names() if METRICS.get(m).before_training]
+    rows = [
+        {"exit": e, **{m: metric_value(v, m) for m in names if metric_value(v, m) is not None}}
+        for e, v in metrics.items()
+    ]
     if args.json:
-        print(json.dumps({"exits": rows}))
+        units = {m: METRICS.get(m).unit for m in names if any(m in r for r in rows)}
+        print(json.dumps({"dtype": dtype, "units": units, "exits": rows}))
     else:
-        _console().print(cost_table(rows))
+        _console().print(cost_table(rows, dtype=dtype))
     return 0
 
 
@@ -131,24 +165,25 @@ def _add_source(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="METRIC=SIZE",
-        help="a tighter budget than the study's, e.g. macs=1M (repeatable)",
+        help="a tighter budget than the study's, e.g. macs=1M or peak_memory=64KiB (repeatable)",
     )
 
 
-def _parse_budget(items: Sequence[str]) -> dict[str, float] | None:
-    from sdsearch.sizes import parse_size
+def _parse_budget(items: Sequence[str]) -> dict[str, str] | None:
+    """``["macs=1M", "peak_memory=64KiB"]`` -> ``{"macs": "1M", ...}``, checked before any storage is read."""
+    from sdsearch.metrics import budget_metrics
+    from sdsearch.search.front import parse_limits
 
-    budget: dict[str, float] = {}
+    budget: dict[str, str] = {}
     for item in items:
-        metric, _, size = item.partition("=")
-        if metric not in ("params", "macs", "flops") or not size:
+        metric, _, value = item.partition("=")
+        if metric not in budget_metrics() or not value:
             raise ConfigError(
-                f"--budget: {item!r} is not METRIC=SIZE with METRIC params, macs or flops (e.g. macs=1M)"
+                f"--budget: {item!r} is not METRIC=VALUE with METRIC one of {', '.join(budget_metrics())} "
+                "(e.g. macs=1M, peak_memory=64KiB, latency=5ms)"
             )
-        try:
-            budget[metric] = parse_size(size)
-        except ValueError as exc:
-            raise ConfigError(f"--budget: {exc}") from None
+        budget[metric] = value
+    parse_limits(budget)  # a bad unit is bad input, whatever the study holds
     return budget or None
 
 
@@ -246,6 +281,32 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- predict -------------------------------------------------------------------------------------
+
+
+def _add_predict(sub: Any) -> None:
+    p = sub.add_parser("predict", help="classify images with the model sdsearch train wrote")
+    p.add_argument("run_dir", help="the folder sdsearch train --out wrote (holds model.onnx)")
+    p.add_argument("images", nargs="+", help="image files, or folders of images")
+    p.add_argument("--int8", action="store_true", help="use model.int8.onnx instead of model.onnx")
+    p.add_argument("--top", type=int, default=1, help="classes to show per image (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sdsearch.predict import predict, prediction_rows, prediction_table
+
+    if args.top < 1:
+        raise ConfigError(f"--top: must be >= 1, got {args.top}")
+    predictions = predict(args.run_dir, args.images, int8=args.int8, top=args.top)
+    if args.json:
+        print(json.dumps(prediction_rows(predictions), indent=2))
+    else:
+        _console().print(prediction_table(predictions))
+    return 0
+
+
 # -- studies -------------------------------------------------------------------------------------
 
 
@@ -274,7 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sdsearch {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_validate, _add_cost, _add_run, _add_show, _add_export, _add_train, _add_studies):
+    for add in (
+        _add_validate,
+        _add_schema,
+        _add_cost,
+        _add_run,
+        _add_show,
+        _add_export,
+        _add_train,
+        _add_predict,
+        _add_studies,
+    ):
         add(sub)
     return parser
 

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from sdsearch.config import AUGMENTS, DATASETS, DataConfig
-from sdsearch.errors import ConfigError, DataError
+from sdsearch.config import DataConfig
+from sdsearch.errors import DataError
+from sdsearch.registry import DATASETS, resolve
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -54,10 +55,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 #: so every trial and ``sdsearch train`` see the same test images).
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_TEST_SEED = 0
-
-#: Datasets whose ``augment: auto`` includes horizontal flips. Digits and house numbers are not
-#: mirror-symmetric (a flipped 3 is not a 3), so digits, mnist and svhn only get crops.
-_FLIP_DATASETS = frozenset({"cifar10", "cifar100", "fashion_mnist", "imagefolder", "npz"})
 
 
 @dataclass(frozen=True)
@@ -122,19 +119,15 @@ def augment_policy(augment: str, dataset: str, input_size: tuple[int, int]) -> A
     """Resolve ``augment: auto|none|crop|crop_flip`` for a dataset.
 
     ``auto`` means crop for every dataset and flips only where mirror images are still the same
-    class (see ``_FLIP_DATASETS``). The crop padding scales with the image: 1 pixel for 8x8 digits,
-    4 for 32x32 (the CIFAR convention), ``min(H, W) // 8`` in general.
-
-    Raises:
-        ConfigError: ``augment`` is not one of :data:`sdsearch.config.AUGMENTS`.
+    class (the dataset registry's ``flips``: a flipped 3 is not a 3, so digits, mnist and svhn only
+    get crops). The crop padding scales with the image: 1 pixel for 8x8 digits, 4 for 32x32 (the
+    CIFAR convention), ``min(H, W) // 8`` in general.
     """
-    if augment not in AUGMENTS:
-        raise ConfigError(f"data.augment: {augment!r} is not one of {', '.join(AUGMENTS)}")
     if augment == "none":
         return AugmentPolicy()
     pad = max(1, min(input_size) // 8)
     if augment == "auto":
-        return AugmentPolicy(pad=pad, flip=dataset in _FLIP_DATASETS)
+        return AugmentPolicy(pad=pad, flip=DATASETS.get(dataset).flips)
     return AugmentPolicy(pad=pad, flip=augment == "crop_flip")
 
 
@@ -151,14 +144,11 @@ def describe(cfg: DataConfig) -> DataShape:
 
     Raises:
         DataError: an npz or imagefolder dataset is missing or malformed.
-        ConfigError: ``cfg.dataset`` is unknown.
     """
-    _check_name(cfg.dataset)
-    if cfg.dataset in _FIXED_SHAPES:
-        return _FIXED_SHAPES[cfg.dataset]
-    if cfg.dataset == "npz":
-        return _describe_npz(_npz_path(cfg))
-    return _describe_imagefolder(_imagefolder_root(cfg))
+    spec = DATASETS.get(cfg.dataset)
+    if spec.shape is not None:
+        return DataShape(*spec.shape)
+    return resolve(spec.describe)(cfg)
 
 
 def load_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
@@ -174,17 +164,13 @@ def load_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
     Raises:
         DataError: the dataset is missing (the message names the key to set and how to get it),
             unreadable, or too small to stratify.
-        ConfigError: unknown dataset or ``val_fraction`` outside (0, 1).
 
     Example:
         >>> data = load_dataset(DataConfig(dataset="digits", val_fraction=0.2), seed=0)
         >>> data.x_train.dtype, data.x_train.shape[1:]
         (dtype('uint8'), (1, 8, 8))
     """
-    _check_name(cfg.dataset)
-    if not 0.0 < cfg.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction: must be in (0, 1), got {cfg.val_fraction}")
-    x, y, x_test, y_test, classes = _LOADERS[cfg.dataset](cfg)
+    x, y, x_test, y_test, classes = resolve(DATASETS.get(cfg.dataset).loader)(cfg)
     num_classes = len(classes) if classes is not None else int(max(y.max(), y_test.max())) + 1
     train_index, val_index = _stratified_split(y, cfg.val_fraction, seed=seed, key="data.val_fraction")
     x_train, y_train = x[train_index], y[train_index]
@@ -249,27 +235,13 @@ def _channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...],
     return tuple(float(v) / 255.0 for v in mean), tuple(float(v) / 255.0 for v in std)
 
 
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise ConfigError(f"data.dataset: {name!r} is not one of {', '.join(DATASETS)}")
-
-
 # --------------------------------------------------------------------------------------------------
 # Loaders: each returns (x_train, y_train, x_test, y_test, classes), images uint8 NCHW.
 
 _Raw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, "tuple[str, ...] | None"]
 
-_FIXED_SHAPES = {
-    "digits": DataShape(1, 8, 8, 10),
-    "cifar10": DataShape(3, 32, 32, 10),
-    "cifar100": DataShape(3, 32, 32, 100),
-    "mnist": DataShape(1, 28, 28, 10),
-    "fashion_mnist": DataShape(1, 28, 28, 10),
-    "svhn": DataShape(3, 32, 32, 10),
-}
 
-
-def _load_digits(cfg: DataConfig) -> _Raw:
+def load_digits(cfg: DataConfig) -> _Raw:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -302,7 +274,7 @@ _TORCHVISION = {
 }
 
 
-def _load_torchvision(cfg: DataConfig) -> _Raw:
+def load_torchvision(cfg: DataConfig) -> _Raw:
     spec = _TORCHVISION[cfg.dataset]
     if cfg.root is None and not cfg.download:
         raise DataError(
@@ -362,7 +334,7 @@ def _npz_path(cfg: DataConfig) -> Path:
     return path
 
 
-def _load_npz(cfg: DataConfig) -> _Raw:
+def load_npz(cfg: DataConfig) -> _Raw:
     path = _npz_path(cfg)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -400,7 +372,9 @@ def _npz_labels(y: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _describe_npz(path: Path) -> DataShape:
+def describe_npz(cfg: DataConfig) -> DataShape:
+    """Shape of an npz dataset from its array headers and its small label arrays."""
+    path = _npz_path(cfg)
     try:
         with zipfile.ZipFile(path) as zf, zf.open("x_train.npy") as f:
             version = np.lib.format.read_magic(f)
@@ -471,7 +445,9 @@ def _image_mode(path: Path) -> tuple[str, tuple[int, int]]:
         return mode, im.size
 
 
-def _describe_imagefolder(root: Path) -> DataShape:
+def describe_imagefolder(cfg: DataConfig) -> DataShape:
+    """Shape of an imagefolder dataset from its first image and its class folders."""
+    root = _imagefolder_root(cfg)
     classes = _class_folders(root / "train")
     if not classes:
         raise DataError(f"data.root: {root}/train has no class folders; {_FOLDER_HELP}")
@@ -479,7 +455,7 @@ def _describe_imagefolder(root: Path) -> DataShape:
     return DataShape(1 if mode == "L" else 3, h, w, len(classes))
 
 
-def _load_imagefolder(cfg: DataConfig) -> _Raw:
+def load_imagefolder(cfg: DataConfig) -> _Raw:
     """Decode every image with PIL, converted to the first image's mode and resized to its size."""
     from PIL import Image
 
@@ -519,11 +495,3 @@ def _load_imagefolder(cfg: DataConfig) -> _Raw:
     x, y = read(root / "train")
     x_test, y_test = read(test_dir)
     return x, y, x_test, y_test, tuple(names)
-
-
-_LOADERS: dict[str, Callable[[DataConfig], _Raw]] = {
-    "digits": _load_digits,
-    "npz": _load_npz,
-    "imagefolder": _load_imagefolder,
-    **dict.fromkeys(_TORCHVISION, _load_torchvision),
-}

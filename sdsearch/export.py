@@ -1,6 +1,6 @@
 """Pick a candidate of a stored study and write it as a trainer config for ``sdsearch train``.
 
-A trainer config is a space with every value fixed (DESIGN.md section 1), so an export is the
+A trainer config is a space with every value fixed (docs/ARCHITECTURE.md), so an export is the
 chosen trial's stored ``TrialConfig`` with the chosen exit as ``deploy.exit``, plus a
 ``provenance`` section that says where it came from. Nothing is re-sampled: the stored config is the
 truth, so the exported model is the one that was measured (up to training noise).
@@ -15,7 +15,6 @@ Picks:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import re
 import warnings
@@ -108,14 +107,15 @@ def export_config(
         chosen = front.knee if kind == "knee" else front.best["accuracy"]
 
     try:
-        config = TrialConfig.from_dict(chosen.config).replace(deploy_exit=chosen.exit)
-    except (KeyError, TypeError) as exc:
+        stored = TrialConfig.from_dict(chosen.config)
+        config = stored.replace(deploy=stored.deploy.replace(exit=chosen.exit))
+    except (KeyError, TypeError, ValueError) as exc:
         raise StudyError(
             f"{record.study_name}: trial {chosen.trial}: stored config cannot be read ({exc}); "
             "was the study written by another sdsearch version?"
         ) from None
     if epochs is not None:
-        config = config.replace(train=dataclasses.replace(config.train, epochs=epochs))
+        config = config.replace(train=config.train.replace(epochs=epochs))
 
     provenance = {
         "study": record.study_name,
@@ -123,7 +123,7 @@ def export_config(
         "exit": chosen.exit,
         "pick": str(pick),
         "storage": record.storage,
-        "values": {m: getattr(chosen, m) for m in ("accuracy", "params", "macs", "flops")},
+        "values": dict(chosen.metrics),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     worker = next((t.user_attrs.get(attrs.WORKER) for t in record.trials if t.number == chosen.trial), None)

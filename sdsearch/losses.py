@@ -1,12 +1,23 @@
 """The self-distillation loss: cross-entropy on every exit, KD from a teacher, feature hints.
 
-``L = ce_weight · Σ_exits CE(z_i, y) [+ ce_weight · CE(z_f, y)]
-    + kd_weight · T² · Σ_students KL(softmax(z_t / T) ‖ softmax(z_i / T))
-    + feature_weight · Σ_branch exits MSE(adapter_i(G_i), F_t)``
+With alpha = ``kd_weight`` and T = ``temperature``:
 
-after BYOT (Zhang et al., "Be Your Own Teacher", ICCV 2019, https://arxiv.org/abs/1905.08094) and
-SD (Zhang et al., TPAMI 2021, https://doi.org/10.1109/TPAMI.2021.3067100). ``style: sd`` is the SD
-code's weighting: CE on the shallow (non-final) exits × 0.7 and no T² factor.
+``byot`` (BYOT, Zhang et al., "Be Your Own Teacher", ICCV 2019, https://arxiv.org/abs/1905.08094;
+its eq. 1 weights every classifier's CE by 1 - alpha, the deepest included)::
+
+    L = ce_weight · (1 - α) · Σ_exits CE(z_i, y) [+ ce_weight · (1 - α) · CE(z_f, y)]
+        + α · T² · Σ_students KL(softmax(z_t / T) ‖ softmax(z_i / T))
+        + feature_weight · Σ_branch exits MSE(adapter_i(G_i), F_t)
+
+``sd`` (SD, Zhang et al., TPAMI 2021, https://doi.org/10.1109/TPAMI.2021.3067100, as its public
+code weights it): the deepest exit (and the fused head) keep the full CE, each shallow exit's CE
+is scaled by (1 - α), and the KD term has no T² factor::
+
+    L = ce_weight · [CE(z_final, y) + (1 - α) · Σ_shallow CE(z_i, y) [+ CE(z_f, y)]]
+        + α · Σ_students KL(...) + feature_weight · Σ MSE(...)
+
+*design*: the T² factor of ``byot`` is Hinton's, which keeps the KD gradients' scale as T changes
+(the BYOT paper writes the KL term without it).
 
 Teachers (their logits z_t and map F_t are always detached):
 
@@ -27,14 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdsearch.config import LOSS_STYLES, TEACHERS, LossConfig
-from sdsearch.errors import ConfigError
+from sdsearch.config import LossConfig
 from sdsearch.nn.network import SDOutput, SelfDistillNet
 
-__all__ = ["SD_SHALLOW_CE_SCALE", "LossOutput", "SelfDistillLoss", "kd_loss"]
-
-#: ``style: sd`` scales CE on the shallow exits by this (the SD code's 1 - alpha, alpha = 0.3).
-SD_SHALLOW_CE_SCALE = 0.7
+__all__ = ["LossOutput", "SelfDistillLoss", "ce_weights", "kd_loss"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,7 @@ class SelfDistillLoss(nn.Module):
         net: the network whose outputs this loss takes (sizes the adapters, checks the teacher).
 
     Raises:
-        ConfigError: (a ``ValueError``) unknown teacher or style, ``teacher: fused`` on a network
-            without fusion, or a negative weight or non-positive temperature.
+        ValueError: ``teacher: fused`` on a network without fusion.
 
     Example:
         >>> loss_fn = SelfDistillLoss(LossConfig(), net)
@@ -82,22 +88,13 @@ class SelfDistillLoss(nn.Module):
 
     def __init__(self, config: LossConfig, net: SelfDistillNet) -> None:
         super().__init__()
-        if config.teacher not in TEACHERS:
-            raise ConfigError(f"loss.teacher: {config.teacher!r} is not one of {', '.join(TEACHERS)}")
-        if config.style not in LOSS_STYLES:
-            raise ConfigError(f"loss.style: {config.style!r} is not one of {', '.join(LOSS_STYLES)}")
-        if config.teacher == "fused" and net.fusion is None:
-            raise ConfigError("loss.teacher: 'fused' needs a fusion head, but model.fusion.type is 'none'")
-        if min(config.kd_weight, config.feature_weight, config.ce_weight) < 0 or config.temperature <= 0:
-            raise ConfigError(
-                "loss weights must be >= 0 and temperature > 0, but got "
-                f"ce_weight={config.ce_weight}, kd_weight={config.kd_weight}, "
-                f"feature_weight={config.feature_weight}, temperature={config.temperature}"
-            )
+        if config.teacher == "fused" and net.fusion is None:  # a TrialConfig cannot hold this pair
+            raise ValueError("loss.teacher: 'fused' needs a fusion head, but the network has none")
         self.config = config
+        self.ce_weights = ce_weights(config, net.exits)
         self.exits = net.exits
         p = next(net.parameters())
-        chs = net.feature_info[-1]["num_chs"]
+        chs = net.feature_info.channels()[-1]
         self.adapters = nn.ModuleDict(
             {
                 e: nn.Conv2d(chs, chs, 1, device=p.device, dtype=p.dtype)
@@ -115,13 +112,10 @@ class SelfDistillLoss(nn.Module):
         """
         cfg = self.config
         sd = cfg.style == "sd"
-        ce = sum(
-            F.cross_entropy(z, target) * (SD_SHALLOW_CE_SCALE if sd and e != "final" else 1.0)
-            for e, z in out.logits.items()
-        )
+        w = self.ce_weights
+        ce = sum(F.cross_entropy(z, target) * w[e] for e, z in out.logits.items())
         if out.fused_logits is not None:
-            ce = ce + F.cross_entropy(out.fused_logits, target)
-        ce = cfg.ce_weight * ce
+            ce = ce + F.cross_entropy(out.fused_logits, target) * w["fused"]
 
         teacher_logits, teacher_map, students = self._teacher(out)
         zero = ce.new_zeros(())
@@ -141,12 +135,20 @@ class SelfDistillLoss(nn.Module):
         teacher = self.config.teacher
         if teacher == "fused":
             if out.fused_logits is None or out.fused_features is None:
-                raise ConfigError(
-                    "loss.teacher: 'fused' needs the network's fused outputs, but they are None"
-                )
+                raise ValueError("loss.teacher: 'fused' needs the network's fused outputs, but they are None")
             return out.fused_logits.detach(), out.fused_features.detach(), self.exits
         final_map = out.features["final"].detach()
         if teacher == "ensemble":
             mean = torch.stack([out.logits[e] for e in self.exits]).mean(dim=0)
             return mean.detach(), final_map, self.exits
         return out.logits["final"].detach(), final_map, self.exits[:-1]
+
+
+def ce_weights(config: LossConfig, exits: tuple[str, ...]) -> dict[str, float]:
+    """The cross-entropy weight of every exit and of the fused head (key ``fused``) for a loss style."""
+    keep = 1.0 - config.kd_weight
+    if config.style == "byot":
+        weights = dict.fromkeys((*exits, "fused"), keep)
+    else:  # sd: shallow exits keep 1 - alpha, the deepest exit and the fused head the full CE
+        weights = {e: (1.0 if e == "final" else keep) for e in exits} | {"fused": 1.0}
+    return {e: config.ce_weight * w for e, w in weights.items()}

@@ -1,15 +1,19 @@
-"""Fronts for people and machines: a rich table, a two-panel PNG, CSV and JSON.
+"""Fronts for people and machines: a rich table, a PNG with one panel per cost, CSV and JSON.
 
-Every view says which cost it shows: MACs are multiply-accumulates (what lightweight-CNN papers
-usually call "FLOPs"); ``flops`` is torch's 2 x MACs. matplotlib is imported only by
-:func:`plot_front`, so ``sdsearch show`` without ``--plot`` starts fast, and the figure is drawn on
-its own Agg canvas (no pyplot global state, no backend switch for the caller).
+Every view says which cost it shows and in which convention, from the metric table
+(:mod:`sdsearch.metrics`): MACs are multiply-accumulates (what lightweight-CNN papers usually call
+"FLOPs"; ``flops`` is torch's 2 × MACs), peak memory and size count bytes at the study's
+``deploy.dtype``, latency is ONNX Runtime milliseconds. The config columns are the searchable
+leaves of :mod:`sdsearch.config`, so a newly searched key shows up without touching this module.
+matplotlib is imported only by :func:`plot_front`, so ``sdsearch show`` without ``--plot`` starts
+fast, and the figure is drawn on its own Agg canvas (no pyplot global state).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,16 +21,17 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from sdsearch.config import LEAVES
+from sdsearch.metrics import METRICS, limit_of
 from sdsearch.paths import output_file
-from sdsearch.search import attrs
 from sdsearch.search.front import Candidate, Front, pareto_front
-from sdsearch.sizes import format_size
+from sdsearch.space import leaf_value
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = [
-    "COLUMNS",
+    "columns",
     "front_json",
     "front_records",
     "front_report",
@@ -37,80 +42,57 @@ __all__ = [
     "write_json",
 ]
 
-#: Columns of CSV rows and JSON records, with the type each is read back as.
-COLUMNS: dict[str, type] = {
-    "trial": int,
-    "exit": str,
-    "deployed": bool,
-    "accuracy": float,
-    "params": int,
-    "macs": int,
-    "flops": int,
-    "arch": str,
-    "width": float,
-    "depth": int,
-    "placement": str,
-    "branch_style": str,
-    "cbfe_location": str,
-    "cbfe_ratio": int,
-    "fusion": str,
-    "teacher": str,
-    "kd_weight": float,
-    "temperature": float,
-    "feature_weight": float,
-    "lr": float,
-    "epochs": int,
-    "knee": bool,
-}
-_METRIC_LABEL = {"accuracy": "accuracy", "params": "params", "macs": "MACs", "flops": "FLOPs"}
-_FRONT_COLOR, _KNEE_COLOR, _BUDGET_COLOR = "#1f77b4", "#d62728", "#444444"
+_FRONT_COLOR, _CANDIDATE_COLOR, _KNEE_COLOR, _BUDGET_COLOR = "#1f77b4", "#ff7f0e", "#d62728", "#444444"
 #: Fronts larger than this get labels only on each panel's staircase, or the plot becomes unreadable.
 _MAX_LABELS = 30
+_ID_COLUMNS: dict[str, type] = {"trial": int, "exit": str, "deployed": bool, "partial": bool, "knee": bool}
 
 
 # --------------------------------------------------------------------------------------------
 # Records (CSV / JSON).
 
 
-def front_records(front: Front) -> list[dict[str, Any]]:
-    """One flat, JSON-friendly dict per member of :attr:`Front.front` (keys: :data:`COLUMNS`).
+def columns(front: Front) -> dict[str, type]:
+    """Columns of CSV rows and JSON records, with the type each is read back as: ids, every metric
+    measured in the study, then every searchable leaf (``backbone.width``, ``train.weight_decay``...)."""
+    measured = {m for c in (*front.points, *front.partial) for m in c.metrics}
+    metrics = {m: float for m in METRICS.names() if m in measured or m in front.objectives}
+    leaves = {key: _LEAF_TYPES.get(leaf.kind, str) for key, leaf in LEAVES.items()}
+    return {**_ID_COLUMNS, **metrics, **leaves}
 
-    ``placement`` is the exit stages as ``"1,3"`` (one CSV cell); ``cbfe_ratio`` is None where CBFE
-    is off, because the stored default ratio means nothing there.
+
+_LEAF_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "text": str, "list": str}
+
+
+def front_records(front: Front) -> list[dict[str, Any]]:
+    """One flat, JSON-friendly dict per member of :attr:`Front.front` (keys: :func:`columns`).
+
+    List leaves (``branches.placement``) are one cell, ``"1,3"``; a leaf whose condition does not
+    hold (``cbfe.ratio`` with CBFE off) is None, because its stored default means nothing there.
     """
     knee = front.knee
-    return [_record(c, knee=c is knee) for c in front.front]
+    names = columns(front)
+    return [_record(c, names, knee=c is knee) for c in front.front]
 
 
-def _record(c: Candidate, *, knee: bool) -> dict[str, Any]:
-    model = c.config.get("model", {})
-    backbone, branches = model.get("backbone", {}), model.get("branches", {})
-    cbfe, loss, train = model.get("cbfe", {}), c.config.get("loss", {}), c.config.get("train", {})
-    location = cbfe.get("location", "none")
-    return {
-        "trial": c.trial,
-        "exit": c.exit,
-        "deployed": c.deployed,
-        "accuracy": c.accuracy,
-        "params": c.params,
-        "macs": c.macs,
-        "flops": c.flops,
-        "arch": backbone.get("arch"),
-        "width": backbone.get("width"),
-        "depth": backbone.get("depth"),
-        "placement": ",".join(str(s) for s in branches.get("placement", [])),
-        "branch_style": branches.get("style"),
-        "cbfe_location": location,
-        "cbfe_ratio": None if location == "none" else cbfe.get("ratio"),
-        "fusion": model.get("fusion", {}).get("type"),
-        "teacher": loss.get("teacher"),
-        "kd_weight": loss.get("kd_weight"),
-        "temperature": loss.get("temperature"),
-        "feature_weight": loss.get("feature_weight"),
-        "lr": train.get("lr"),
-        "epochs": train.get("epochs"),
-        "knee": knee,
-    }
+def _record(c: Candidate, names: dict[str, type], *, knee: bool) -> dict[str, Any]:
+    values = {key: leaf_value(c.config, leaf) for key, leaf in LEAVES.items()}
+    row: dict[str, Any] = {"trial": c.trial, "exit": c.exit, "deployed": c.deployed, "partial": c.partial}
+    row["knee"] = knee
+    for metric in (m for m in names if m in METRICS):
+        row[metric] = metric_or_none(c, metric)
+    for key, leaf in LEAVES.items():
+        value = values[key]
+        condition = leaf.applies
+        if condition is not None and values.get(condition.key) is not None and not condition.holds(values):
+            value = None
+        row[key] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return row
+
+
+def metric_or_none(c: Candidate, metric: str) -> float | None:
+    value = c.value(metric)
+    return None if math.isnan(value) else value
 
 
 def front_json(front: Front) -> list[dict[str, Any]]:
@@ -120,17 +102,16 @@ def front_json(front: Front) -> list[dict[str, Any]]:
 
 def write_json(front: Front, path: str | Path) -> Path:
     """Write :func:`front_json` to ``path``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(path, option="--json")
     path.write_text(json.dumps(front_json(front), indent=2) + "\n", encoding="utf-8")
     return path
 
 
 def write_csv(front: Front, path: str | Path) -> Path:
-    """Write :func:`front_records` as CSV (header = :data:`COLUMNS`); None becomes an empty cell."""
+    """Write :func:`front_records` as CSV (header = :func:`columns`); None becomes an empty cell."""
     path = output_file(path, option="--csv")
     with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer = csv.DictWriter(f, fieldnames=list(columns(front)))
         writer.writeheader()
         for row in front_records(front):
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
@@ -139,8 +120,10 @@ def write_csv(front: Front, path: str | Path) -> Path:
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """Read a file from :func:`write_csv` back into typed records (the inverse, empty cell = None)."""
+    types = {**_ID_COLUMNS, **dict.fromkeys(METRICS.names(), float)}
+    types |= {key: _LEAF_TYPES.get(leaf.kind, str) for key, leaf in LEAVES.items()}
     with Path(path).open(newline="", encoding="utf-8") as f:
-        return [{k: _parse_cell(v, COLUMNS.get(k, str)) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: _parse_cell(v, types.get(k, str)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _parse_cell(text: str, kind: type) -> Any:
@@ -155,39 +138,66 @@ def _parse_cell(text: str, kind: type) -> Any:
 # Terminal.
 
 
+def _shown_metrics(front: Front) -> list[str]:
+    """Metrics for the table: the objectives, then every other cost the study measured."""
+    measured = {m for c in front.points for m in c.metrics}
+    rest = [m for m in METRICS.names() if m in measured and m not in front.objectives]
+    return [*front.objectives, *rest]
+
+
+def _shown_leaves(front: Front, rows: list[dict[str, Any]]) -> list[str]:
+    """Leaves for the table: those the study searched, or (a study stored without its spec) those
+    whose value differs across the front."""
+    if front.searched:
+        return [k for k in LEAVES if k in front.searched]
+    return [k for k in LEAVES if len({repr(r[k]) for r in rows}) > 1]
+
+
 def front_table(front: Front) -> Table:
     """The selected front as a table, cheapest first; the knee row is bold and tagged."""
     knee, best = front.knee, front.best
-    show_flops = "flops" in front.objectives or "flops" in front.budget
     what = "(trial, exit) candidates" if front.candidates else "trials (deployed exit)"
-    table = Table(
-        title=f"{front.study_name}: Pareto front of {what}",
-        caption="MACs = multiply-accumulates (papers often call them FLOPs); FLOPs = 2 x MACs",
-    )
-    for column in ("trial", "exit", "accuracy", "params", "MACs", *(["FLOPs"] if show_flops else [])):
+    metrics = _shown_metrics(front)
+    table = Table(title=f"{front.study_name}: Pareto front of {what}", caption=_caption(front, metrics))
+    for column in ("trial", "exit", *(METRICS.get(m).heading(front.dtype) for m in metrics)):
         table.add_column(column, justify="right")
-    for column in ("arch", "width", "depth", "exits at", "branch", "CBFE", "fusion", "teacher", ""):
-        table.add_column(column)
-    for c in front.front:
-        r = _record(c, knee=c is knee)
-        tags = [f"best {_METRIC_LABEL[m]}" for m, b in best.items() if b is c]
-        costs = [format_size(c.params), format_size(c.macs), *([format_size(c.flops)] if show_flops else [])]
-        cbfe = "none" if r["cbfe_location"] == "none" else f"{r['cbfe_location']}/{r['cbfe_ratio']}"
+    names = columns(front)
+    rows = [_record(c, names, knee=c is knee) for c in front.front]
+    leaves = _shown_leaves(front, rows)
+    for key in leaves:
+        table.add_column(key)
+    table.add_column("")
+    for c, r in zip(front.front, rows, strict=True):
+        tags = [f"best {METRICS.get(m).label}" for m, b in best.items() if b is c]
         table.add_row(
             str(c.trial),
             c.exit,
-            f"{100 * c.accuracy:.2f}%",
-            *costs,
-            str(r["arch"]),
-            str(r["width"]),
-            str(r["depth"]),
-            r["placement"] or "-",
-            str(r["branch_style"]),
-            cbfe,
-            str(r["fusion"]),
-            str(r["teacher"]),
+            *(METRICS.get(m).format(metric_or_none(c, m)) for m in metrics),
+            *("-" if r[k] is None else str(r[k]) for k in leaves),
             ", ".join((["knee"] if c is knee else []) + tags),
             style="bold" if c is knee else None,
+        )
+    return table
+
+
+def _caption(front: Front, metrics: list[str]) -> str:
+    return "; ".join(
+        METRICS.get(m).describe(front.dtype) for m in metrics if METRICS.get(m).direction == "minimize"
+    )
+
+
+def partial_table(front: Front) -> Table:
+    """Exits of trials a scheduler stopped, measured at their rung: shown apart, never on a front."""
+    metrics = _shown_metrics(front)
+    table = Table(title="stopped early (partial: measured at the rung where the scheduler stopped them)")
+    for column in ("trial", "exit", "epoch", *(METRICS.get(m).heading(front.dtype) for m in metrics)):
+        table.add_column(column, justify="right")
+    for c in front.partial:
+        table.add_row(
+            str(c.trial),
+            c.exit,
+            str(c.epoch),
+            *(METRICS.get(m).format(metric_or_none(c, m)) for m in metrics),
         )
     return table
 
@@ -199,30 +209,44 @@ def front_report(front: Front) -> Group:
         (front.study_name, "bold"),
         f" in {front.storage}; objectives {', '.join(front.objectives)}; budget {front.describe_budget()}",
     )
+    other = "candidates" if not front.candidates else "trials"
+    other_front = front.candidates_front if not front.candidates else front.trials_front
     counts = Text(
-        f"trials: {front.counts}; front: {len(front.front)} {view}; "
+        f"trials: {front.counts}; front: {len(front.front)} {view} ({len(other_front)} on the {other} front"
+        f"{', add --candidates' if not front.candidates else ''}); "
         f"hypervolume {front.hypervolume:.4f} (normalised to the ideal-reference box, reference "
         f"{_describe_reference(front)})"
     )
     best = Text("\n".join(_best_line(front, m, c) for m, c in front.best.items()))
-    return Group(header, front_table(front), counts, best)
+    parts: list[Any] = [header, front_table(front), counts, best]
+    if front.partial:
+        parts.insert(2, partial_table(front))
+    return Group(*parts)
 
 
 def _best_line(front: Front, metric: str, c: Candidate) -> str:
-    word = "best" if attrs.DIRECTIONS[metric] == "maximize" else "fewest"
+    word = (
+        "best"
+        if METRICS.get(metric).direction == "maximize"
+        else "fewest"
+        if metric in ("params", "macs", "flops")
+        else "lowest"
+    )
+    costs = ", ".join(
+        f"{METRICS.get(m).format(metric_or_none(c, m))} {METRICS.get(m).label}"
+        for m in front.objectives
+        if METRICS.get(m).direction == "minimize"
+    )
     return (
-        f"{word} {_METRIC_LABEL[metric]}: trial {c.trial} exit {c.exit}: {100 * c.accuracy:.2f}%, "
-        f"{format_size(c.params)} params, {format_size(c.macs)} MACs"
+        f"{word} {METRICS.get(metric).label}: trial {c.trial} exit {c.exit}: {100 * c.accuracy:.2f}%, {costs}"
     )
 
 
 def _describe_reference(front: Front) -> str:
-    parts = []
-    for metric, value in zip(front.objectives, front.reference, strict=True):
-        parts.append(
-            f"{_METRIC_LABEL[metric]} {value:g}" if metric == "accuracy" else f"{metric} {format_size(value)}"
-        )
-    return ", ".join(parts)
+    return ", ".join(
+        f"{METRICS.get(m).label} {METRICS.get(m).format(v)}"
+        for m, v in zip(front.objectives, front.reference, strict=True)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,12 +254,13 @@ def _describe_reference(front: Front) -> str:
 
 
 def plot_front(front: Front, path: str | Path, *, dpi: int = 150) -> Path:
-    """Write a two-panel PNG: accuracy vs MACs and accuracy vs params, both with a log x axis.
+    """Write a PNG with one panel per cost objective: accuracy against that cost, on a log x axis.
 
-    Every trained point is faded grey; front members are blue and labelled ``#trial`` or
-    ``#trial(exit)``; in each panel the staircase joins the members that are Pareto-optimal in that
-    panel's two metrics (hollow markers are on the front thanks to the other cost); the knee is a
-    red star; budget limits are dashed vertical lines.
+    Every trained candidate is faded grey; the trials front (deployed exits) is blue, the
+    candidates front (every exit of every trial) orange, each a staircase over the members that are
+    Pareto-optimal in that panel's two metrics (hollow markers are on a front thanks to another
+    cost); the knee of the selected front is a red star; budget limits are dashed lines; exits of
+    trials a scheduler stopped early are grey crosses.
 
     Returns:
         ``path``.
@@ -244,13 +269,14 @@ def plot_front(front: Front, path: str | Path, *, dpi: int = 150) -> Path:
     from matplotlib.figure import Figure
 
     path = output_file(path, option="--plot", suffix=".png")  # before the (slow) drawing
-    fig = Figure(figsize=(13, 6.0), layout="constrained")
+    costs = [m for m in front.objectives if METRICS.get(m).direction == "minimize"] or ["macs"]
+    fig = Figure(figsize=(6.5 * len(costs), 6.0), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, metric in zip(axes, ("macs", "params"), strict=True):
+    axes = fig.subplots(1, len(costs), sharey=True, squeeze=False)[0]
+    for ax, metric in zip(axes, costs, strict=True):
         _panel(ax, front, metric)
     axes[0].set_ylabel("validation accuracy (%)")
-    legend: dict[str, Any] = {}  # label -> handle, both panels (a budget may limit only one metric)
+    legend: dict[str, Any] = {}  # label -> handle, all panels (a budget may limit only one metric)
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
@@ -258,16 +284,13 @@ def plot_front(front: Front, path: str | Path, *, dpi: int = 150) -> Path:
         list(legend.values()),
         list(legend),
         loc="outside lower center",
-        ncol=len(legend),
+        ncol=min(len(legend), 4),
         fontsize=9,
         frameon=False,
     )
-    what = "(trial, exit) candidates" if front.candidates else "trials"
     fig.suptitle(
-        f"{front.study_name}: Pareto front of {what} — {len(front.front)} on the front, "
-        f"{len(front.points)} trained {'candidate' if front.candidates else 'trial'}"
-        f"{'' if len(front.points) == 1 else 's'}, "
-        f"budget {front.describe_budget().replace('<=', '≤')}",
+        f"{front.study_name}: {len(front.trials_front)} trials and {len(front.candidates_front)} (trial, exit) "
+        f"candidates on the fronts, {len(front.trials)} trained trials; budget {front.describe_budget().replace('<=', '≤')}",
         fontsize=12,
     )
     fig.savefig(path, dpi=dpi)
@@ -277,46 +300,39 @@ def plot_front(front: Front, path: str | Path, *, dpi: int = 150) -> Path:
 def _panel(ax: Axes, front: Front, metric: str) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    on_front = {(c.trial, c.exit) for c in front.front}
-    rest = [c for c in front.points if (c.trial, c.exit) not in on_front]
+    spec = METRICS.get(metric)
+    on_a_front = {(c.trial, c.exit) for c in (*front.trials_front, *front.candidates_front)}
+    rest = [c for c in front.all_candidates if (c.trial, c.exit) not in on_a_front and _finite(c, metric)]
     if rest:  # empty groups would still get a legend entry
         ax.scatter(
             [c.value(metric) for c in rest],
             [100 * c.accuracy for c in rest],
-            s=22,
+            s=20,
             color="0.6",
             alpha=0.45,
             edgecolors="none",
-            label=f"other trained {'candidates' if front.candidates else 'trials'}",
+            label="other trained candidates",
             zorder=1,
         )
-    members = list(front.front)
-    stair = set(pareto_front([(c.accuracy, c.value(metric)) for c in members], ["maximize", "minimize"]))
-    steps = sorted((members[i] for i in stair), key=lambda c: (c.value(metric), -c.accuracy))
-    ax.step(
-        [c.value(metric) for c in steps],
-        [100 * c.accuracy for c in steps],
-        where="post",
-        color=_FRONT_COLOR,
-        lw=1.6,
-        zorder=2,
-    )
-    for filled in (True, False):
-        group = [c for i, c in enumerate(members) if (i in stair) == filled]
-        if not group:
-            continue
+    partial = [c for c in front.partial if _finite(c, metric)]
+    if partial:
         ax.scatter(
-            [c.value(metric) for c in group],
-            [100 * c.accuracy for c in group],
-            s=42,
-            facecolors=_FRONT_COLOR if filled else "white",
-            edgecolors=_FRONT_COLOR,
-            linewidths=1.3,
-            label="Pareto front" if filled else "front member (better on the other cost)",
-            zorder=3,
+            [c.value(metric) for c in partial],
+            [100 * c.accuracy for c in partial],
+            s=22,
+            marker="x",
+            color="0.45",
+            linewidths=0.9,
+            label="stopped early (partial, at its rung)",
+            zorder=1,
         )
-    # Past _MAX_LABELS members, labels would pile up: label only this panel's staircase (and the knee).
-    labelled = members if len(members) <= _MAX_LABELS else [members[i] for i in stair] + [front.knee]
+    for members, color, marker, name, style in (
+        (front.candidates_front, _CANDIDATE_COLOR, "D", "candidates front (every exit)", "--"),
+        (front.trials_front, _FRONT_COLOR, "o", "trials front (deployed exits)", "-"),
+    ):
+        _staircase(ax, [c for c in members if _finite(c, metric)], metric, color, marker, name, style)
+    selected = [c for c in front.front if _finite(c, metric)]
+    labelled = selected if len(selected) <= _MAX_LABELS else selected[:_MAX_LABELS]
     for k, c in enumerate(sorted(labelled, key=lambda c: c.value(metric))):
         ax.annotate(
             c.label,
@@ -328,23 +344,24 @@ def _panel(ax: Axes, front: Front, metric: str) -> None:
             zorder=4,
         )
     knee = front.knee
-    ax.scatter(
-        [knee.value(metric)],
-        [100 * knee.accuracy],
-        marker="*",
-        s=260,
-        color=_KNEE_COLOR,
-        edgecolors="black",
-        linewidths=0.6,
-        label=f"knee {knee.label}",
-        zorder=5,
-    )
-    xs = [c.value(metric) for c in front.points] or [1.0]
-    limit, text = _budget_limit(front, metric)
+    if _finite(knee, metric):
+        ax.scatter(
+            [knee.value(metric)],
+            [100 * knee.accuracy],
+            marker="*",
+            s=260,
+            color=_KNEE_COLOR,
+            edgecolors="black",
+            linewidths=0.6,
+            label=f"knee {knee.label}",
+            zorder=5,
+        )
+    xs = [c.value(metric) for c in (*front.points, *partial) if _finite(c, metric)] or [1.0]
+    limit = limit_of(metric, front.budget)
     if limit is not None:
         ax.axvline(limit, ls="--", lw=1.3, color=_BUDGET_COLOR, label="budget limit", zorder=1)
         ax.annotate(
-            text,
+            f"budget {spec.label} ≤ {spec.format(limit)}",
             (limit, 0.0),
             xycoords=("data", "axes fraction"),
             xytext=(-4, 6),
@@ -357,24 +374,58 @@ def _panel(ax: Axes, front: Front, metric: str) -> None:
         )
         xs.append(limit)
     ax.set_xscale("log")
-    lo, hi = max(min(xs), 1.0), max(xs)
+    lo, hi = max(min(xs), 1e-9), max(xs)
     ax.set_xlim(lo / 1.35, hi * 1.35)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_size(v)))
+    # Bytes tick at powers of two (4 KiB, 8 KiB, ...), counts and milliseconds at 1-2-5 decades.
+    ax.xaxis.set_major_locator(
+        LogLocator(base=2) if spec.unit == "bytes" else LogLocator(base=10, subs=(1.0, 2.0, 5.0))
+    )
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: spec.format(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    if metric == "macs":
-        ax.set_xlabel("MACs per image, log scale (k = 10³, M = 10⁶; papers' FLOPs; torch FLOPs = 2 × MACs)")
-    else:
-        ax.set_xlabel("parameters of the deployed model, log scale (k = 10³, M = 10⁶)")
-    ax.set_title(f"accuracy vs {_METRIC_LABEL[metric]}", fontsize=11)
+    ax.set_xlabel(_axis_label(metric, front.dtype), fontsize=9, wrap=True)
+    ax.set_title(f"accuracy vs {spec.heading(front.dtype)}", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _budget_limit(front: Front, metric: str) -> tuple[float | None, str]:
-    """Budget limit to draw on a panel's axis; a FLOPs budget shows on the MACs axis at half."""
-    if metric in front.budget:
-        return front.budget[metric], f"budget {_METRIC_LABEL[metric]} ≤ {format_size(front.budget[metric])}"
-    if metric == "macs" and "flops" in front.budget:
-        flops = front.budget["flops"]
-        return flops / 2, f"budget FLOPs ≤ {format_size(flops)} (= {format_size(flops / 2)} MACs)"
-    return None, ""
+def _axis_label(metric: str, dtype: str) -> str:
+    spec = METRICS.get(metric)
+    units = {"count": "k = 10³, M = 10⁶", "bytes": "KiB = 2¹⁰ bytes", "ms": "milliseconds"}.get(spec.unit, "")
+    extra = "; papers' FLOPs, torch FLOPs = 2 × MACs" if metric == "macs" else ""
+    return f"{spec.heading(dtype)}, log scale ({units}{extra})"
+
+
+def _staircase(
+    ax: Axes, members: list[Candidate], metric: str, color: str, marker: str, name: str, style: str
+) -> None:
+    if not members:
+        return
+    stair = set(pareto_front([(c.accuracy, c.value(metric)) for c in members], ["maximize", "minimize"]))
+    steps = sorted((members[i] for i in stair), key=lambda c: (c.value(metric), -c.accuracy))
+    ax.step(
+        [c.value(metric) for c in steps],
+        [100 * c.accuracy for c in steps],
+        where="post",
+        color=color,
+        lw=1.5,
+        ls=style,
+        zorder=2,
+    )
+    for filled in (True, False):
+        group = [c for i, c in enumerate(members) if (i in stair) == filled]
+        if group:
+            ax.scatter(
+                [c.value(metric) for c in group],
+                [100 * c.accuracy for c in group],
+                s=40,
+                marker=marker,
+                facecolors=color if filled else "white",
+                edgecolors=color,
+                linewidths=1.2,
+                label=name if filled else f"{name}: better on another cost",
+                zorder=3,
+            )
+
+
+def _finite(c: Candidate, metric: str) -> bool:
+    value = c.value(metric)
+    return math.isfinite(value) and value > 0

@@ -1,9 +1,11 @@
 """YAML space files: load, validate strictly, sample configs from them, hash what defines a study.
 
-A space file (DESIGN.md §3) declares the study settings (name, storage, trials, sampler, objectives,
-budget, resources, scheduler, data, train) and a ``space:`` tree whose every leaf is a literal or one
-distribution. A *trainer config* is the same schema with no distributions left, so one loader and one
-validator serve ``run``, ``train``, ``cost`` and ``export``.
+A space file declares the study settings (name, storage, trials, sampler, objectives, budget,
+resources, scheduler, data, train, deploy) and a ``space:`` tree whose every leaf is a literal or
+one distribution. A *trainer config* is the same schema with no distributions left, so one loader
+and one validator serve ``run``, ``train``, ``cost`` and ``export``. The schema comes from the leaf
+declarations in :mod:`sdsearch.config` (see :mod:`sdsearch.schema`); this module turns a validated
+document into a :class:`Space` and applies the rules that span several keys.
 
 Validation errors are :class:`~sdsearch.errors.SpaceError`: ``FILE: key.path: what is wrong (allowed)``.
 This module imports neither torch nor ray nor optuna, so ``sdsearch validate`` starts instantly; the
@@ -12,60 +14,46 @@ This module imports neither torch nor ray nor optuna, so ``sdsearch validate`` s
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import hashlib
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from sdsearch import config as C
-from sdsearch.config import TrialConfig
+from sdsearch.config import (
+    LEAVES,
+    SPACE_SECTIONS,
+    AnytimeTarget,
+    DataConfig,
+    DeployConfig,
+    Leaf,
+    TrainConfig,
+    TrialConfig,
+)
 from sdsearch.errors import SpaceError
-from sdsearch.sizes import parse_size
+from sdsearch.metrics import METRICS, quality_metrics, stored_limits
+from sdsearch.schema import ResourcesSetting, SamplerSetting, SchedulerSetting, SpaceDocument, error_message
 
 __all__ = [
-    "SAMPLERS",
+    "DEFAULT_ANYTIME_TARGET",
     "Dimension",
-    "Resources",
-    "SamplerSpec",
-    "SchedulerSpec",
     "Space",
     "config_to_document",
     "diff_documents",
+    "leaf_value",
     "load_space",
     "load_trial_config",
     "parse_space",
 ]
 
-OBJECTIVES = ("accuracy", "params", "macs", "flops")
-DEFAULT_OBJECTIVES = ("accuracy", "params", "macs")
-#: Sampler name -> options accepted in the YAML (passed to the Optuna sampler as keyword arguments).
-SAMPLERS: dict[str, tuple[str, ...]] = {
-    "tpe": (
-        "n_startup_trials",
-        "n_ei_candidates",
-        "multivariate",
-        "group",
-        "constant_liar",
-        "consider_endpoints",
-    ),
-    "nsga2": ("population_size", "mutation_prob", "crossover_prob", "swapping_prob"),
-    "nsga3": ("population_size", "mutation_prob", "crossover_prob", "swapping_prob", "dividing_parameter"),
-    "gp": ("n_startup_trials", "deterministic_objective"),
-    "random": (),
-    "qmc": ("qmc_type", "scramble"),
-}
-SCHEDULERS = ("none", "asha")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_DISTRIBUTIONS = ("choice", "int", "float", "subset")
+#: What ``deploy.exit: anytime`` calibrates for when ``deploy.target`` is not given.
+DEFAULT_ANYTIME_TARGET = AnytimeTarget(accuracy_drop=0.005)
 
 
 class SuggestTrial(Protocol):
@@ -76,131 +64,6 @@ class SuggestTrial(Protocol):
     def suggest_float(
         self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
     ) -> float: ...
-
-
-# --------------------------------------------------------------------------------------------------
-# Leaf schema: what each searchable key accepts.
-
-
-@dataclass(frozen=True)
-class _Leaf:
-    kind: str  # "enum" | "int" | "float" | "bool" | "ints" | "floats"
-    allowed: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # low itself not allowed
-
-    def check(self, value: Any) -> Any:
-        """Return the value coerced to the key's type, or raise ValueError(what is allowed)."""
-        if self.kind == "enum":
-            if isinstance(value, bool) or value not in self.allowed:
-                raise ValueError(f"{value!r} is not one of {', '.join(map(str, self.allowed))}")
-            return value
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError(f"expected true or false, got {value!r}")
-            return value
-        if self.kind in ("ints", "floats"):
-            if not isinstance(value, list):
-                raise ValueError(f"expected a list, got {value!r}")
-            item = _Leaf(
-                "int" if self.kind == "ints" else "float", self.allowed, self.low, self.high, self.low_open
-            )
-            checked = [item.check(v) for v in value]
-            if self.allowed and len(set(checked)) != len(checked):
-                raise ValueError(f"items must be unique, got {value!r}")
-            return sorted(checked) if self.allowed else checked
-        if self.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    raise ValueError(f"expected an integer, got {value!r}")
-            if self.allowed and value not in self.allowed:
-                raise ValueError(f"{value!r} is not one of {', '.join(map(str, self.allowed))}")
-        elif self.kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"expected a number, got {value!r}")
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError(f"expected a finite number, got {value!r}")
-        self._check_range(value)
-        return value
-
-    def _check_range(self, value: float) -> None:
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            sign = ">" if self.low_open else ">="
-            raise ValueError(f"must be {sign} {self.low:g}, got {value!r}")
-        if self.high is not None and value > self.high:
-            raise ValueError(f"must be <= {self.high:g}, got {value!r}")
-
-
-_POS = {"low": 0.0, "low_open": True}
-_NONNEG = {"low": 0.0}
-#: section -> key -> leaf schema. ``space.train`` accepts every key of the top-level ``train``.
-_TRAIN_LEAVES: dict[str, _Leaf] = {
-    "epochs": _Leaf("int", low=1),
-    "batch_size": _Leaf("int", low=1),
-    "optimizer": _Leaf("enum", C.OPTIMIZERS),
-    "lr": _Leaf("float", **_POS),
-    "momentum": _Leaf("float", low=0.0, high=1.0),
-    "nesterov": _Leaf("bool"),
-    "weight_decay": _Leaf("float", **_NONNEG),
-    "schedule": _Leaf("enum", C.SCHEDULES),
-    "warmup_epochs": _Leaf("int", low=0),
-    "milestones": _Leaf("floats", low=0.0, high=1.0),
-    "gamma": _Leaf("float", **_POS),
-    "amp": _Leaf("bool"),
-    "channels_last": _Leaf("bool"),
-}
-_SPACE_LEAVES: dict[str, dict[str, _Leaf]] = {
-    "backbone": {
-        "arch": _Leaf("enum", C.ARCHS),
-        "width": _Leaf("float", low=0.0, low_open=True, high=4.0),
-        "depth": _Leaf("int", low=1, high=8),
-    },
-    "branches": {
-        "placement": _Leaf("ints", allowed=(1, 2, 3)),
-        "style": _Leaf("enum", C.BRANCH_STYLES),
-    },
-    "cbfe": {
-        "location": _Leaf("enum", C.CBFE_LOCATIONS),
-        "ratio": _Leaf("int", low=1),
-    },
-    "fusion": {"type": _Leaf("enum", C.FUSION_TYPES)},
-    "loss": {
-        "teacher": _Leaf("enum", C.TEACHERS),
-        "kd_weight": _Leaf("float", **_NONNEG),
-        "temperature": _Leaf("float", **_POS),
-        "feature_weight": _Leaf("float", **_NONNEG),
-        "ce_weight": _Leaf("float", **_POS),
-        "style": _Leaf("enum", C.LOSS_STYLES),
-    },
-    "train": _TRAIN_LEAVES,
-}
-_DATA_LEAVES: dict[str, _Leaf] = {
-    "dataset": _Leaf("enum", C.DATASETS),
-    "val_fraction": _Leaf("float", low=0.0, low_open=True, high=0.9),
-    "download": _Leaf("bool"),
-    "augment": _Leaf("enum", C.AUGMENTS),
-}
-_TOP_KEYS = (
-    "name",
-    "description",
-    "storage",
-    "trials",
-    "seed",
-    "sampler",
-    "objectives",
-    "budget",
-    "resources",
-    "scheduler",
-    "data",
-    "train",
-    "space",
-    "deploy",
-    "provenance",
-)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,9 +88,28 @@ class Dimension:
     log: bool = False
     min: int = 0
 
+    @classmethod
+    def of(cls, key: str, given: Any) -> Dimension:
+        """The dimension for a validated ``space:`` value (a literal or a distribution record)."""
+        if not isinstance(given, BaseModel):
+            return cls(key, "fixed", value=given)
+        spec = dict(given)
+        if "choice" in spec:
+            return cls(key, "choice", choices=tuple(spec["choice"]))
+        if "subset" in spec:
+            return cls(key, "subset", choices=tuple(sorted(spec["subset"])), min=spec["min"])
+        kind = "int" if "int" in spec else "float"
+        low, high = spec[kind]
+        return cls(key, kind, low=low, high=high, step=spec["step"], log=spec["log"])
+
     @property
     def is_fixed(self) -> bool:
         return self.kind == "fixed"
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        """Every value it can take, for enumerated leaves (the fixed value, or the choices)."""
+        return (self.value,) if self.is_fixed else self.choices
 
     def describe(self) -> str:
         """Short human form: ``choice(resnet, mobilenetv2)``, ``float[0.01, 0.2] log``."""
@@ -242,9 +124,9 @@ class Dimension:
     def as_spec(self) -> Any:
         """The canonical YAML form (used for hashing and for naming what changed)."""
         if self.kind == "fixed":
-            return self.value
+            return _plain(self.value)
         if self.kind in ("choice", "subset"):
-            spec: dict[str, Any] = {self.kind: list(self.choices)}
+            spec: dict[str, Any] = {self.kind: _plain(self.choices)}
             if self.kind == "subset":
                 spec["min"] = self.min
             return spec
@@ -252,6 +134,12 @@ class Dimension:
         if self.step is not None:
             spec["step"] = self.step
         return spec
+
+    def lowest(self) -> Any:
+        """The smallest value it can take (numbers)."""
+        if self.is_fixed:
+            return self.value
+        return min(self.choices) if self.kind == "choice" else self.low
 
     def suggest(
         self, trial: SuggestTrial, *, name: str | None = None, choices: tuple[Any, ...] | None = None
@@ -273,41 +161,17 @@ class Dimension:
 
 
 # --------------------------------------------------------------------------------------------------
-# Study settings.
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """Optuna sampler name and its keyword options (``seed`` comes from the space's seed)."""
-
-    type: str = "tpe"
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    """Trial scheduler: ``none`` or ASHA on validation accuracy."""
-
-    type: str = "none"
-    grace_epochs: int = 1
-    reduction_factor: float = 3.0
-
-
-@dataclass(frozen=True)
-class Resources:
-    """Per-trial resources; ``concurrent`` caps trials at once (None: as many as fit)."""
-
-    cpu: float = 1.0
-    gpu: float = 0.0
-    concurrent: int | None = None
+# The space.
 
 
 @dataclass(frozen=True)
 class Space:
     """A validated space file. Build it with :func:`load_space` or :func:`parse_space`.
 
-    Invariant: every leaf in ``dims`` passed its key's schema, so :meth:`suggest` only ever yields
-    configs the network builder accepts (conditional keys are resolved at sampling time).
+    Invariant: every leaf in ``dims`` passed its declaration, and the value conditions of
+    :mod:`sdsearch.config` are resolved at sampling time, so :meth:`suggest` only ever yields
+    configs the network builder accepts (a subset below its ``min`` is the one exception,
+    reported by :meth:`invalid_reason`).
     """
 
     source: str
@@ -315,17 +179,21 @@ class Space:
     storage: str
     n_trials: int
     seed: int
-    sampler: SamplerSpec
+    sampler: SamplerSetting
     objectives: tuple[str, ...]
     budget: Mapping[str, float]
-    resources: Resources
-    scheduler: SchedulerSpec
-    data: C.DataConfig
-    train: C.TrainConfig
+    resources: ResourcesSetting
+    scheduler: SchedulerSetting
+    data: DataConfig
+    train: TrainConfig
+    deploy: DeployConfig
     dims: Mapping[str, Dimension]
-    deploy_exit: str
     document: Mapping[str, Any]
     provenance: Mapping[str, Any] | None = None
+
+    @property
+    def deploy_exit(self) -> str:
+        return self.deploy.exit
 
     # -- shape of the space ------------------------------------------------------------------------
     @property
@@ -342,19 +210,26 @@ class Space:
     def conditional(self) -> dict[str, str]:
         """Searched keys sampled only under a condition -> that condition, in words."""
         out: dict[str, str] = {}
-        location = self.dims["cbfe.location"]
-        if not self.dims["cbfe.ratio"].is_fixed and "none" in _values(location):
-            out["cbfe.ratio"] = "only when cbfe.location is not none"
-        teacher = self.dims["loss.teacher"]
-        if "fused" in _values(teacher) and len(_values(teacher)) > 1 and "none" in self._fusion_values():
-            out["loss.teacher"] = "fused only when fusion.type is not none"
+        for key, dim in self.dims.items():
+            leaf = LEAVES[key]
+            if dim.is_fixed:
+                continue
+            if leaf.applies is not None and not all(
+                leaf.applies.allows(v) for v in self._values(leaf.applies.key)
+            ):
+                out[key] = f"only when {leaf.applies}"
+            for need in leaf.needs:
+                if need.value in dim.values and not all(
+                    need.when.allows(v) for v in self._values(need.when.key)
+                ):
+                    out[key] = f"{need.value} only when {need.when}"
         return out
 
-    def _fusion_values(self) -> tuple[Any, ...]:
-        values = _values(self.dims["fusion.type"])
-        if _values(self.dims["loss.teacher"]) == ("fused",):
-            values = tuple(v for v in values if v != "none")
-        return values
+    def _values(self, key: str) -> tuple[Any, ...]:
+        dim = self.dims.get(key)
+        if dim is not None:
+            return dim.values
+        return (getattr(self.train, LEAVES[key].name),)
 
     # -- sampling ----------------------------------------------------------------------------------
     def suggest(self, trial: SuggestTrial) -> TrialConfig:
@@ -362,37 +237,25 @@ class Space:
 
         The config may still break a cross-key rule; :meth:`invalid_reason` says which.
         """
-        v: dict[str, Any] = {}
-        for key in (
-            "backbone.arch",
-            "backbone.width",
-            "backbone.depth",
-            "branches.placement",
-            "branches.style",
-            "cbfe.location",
-        ):
-            v[key] = self.dims[key].suggest(trial)
-        v["cbfe.ratio"] = (
-            self.dims["cbfe.ratio"].suggest(trial) if v["cbfe.location"] != "none" else C.CBFEConfig.ratio
-        )
-        v["fusion.type"] = self.dims["fusion.type"].suggest(trial, choices=self._fusion_values())
-        teacher = self.dims["loss.teacher"]
-        if v["fusion.type"] == "none" and "fused" in _values(teacher):
-            without_fused = tuple(t for t in _values(teacher) if t != "fused")
-            v["loss.teacher"] = teacher.suggest(
-                trial, name="loss.teacher_without_fusion", choices=without_fused
-            )
-        else:
-            v["loss.teacher"] = teacher.suggest(trial)
-        for key, dim in self.dims.items():
-            if key not in v:
-                v[key] = dim.suggest(trial)
-        return self._config(v)
+        values: dict[str, Any] = {}
+        for key, leaf in LEAVES.items():
+            dim = self.dims.get(key)
+            if dim is None:
+                continue
+            if leaf.applies is not None and not leaf.applies.holds(values):
+                values[key] = leaf.default
+                continue
+            name, choices = key, dim.choices if dim.kind == "choice" else None
+            for need in leaf.needs:
+                if choices is not None and need.value in choices and not need.when.holds(values):
+                    name, choices = need.param, tuple(c for c in choices if c != need.value)
+            values[key] = dim.suggest(trial, name=name, choices=choices)
+        return self._config(values)
 
     @property
     def can_be_invalid(self) -> bool:
         """Whether :meth:`suggest` can yield a config that :meth:`invalid_reason` refuses."""
-        return self.dims["branches.placement"].min > 0
+        return any(d.kind == "subset" and d.min > 0 for d in self.dims.values())
 
     def invalid_reason(self, config: TrialConfig) -> str | None:
         """Why a sampled config breaks a rule no single leaf can express (a subset under its ``min``)."""
@@ -413,39 +276,43 @@ class Space:
             )
         return self.suggest(_NoTrial())
 
-    def _config(self, v: Mapping[str, Any]) -> TrialConfig:
-        sections: dict[str, dict[str, Any]] = {}
-        for key, value in v.items():
-            section, leaf = key.split(".", 1)
-            sections.setdefault(section, {})[leaf] = value
-        model = {s: sections[s] for s in ("backbone", "branches", "cbfe", "fusion")}
-        train = dataclasses.asdict(self.train) | sections.get("train", {})
-        return TrialConfig.from_dict(
-            {
-                "model": model,
-                "loss": sections["loss"],
-                "data": dataclasses.asdict(self.data),
-                "train": train,
-                "deploy_exit": self.deploy_exit,
-                "seed": self.seed,
-            }
-        )
+    def _config(self, values: Mapping[str, Any]) -> TrialConfig:
+        tree: dict[str, Any] = {
+            "data": self.data.to_dict(),
+            "train": self.train.to_dict(),
+            "deploy": self.deploy.to_dict(),
+            "seed": self.seed,
+        }
+        for key, value in values.items():
+            leaf = LEAVES[key]
+            node = tree
+            for part in SPACE_SECTIONS[leaf.section]:
+                node = node.setdefault(part, {})
+            node[leaf.name] = value
+        return TrialConfig.model_validate(tree)
 
     # -- identity ----------------------------------------------------------------------------------
     def study_spec(self) -> dict[str, Any]:
-        """The parts that define the study's results: space, data, train, objectives, budget, deploy.
+        """The parts that define the study's results: space, data, train, deploy, objectives, budget, seed.
 
         The seed is included: it fixes the validation split and the initial weights of every trial.
         Not trials, sampler, resources, scheduler or storage: changing those continues the study.
+        Values equal to their declared default are left out, so a new option with a default does
+        not make an existing study look changed.
         """
+        space = {
+            k: d.as_spec()
+            for k, d in sorted(self.dims.items())
+            if not (d.is_fixed and d.value == LEAVES[k].default)
+        }
         return {
-            "space": {k: d.as_spec() for k, d in sorted(self.dims.items())},
-            "data": dataclasses.asdict(self.data),
-            "train": dataclasses.asdict(self.train),
+            "space": space,
+            "data": self.data.model_dump(mode="json", exclude_defaults=True),
+            "train": self.train.model_dump(mode="json", exclude_defaults=True),
+            "deploy": self.deploy.model_dump(mode="json", exclude_defaults=True),
             "seed": self.seed,
             "objectives": list(self.objectives),
             "budget": dict(sorted(self.budget.items())),
-            "deploy": {"exit": self.deploy_exit},
         }
 
     def spec_hash(self) -> str:
@@ -458,13 +325,9 @@ class _NoTrial:
     """Stands in for an Optuna trial when a space has nothing to sample."""
 
     def suggest_categorical(self, name: str, choices: Any) -> Any:
-        raise AssertionError(f"fixed space sampled {name}")
+        raise RuntimeError(f"a fixed space sampled {name}")
 
     suggest_int = suggest_float = suggest_categorical
-
-
-def _values(dim: Dimension) -> tuple[Any, ...]:
-    return (dim.value,) if dim.is_fixed else dim.choices
 
 
 def _plain(value: Any) -> Any:
@@ -476,6 +339,234 @@ def _plain(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------
+# Building a Space from a validated document, and the rules that span several keys.
+
+
+def _dims(document: SpaceDocument) -> dict[str, Dimension]:
+    dims: dict[str, Dimension] = {}
+    for key, leaf in LEAVES.items():
+        section = getattr(document.space, leaf.section)
+        given = getattr(section, leaf.name) if section is not None else None
+        if given is not None:
+            dims[key] = Dimension.of(key, given)
+        elif leaf.section != "train":  # unsearched train keys come from the top-level train
+            dims[key] = Dimension(key, "fixed", value=leaf.default)
+    return _narrowed(dims)
+
+
+def _narrowed(dims: dict[str, Dimension]) -> dict[str, Dimension]:
+    """Where a leaf can only take values that need a condition (teacher fixed to ``fused``), narrow
+    the condition's own leaf to the values that satisfy it (fusion.type without ``none``)."""
+    for key, leaf in LEAVES.items():
+        for need in leaf.needs:
+            dim, other = dims.get(key), dims.get(need.when.key)
+            if dim is None or other is None or set(dim.values) != {need.value} or other.is_fixed:
+                continue
+            kept = tuple(v for v in other.choices if need.when.allows(v))
+            if kept and kept != other.choices:
+                dims[other.key] = replace(other, choices=kept)
+    return dims
+
+
+class _Rules:
+    """Rules over several keys: contradictions that make every config of a space invalid."""
+
+    def __init__(self, source: str, document: SpaceDocument, dims: Mapping[str, Dimension]) -> None:
+        self.source, self.doc, self.dims = source, document, dims
+
+    def fail(self, key: str, message: str) -> SpaceError:
+        return SpaceError(self.source, key, message)
+
+    def check(self) -> None:
+        self.value_needs()
+        self.nesterov()
+        self.deploy()
+        self.objectives()
+
+    def train_dim(self, name: str) -> tuple[str, Dimension]:
+        key = f"train.{name}"
+        if key in self.dims:
+            return f"space.{key}", self.dims[key]
+        return key, Dimension(key, "fixed", value=getattr(self.doc.train, name))
+
+    def value_needs(self) -> None:
+        for key, leaf in LEAVES.items():
+            for need in leaf.needs:
+                dim, other = self.dims.get(key), self.dims.get(need.when.key)
+                if dim is None or other is None or set(dim.values) != {need.value}:
+                    continue
+                if not any(need.when.allows(v) for v in other.values):
+                    raise self.fail(
+                        f"space.{key}",
+                        f"{need.value} needs {need.when}, but {need.when.key} is "
+                        f"{' or '.join(map(str, other.values))} (change space.{need.when.key} or {key})",
+                    )
+
+    def nesterov(self) -> None:
+        _, nesterov = self.train_dim("nesterov")
+        key, momentum = self.train_dim("momentum")
+        if True in nesterov.values and momentum.lowest() == 0:
+            raise self.fail(key, "nesterov needs momentum > 0 (raise momentum or set nesterov: false)")
+
+    def deploy(self) -> None:
+        deploy, placement = self.doc.deploy, self.dims["branches.placement"]
+        if deploy.exit == "anytime":
+            always = placement.min > 0 if placement.kind == "subset" else bool(placement.value)
+            if not always:
+                raise self.fail(
+                    "deploy.exit",
+                    "anytime needs a shallow exit in every config: give branches.placement a fixed "
+                    "non-empty list, or a subset with min: 1",
+                )
+            if deploy.quantize != "none":
+                raise self.fail("deploy.quantize", "int8 quantization of anytime models is not supported yet")
+        elif deploy.exit != "final":
+            stage = int(deploy.exit)
+            if not (placement.is_fixed and stage in placement.value):
+                raise self.fail(
+                    "deploy.exit",
+                    f"exit {stage} must be in every config, so branches.placement must be "
+                    f"a fixed list containing {stage} (or deploy the final exit)",
+                )
+        if deploy.target is not None and deploy.exit != "anytime":
+            raise self.fail("deploy.target", "a target calibrates anytime thresholds; it needs exit: anytime")
+        if deploy.quantize == "int8" and deploy.dtype != "int8":
+            raise self.fail(
+                "deploy.dtype", "quantize: int8 deploys an int8 model; set dtype: int8 (or quantize: none)"
+            )
+
+    def objectives(self) -> None:
+        objectives = self.doc.objectives
+        for i, name in enumerate(objectives):
+            if METRICS.get(name).anytime and self.doc.deploy.exit != "anytime":
+                raise self.fail(f"objectives[{i}]", f"{name} needs deploy.exit: anytime")
+        if len(set(objectives)) != len(objectives):
+            raise self.fail("objectives", f"objectives repeat: {objectives}")
+        if not any(name in quality_metrics() for name in objectives):
+            raise self.fail(
+                "objectives",
+                f"must include {' or '.join(quality_metrics())} (what would the search maximise?)",
+            )
+        if "macs" in objectives and "flops" in objectives:
+            raise self.fail("objectives", "use macs or flops, not both (flops = 2 x macs)")
+
+
+def _storage(value: str | None, name: str, source: str) -> str:
+    if value is None:
+        return f"sqlite:///studies/{name}.db"
+    if "://" in value:
+        return value
+    if value.endswith((".db", ".sqlite", ".sqlite3")):
+        return f"sqlite:///{value}"
+    raise SpaceError(source, "storage", f"{value!r} is not a database URL (e.g. sqlite:///studies/{name}.db)")
+
+
+def parse_space(document: Any, *, source: str = "<string>", default_name: str = "study") -> Space:
+    """Validate a parsed YAML document (see :func:`load_space`)."""
+    if not isinstance(document, Mapping):
+        raise SpaceError(
+            source,
+            "",
+            f"the document must be a mapping with keys such as name, space, train; got {_kind(document)}",
+        )
+    try:
+        doc = SpaceDocument.model_validate(document)
+    except ValidationError as exc:
+        key, message = error_message(exc)
+        raise SpaceError(source, key, message) from None
+    dims = _dims(doc)
+    _Rules(source, doc, dims).check()
+    name = doc.name or re.sub(r"[^A-Za-z0-9_.-]", "_", default_name)
+    deploy = doc.deploy
+    if deploy.exit == "anytime" and deploy.target is None:
+        deploy = deploy.replace(target=DEFAULT_ANYTIME_TARGET)
+    return Space(
+        source=source,
+        name=name,
+        storage=_storage(doc.storage, name, source),
+        n_trials=doc.trials,
+        seed=doc.seed,
+        sampler=doc.sampler,
+        objectives=tuple(doc.objectives),
+        budget=stored_limits({m: v for m, v in dict(doc.budget).items() if v is not None}),
+        resources=doc.resources,
+        scheduler=doc.scheduler,
+        data=doc.data,
+        train=doc.train,
+        deploy=deploy,
+        dims=dims,
+        document=_plain(dict(document)),
+        provenance=doc.provenance,
+    )
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: f"text {value!r}", bool: f"{value}".lower()}.get(
+        type(value), f"{type(value).__name__} {value!r}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Trainer configs and comparisons.
+
+
+def config_to_document(
+    config: TrialConfig, *, name: str, provenance: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A trainer-config document (same schema as a space, every value fixed) for ``config``.
+
+    ``load_trial_config`` on the written YAML gives back ``config``.
+    """
+    tree = config.to_dict()
+    space: dict[str, Any] = {}
+    for section, path in SPACE_SECTIONS.items():
+        node: Any = tree
+        for part in path:
+            node = node[part]
+        if section != "train":
+            space[section] = node
+    doc: dict[str, Any] = {
+        "name": name,
+        "seed": config.seed,
+        "data": {k: v for k, v in tree["data"].items() if v is not None},
+        "train": tree["train"],
+        "space": space,
+        "deploy": {k: v for k, v in tree["deploy"].items() if v is not None},
+    }
+    if provenance:
+        doc["provenance"] = _plain(dict(provenance))
+    return doc
+
+
+def leaf_value(config: TrialConfig | Mapping[str, Any], leaf: Leaf) -> Any:
+    """The value of a searchable leaf in a config (or in its stored dict); None when absent."""
+    node: Any = config.to_dict() if isinstance(config, TrialConfig) else config
+    for part in SPACE_SECTIONS[leaf.section]:
+        node = node.get(part, {}) if isinstance(node, Mapping) else {}
+    return node.get(leaf.name) if isinstance(node, Mapping) else None
+
+
+def diff_documents(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Key paths whose values differ between two study specs, as ``key: old -> new`` lines."""
+    changes: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changes.extend(diff_documents(a, b, f"{path}."))
+        elif _plain(a) != _plain(b):
+            changes.append(f"{path}: {_short(a)} -> {_short(b)}")
+    return changes
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(_plain(value)) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
 # Loading.
 
 
@@ -484,8 +575,8 @@ def load_space(path: str | os.PathLike[str]) -> Space:
 
     Example:
         >>> space = load_space("spaces/iot_budget.yaml")
-        >>> space.name, space.n_trials
-        ('iot_budget', 24)
+        >>> space.name
+        'iot_budget'
 
     Raises:
         SpaceError: the file is missing, not YAML, or breaks a rule; the message names the key.
@@ -538,422 +629,3 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise SpaceError(source, line, f"{kind}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SpaceError(source, "", f"YAML syntax error: {exc}") from None
-
-
-def parse_space(document: Any, *, source: str = "<string>", default_name: str = "study") -> Space:
-    """Validate a parsed YAML document (see :func:`load_space`)."""
-    return _Validator(source).space(document, default_name)
-
-
-def _did_you_mean(word: str, options: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
-
-
-class _Validator:
-    """Walks a document once, raising the first :class:`SpaceError` with its key path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, message: str) -> SpaceError:
-        return SpaceError(self.source, key, message)
-
-    def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            what = f"a mapping of {', '.join(allowed)}" if allowed else "a mapping"
-            raise self.fail(key, f"expected {what}, got {_kind(value)}")
-        for k in value:
-            if not isinstance(k, str) or k not in allowed:
-                prefix = f"{key}." if key else ""
-                raise self.fail(
-                    f"{prefix}{k}",
-                    f"unknown key (allowed: {', '.join(allowed)}){_did_you_mean(str(k), allowed)}",
-                )
-        return dict(value)
-
-    def leaf(self, schema: _Leaf, value: Any, key: str) -> Any:
-        try:
-            return schema.check(value)
-        except ValueError as exc:
-            raise self.fail(key, str(exc)) from None
-
-    # -- top level ---------------------------------------------------------------------------------
-    def space(self, document: Any, default_name: str) -> Space:
-        if not isinstance(document, Mapping):
-            raise self.fail(
-                "",
-                f"the document must be a mapping with keys such as name, space, train; got {_kind(document)}",
-            )
-        doc = self.mapping(document, "", _TOP_KEYS)
-        name = doc.get("name", re.sub(r"[^A-Za-z0-9_.-]", "_", default_name))
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise self.fail("name", f"{name!r} is not a valid study name (letters, digits, _ . - only)")
-        if "description" in doc and not isinstance(doc["description"], str):
-            raise self.fail("description", f"expected text, got {_kind(doc['description'])}")
-        storage = self.storage(doc.get("storage"), name)
-        n_trials = self.leaf(_Leaf("int", low=1), doc.get("trials", 20), "trials")
-        seed = self.leaf(_Leaf("int", low=0), doc.get("seed", 0), "seed")
-        objectives = self.objectives(doc.get("objectives", list(DEFAULT_OBJECTIVES)))
-        budget = self.budget(doc.get("budget"))
-        data = self.data(doc.get("data"))
-        train = self.train(doc.get("train"))
-        deploy_exit = self.deploy(doc.get("deploy"))
-        dims = self.dims(doc.get("space"))
-        self.cross_checks(dims, deploy_exit, train)
-        provenance = doc.get("provenance")
-        if provenance is not None and not isinstance(provenance, Mapping):
-            raise self.fail("provenance", f"expected a mapping, got {_kind(provenance)}")
-        return Space(
-            source=self.source,
-            name=name,
-            storage=storage,
-            n_trials=n_trials,
-            seed=seed,
-            sampler=self.sampler(doc.get("sampler", "tpe")),
-            objectives=objectives,
-            budget=budget,
-            resources=self.resources(doc.get("resources")),
-            scheduler=self.scheduler(doc.get("scheduler")),
-            data=data,
-            train=train,
-            dims=dims,
-            deploy_exit=deploy_exit,
-            document=_plain(doc),
-            provenance=dict(provenance) if provenance is not None else None,
-        )
-
-    def storage(self, value: Any, name: str) -> str:
-        if value is None:
-            return f"sqlite:///studies/{name}.db"
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(
-                "storage", f"expected a database URL such as sqlite:///studies/{name}.db, got {value!r}"
-            )
-        if "://" not in value:
-            if value.endswith((".db", ".sqlite", ".sqlite3")):
-                return f"sqlite:///{value}"
-            raise self.fail("storage", f"{value!r} is not a database URL (e.g. sqlite:///studies/{name}.db)")
-        return value
-
-    def objectives(self, value: Any) -> tuple[str, ...]:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not value:
-            raise self.fail(
-                "objectives", f"expected a non-empty list of {', '.join(OBJECTIVES)}, got {value!r}"
-            )
-        for i, item in enumerate(value):
-            if item not in OBJECTIVES:
-                raise self.fail(
-                    f"objectives[{i}]",
-                    f"{item!r} is not one of {', '.join(OBJECTIVES)}{_did_you_mean(str(item), OBJECTIVES)}",
-                )
-        if len(set(value)) != len(value):
-            raise self.fail("objectives", f"objectives repeat: {value}")
-        if "accuracy" not in value:
-            raise self.fail("objectives", "must include accuracy (what would the search maximise?)")
-        if "macs" in value and "flops" in value:
-            raise self.fail("objectives", "use macs or flops, not both (flops = 2 x macs)")
-        return tuple(value)
-
-    def budget(self, value: Any) -> dict[str, float]:
-        raw = self.mapping(value, "budget", ("params", "macs", "flops"))
-        out = {}
-        for metric, limit in raw.items():
-            try:
-                size = parse_size(limit)
-            except ValueError as exc:
-                raise self.fail(f"budget.{metric}", str(exc)) from None
-            if size <= 0:
-                raise self.fail(f"budget.{metric}", f"must be > 0, got {limit!r}")
-            out[metric] = size
-        return out
-
-    def sampler(self, value: Any) -> SamplerSpec:
-        given_as_name = isinstance(value, str)
-        if given_as_name:
-            value = {"type": value}
-        raw = self.mapping(
-            value, "sampler", ("type", *sorted({o for opts in SAMPLERS.values() for o in opts}))
-        )
-        kind = raw.pop("type", "tpe")
-        if kind not in SAMPLERS:
-            names = tuple(SAMPLERS)
-            raise self.fail(
-                "sampler" if given_as_name else "sampler.type",
-                f"{kind!r} is not one of {', '.join(names)}{_did_you_mean(str(kind), names)}",
-            )
-        for option in raw:
-            if option not in SAMPLERS[kind]:
-                allowed = ", ".join(SAMPLERS[kind]) or "no options"
-                raise self.fail(
-                    f"sampler.{option}", f"not an option of the {kind} sampler (allowed: {allowed})"
-                )
-        if "population_size" in raw:
-            self.leaf(_Leaf("int", low=2), raw["population_size"], "sampler.population_size")
-        if "n_startup_trials" in raw:
-            self.leaf(_Leaf("int", low=0), raw["n_startup_trials"], "sampler.n_startup_trials")
-        return SamplerSpec(kind, raw)
-
-    def resources(self, value: Any) -> Resources:
-        raw = self.mapping(value, "resources", ("cpu", "gpu", "concurrent"))
-        cpu = self.leaf(_Leaf("float", low=0.0, low_open=True), raw.get("cpu", 1), "resources.cpu")
-        gpu = self.leaf(_Leaf("float", low=0.0), raw.get("gpu", 0), "resources.gpu")
-        if gpu > 1 and not float(gpu).is_integer():
-            raise self.fail("resources.gpu", f"more than one GPU must be a whole number, got {gpu!r}")
-        concurrent = raw.get("concurrent")
-        if concurrent is not None:
-            concurrent = self.leaf(_Leaf("int", low=1), concurrent, "resources.concurrent")
-        return Resources(cpu=cpu, gpu=gpu, concurrent=concurrent)
-
-    def scheduler(self, value: Any) -> SchedulerSpec:
-        if value is None or isinstance(value, str):
-            value = {"type": value or "none"}
-        raw = self.mapping(value, "scheduler", ("type", "grace_epochs", "reduction_factor"))
-        kind = raw.get("type", "none")
-        if kind not in SCHEDULERS:
-            raise self.fail("scheduler.type", f"{kind!r} is not one of {', '.join(SCHEDULERS)}")
-        if kind == "none" and len(raw) > 1:
-            raise self.fail("scheduler", "grace_epochs and reduction_factor need type: asha")
-        grace = self.leaf(_Leaf("int", low=1), raw.get("grace_epochs", 1), "scheduler.grace_epochs")
-        factor = self.leaf(
-            _Leaf("float", low=1.0, low_open=True),
-            raw.get("reduction_factor", 3),
-            "scheduler.reduction_factor",
-        )
-        return SchedulerSpec(kind, grace, factor)
-
-    def data(self, value: Any) -> C.DataConfig:
-        fields = tuple(f.name for f in dataclasses.fields(C.DataConfig))
-        raw = self.mapping(value, "data", fields)
-        out: dict[str, Any] = {}
-        for key, item in raw.items():
-            if key in _DATA_LEAVES:
-                out[key] = self.leaf(_DATA_LEAVES[key], item, f"data.{key}")
-            elif item is not None and not isinstance(item, str):
-                raise self.fail(f"data.{key}", f"expected a path, got {_kind(item)}")
-            else:
-                out[key] = item
-        cfg = C.DataConfig(**out)
-        if cfg.dataset == "npz" and not cfg.path:
-            raise self.fail(
-                "data.path", "dataset npz needs path: FILE.npz (x_train, y_train, x_test, y_test)"
-            )
-        if cfg.dataset == "imagefolder" and not cfg.root:
-            raise self.fail(
-                "data.root", "dataset imagefolder needs root: DIR with train/ and test/ class folders"
-            )
-        return cfg
-
-    def train(self, value: Any) -> C.TrainConfig:
-        raw = self.mapping(value, "train", tuple(_TRAIN_LEAVES))
-        values = {k: self.leaf(_TRAIN_LEAVES[k], v, f"train.{k}") for k, v in raw.items()}
-        if "milestones" in values:
-            values["milestones"] = tuple(values["milestones"])
-        return C.TrainConfig(**values)
-
-    def deploy(self, value: Any) -> str:
-        raw = self.mapping(value, "deploy", ("exit",))
-        exit_ = str(raw.get("exit", "final"))
-        if exit_ not in C.EXIT_NAMES:
-            raise self.fail("deploy.exit", f"{raw.get('exit')!r} is not one of final, 1, 2, 3")
-        return exit_
-
-    # -- the space tree ----------------------------------------------------------------------------
-    def dims(self, value: Any) -> dict[str, Dimension]:
-        tree = self.mapping(value, "space", tuple(_SPACE_LEAVES))
-        dims: dict[str, Dimension] = {}
-        for section, leaves in _SPACE_LEAVES.items():
-            given = self.mapping(tree.get(section), f"space.{section}", tuple(leaves))
-            for leaf, schema in leaves.items():
-                key = f"{section}.{leaf}"
-                if leaf in given:
-                    dims[key] = self.dimension(schema, given[leaf], key)
-                elif section != "train":
-                    dims[key] = Dimension(key, "fixed", value=_default(section, leaf))
-        return dims
-
-    def dimension(self, schema: _Leaf, value: Any, key: str) -> Dimension:
-        path = f"space.{key}"
-        if not isinstance(value, Mapping):
-            return Dimension(key, "fixed", value=self.leaf(schema, value, path))
-        kinds = [k for k in _DISTRIBUTIONS if k in value]
-        if len(kinds) != 1:
-            extra = [k for k in value if k not in ("step", "log", "min", *_DISTRIBUTIONS)]
-            hint = _did_you_mean(str(extra[0]), _DISTRIBUTIONS) if extra else ""
-            raise self.fail(
-                path,
-                f"expected a value or exactly one distribution of {', '.join(_DISTRIBUTIONS)}; "
-                f"got keys {', '.join(map(str, value))}{hint}",
-            )
-        kind = kinds[0]
-        options = {"choice": (), "subset": ("min",), "int": ("step", "log"), "float": ("step", "log")}[kind]
-        for k in value:
-            if k != kind and k not in options:
-                raise self.fail(
-                    f"{path}.{k}", f"not an option of {kind} (allowed: {', '.join(options) or 'none'})"
-                )
-        if kind == "choice":
-            return self.choice(schema, value["choice"], key)
-        if kind == "subset":
-            return self.subset(schema, value, key)
-        return self.range(schema, value, kind, key)
-
-    def choice(self, schema: _Leaf, items: Any, key: str) -> Dimension:
-        path = f"space.{key}.choice"
-        if not isinstance(items, list) or not items:
-            raise self.fail(path, f"expected a non-empty list of values, got {items!r}")
-        checked = []
-        for i, item in enumerate(items):
-            if isinstance(item, (list, dict)):
-                raise self.fail(
-                    f"{path}[{i}]",
-                    f"choices must be single values, got {item!r}"
-                    + ("; use subset for placement" if key == "branches.placement" else ""),
-                )
-            checked.append(self.leaf(schema, item, f"{path}[{i}]"))
-        if len(set(map(repr, checked))) != len(checked):
-            raise self.fail(path, f"choices repeat: {items}")
-        return Dimension(key, "choice", choices=tuple(checked))
-
-    def subset(self, schema: _Leaf, spec: Mapping[str, Any], key: str) -> Dimension:
-        path = f"space.{key}"
-        if schema.kind not in ("ints", "floats"):
-            raise self.fail(
-                f"{path}.subset", "subset is only for list keys such as branches.placement; use choice"
-            )
-        items = self.leaf(schema, spec["subset"], f"{path}.subset")
-        if not items:
-            raise self.fail(f"{path}.subset", "expected a non-empty list of items")
-        n_min = self.leaf(_Leaf("int", low=0), spec.get("min", 0), f"{path}.min")
-        if n_min > len(items):
-            raise self.fail(f"{path}.min", f"min {n_min} is more than the {len(items)} items of the subset")
-        return Dimension(key, "subset", choices=tuple(items), min=n_min)
-
-    def range(self, schema: _Leaf, spec: Mapping[str, Any], kind: str, key: str) -> Dimension:
-        path = f"space.{key}.{kind}"
-        bounds = spec[kind]
-        if schema.kind not in ("int", "float") or (kind == "float" and schema.kind == "int"):
-            allowed = (
-                "choice"
-                if schema.kind in ("enum", "bool")
-                else ("int or choice" if schema.kind == "int" else "subset")
-            )
-            raise self.fail(path, f"a {kind} range does not fit this key (use {allowed})")
-        if not isinstance(bounds, list) or len(bounds) != 2:
-            raise self.fail(path, f"expected [low, high], got {bounds!r}")
-        item = _Leaf(kind, low=schema.low, high=schema.high, low_open=schema.low_open)
-        low, high = (self.leaf(item, b, f"{path}[{i}]") for i, b in enumerate(bounds))
-        if low > high:
-            raise self.fail(path, f"low <= high must hold, but got (low={low}, high={high})")
-        log = spec.get("log", False)
-        if not isinstance(log, bool):
-            raise self.fail(f"space.{key}.log", f"expected true or false, got {log!r}")
-        if log and low <= 0:
-            raise self.fail(path, f"log scale needs low > 0, got low={low}")
-        step = spec.get("step")
-        if step is not None:
-            step = self.leaf(_Leaf(kind, low=0, low_open=True), step, f"space.{key}.step")
-            if log:
-                raise self.fail(f"space.{key}.step", "step and log cannot be combined (Optuna forbids it)")
-        return Dimension(key, kind, low=low, high=high, step=step, log=log)
-
-    def cross_checks(self, dims: Mapping[str, Dimension], deploy_exit: str, train: C.TrainConfig) -> None:
-        """Rules over several keys: contradictions that make every config invalid."""
-        nesterov = dims.get("train.nesterov", Dimension("train.nesterov", "fixed", value=train.nesterov))
-        momentum = dims.get("train.momentum", Dimension("train.momentum", "fixed", value=train.momentum))
-        lowest = momentum.value if momentum.is_fixed else min(momentum.choices or (momentum.low,))
-        if True in _values(nesterov) and lowest == 0:
-            key = "space.train.momentum" if "train.momentum" in dims else "train.momentum"
-            raise self.fail(key, "nesterov needs momentum > 0 (raise momentum or set nesterov: false)")
-        teacher, fusion = _values(dims["loss.teacher"]), _values(dims["fusion.type"])
-        if teacher == ("fused",) and fusion == ("none",):
-            raise self.fail(
-                "space.loss.teacher",
-                "teacher fused needs a fusion, but fusion.type is none "
-                "(set fusion.type or use teacher deepest/ensemble)",
-            )
-        placement = dims["branches.placement"]
-        if deploy_exit != "final":
-            stage = int(deploy_exit)
-            fixed_ok = placement.is_fixed and stage in placement.value
-            if not fixed_ok:
-                raise self.fail(
-                    "deploy.exit",
-                    f"exit {stage} must be in every config, so branches.placement must be "
-                    f"a fixed list containing {stage} (or deploy the final exit)",
-                )
-
-
-def _default(section: str, leaf: str) -> Any:
-    defaults = {
-        "backbone": C.BackboneConfig(),
-        "branches": C.BranchesConfig(),
-        "cbfe": C.CBFEConfig(),
-        "fusion": C.FusionConfig(),
-        "loss": C.LossConfig(),
-    }
-    value = getattr(defaults[section], leaf)
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: f"text {value!r}", bool: f"{value}".lower()}.get(
-        type(value), f"{type(value).__name__} {value!r}"
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Trainer configs and comparisons.
-
-
-def config_to_document(
-    config: TrialConfig, *, name: str, provenance: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """A trainer-config document (same schema as a space, every value fixed) for ``config``.
-
-    ``load_trial_config`` on the written YAML gives back ``config``.
-    """
-    d = config.to_dict()
-    model = d["model"]
-    doc: dict[str, Any] = {
-        "name": name,
-        "seed": config.seed,
-        "data": d["data"],
-        "train": d["train"],
-        "space": {
-            "backbone": model["backbone"],
-            "branches": model["branches"],
-            "cbfe": model["cbfe"],
-            "fusion": model["fusion"],
-            "loss": d["loss"],
-        },
-        "deploy": {"exit": config.deploy_exit},
-    }
-    doc["data"] = {k: v for k, v in doc["data"].items() if v is not None}
-    if provenance:
-        doc["provenance"] = _plain(dict(provenance))
-    return doc
-
-
-def diff_documents(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Key paths whose values differ between two study specs, as ``key: old -> new`` lines."""
-    changes: list[str] = []
-    for key in sorted(set(old) | set(new)):
-        path = f"{prefix}{key}"
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            changes.extend(diff_documents(a, b, f"{path}."))
-        elif _plain(a) != _plain(b):
-            changes.append(f"{path}: {_short(a)} -> {_short(b)}")
-    return changes
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(_plain(value)) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -12,8 +12,6 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sdsearch.sizes import format_size
-
 if TYPE_CHECKING:
     from sdsearch.search.runner import RunSummary
     from sdsearch.space import Space
@@ -25,14 +23,19 @@ def space_summary(space: Space) -> Group:
     """Name, budget and the searched dimensions of a space (conditional ones marked)."""
     from sdsearch.search.storage import mask_url
 
-    data = f"data: {space.data.dataset}; {space.train.epochs} epochs; deploy exit {space.deploy_exit}"
+    data = (
+        f"data: {space.data.dataset}; {space.train.epochs} epochs; deploy exit {space.deploy_exit} "
+        f"({space.deploy.dtype}{', int8-quantized accuracy' if space.deploy.quantize == 'int8' else ''})"
+    )
     if space.is_fixed:
         return Group(
             Text.assemble(
                 ("ok ", "bold green"), (space.source, "bold"), ": trainer config (every value fixed); ", data
             )
         )
-    budget = ", ".join(f"{k} <= {format_size(v)}" for k, v in space.budget.items()) or "none"
+    from sdsearch.search.front import describe_limits
+
+    budget = describe_limits(space.budget)
     head = Text.assemble(
         ("ok ", "bold green"),
         (space.source, "bold"),
@@ -51,22 +54,33 @@ def space_summary(space: Space) -> Group:
     return Group(head, table)
 
 
-def cost_table(rows: Iterable[Mapping[str, Any]]) -> Table:
-    """Deploy cost per exit (MACs are multiply-accumulates; papers often call them FLOPs)."""
-    table = Table(title="deploy cost per exit (MACs = multiply-accumulates; FLOPs = 2 x MACs)")
-    for column in ("exit", "params", "MACs", "FLOPs"):
+def cost_table(rows: Iterable[Mapping[str, Any]], *, dtype: str = "int8") -> Table:
+    """Deploy metrics per exit (params, MACs, FLOPs, peak memory, size, latency when measured), each
+    column labelled with its unit and the caption with its convention (from the metric table)."""
+    from sdsearch.metrics import METRICS, metric_value
+
+    rows = list(rows)
+    names = [
+        m
+        for m in METRICS.names()
+        if METRICS.get(m).before_training and any(metric_value(r, m) is not None for r in rows)
+    ]
+    table = Table(
+        title=f"deploy metrics per exit ({dtype})",
+        caption="\n".join(METRICS.get(m).describe(dtype) for m in names),
+        caption_justify="left",
+    )
+    for column in ("exit", *(METRICS.get(m).heading(dtype) for m in names)):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(
-            str(row["exit"]), format_size(row["params"]), format_size(row["macs"]), format_size(row["flops"])
-        )
+        table.add_row(str(row["exit"]), *(METRICS.get(m).format(metric_value(row, m)) for m in names))
     return table
 
 
 def studies_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     """One line per study: trial counts by outcome."""
     table = Table(title="studies")
-    columns = ("study", "complete", "rejected", "failed", "pruned", "running", "target")
+    columns = ("study", "complete", "rejected", "failed", "pruned", "interrupted", "running", "target")
     for column in columns:
         table.add_column(column, justify="left" if column == "study" else "right")
     for row in rows:

@@ -27,6 +27,7 @@ class FakeEpoch:
     train_loss: float
     val_accuracy: dict[str, float]
     seconds: float
+    precision: str = "float32"
 
 
 def fake_accuracy(cfg: TrialConfig, exit_name: str) -> float:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.config import OPTIMIZERS, SCHEDULES, TrainConfig, TrialConfig
+from sdsearch.config import TrainConfig, TrialConfig
 from sdsearch.data import augment_policy
 from sdsearch.errors import ConfigError, SdsearchError
 from sdsearch.loader import DeviceLoader
@@ -85,6 +85,8 @@ class EpochReport:
         seconds: wall time of the epoch, evaluation included; ``train_seconds`` without it.
         images_per_second: training throughput of the epoch.
         loss_parts: mean of every named loss term (``LossOutput.parts``).
+        precision: what measured ``val_accuracy``: the float32 network (every epoch), or the
+            deployed int8 graph (a search trial's last report under ``deploy.quantize: int8``).
     """
 
     epoch: int
@@ -97,6 +99,7 @@ class EpochReport:
     train_seconds: float
     images_per_second: float
     loss_parts: dict[str, float] = field(default_factory=dict)
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -195,9 +198,8 @@ def fit(
 
     Raises:
         TrainingDivergedError: the loss or learning rate became NaN or infinite.
-        ConfigError: ``cfg`` or ``deploy_exit`` is invalid.
+        ConfigError: ``deploy_exit`` is not an exit of ``net``.
     """
-    _check_config(cfg)
     exits = tuple(getattr(net, "exits", ()))
     if exits and deploy_exit not in exits:
         raise ConfigError(f"deploy.exit: {deploy_exit!r} is not an exit of this network ({', '.join(exits)})")
@@ -252,7 +254,8 @@ def evaluate(
         net: multi-exit network; it is moved to ``device`` (default: where its parameters are).
         x, y: uint8 images ``(N, C, H, W)`` and labels, e.g. ``data.x_test, data.y_test``.
         mean, std: normalisation of the training split (``Dataset.mean`` / ``.std``).
-        amp: bf16 autocast (CUDA only).
+        amp: bf16 autocast (CUDA only). Without it the evaluation is strict float32 even inside
+            a caller's autocast region, and on CUDA without TF32 convolutions and matmuls.
     """
     if device is None:
         param = next(net.parameters(), None)
@@ -261,7 +264,25 @@ def evaluate(
     net.to(dev)
     loader = DeviceLoader(x, y, batch_size=batch_size, mean=mean, std=std, device=dev,
                           channels_last=channels_last)  # fmt: skip
-    return _evaluate(net, loader, amp=amp and dev.type == "cuda")
+    amp = amp and dev.type == "cuda"
+    with contextlib.nullcontext() if amp else _strict_float32(dev):
+        return _evaluate(net, loader, amp=amp)
+
+
+@contextlib.contextmanager
+def _strict_float32(device: torch.device) -> Iterator[None]:
+    """No autocast on ``device``, and on CUDA IEEE float32 convolutions and matmuls (no TF32), then restore."""
+    with torch.autocast(device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+        before = matmul.fp32_precision, conv.fp32_precision
+        matmul.fp32_precision = conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = before
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,16 +412,3 @@ def _optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
         )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _check_config(cfg: TrainConfig) -> None:
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer: {cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if cfg.schedule not in SCHEDULES:
-        raise ConfigError(f"train.schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ConfigError(
-            f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}"
-        )
-    if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum <= 0:
-        raise ConfigError(f"train.nesterov: needs train.momentum > 0, got momentum {cfg.momentum}")

@@ -4,17 +4,21 @@ This is ``sdsearch train CONFIG`` without the argument parsing. It trains on the
 (the validation split is still carved, for validation accuracy), measures every exit on the
 validation and test splits, and writes into ``out``:
 
-    config.yaml     the exact config used (a trainer config: ``sdsearch train`` reads it back)
-    metrics.json    val/test accuracy, params, MACs and FLOPs per exit, input normalisation,
-                    wall time, epochs, device, what happened to the ONNX export
-    checkpoint.pt   the training network's state_dict (+ loss adapters) and the config
-    model.ts        TorchScript of ``deploy(config.deploy_exit)``; input is normalised float NCHW
-    model.onnx      the same as ONNX, when ``onnx`` is installed
+    config.yaml       the exact config used (a trainer config: ``sdsearch train`` reads it back)
+    metrics.json      val/test accuracy, params, MACs and FLOPs per exit, input normalisation, wall
+                      time, epochs, device; per deployed file its size, test accuracy and latency
+    checkpoint.pt     the training network's state_dict (+ loss adapters) and the config
+    model.onnx        ONNX (fp32) of ``deploy(config.deploy_exit)``
+    model.int8.onnx   the same, statically quantized to int8 (calibrated on training images)
+    model.pt2         the same in float32, ``torch.export``-ed (``torch.export.load``)
+
+The deployed files take uint8 pixels ``(N, H, W, C)`` and return logits: normalisation is part of
+them (:mod:`sdsearch.deploy`). Test accuracies are float32, outside autocast, on every device.
+The checkpoint and config.yaml are written before the exports, so a failing export loses no training.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -29,16 +33,17 @@ from typing import Any
 import torch
 import yaml
 
-from sdsearch.artifacts import save_checkpoint, save_onnx, save_torchscript
+from sdsearch.artifacts import DEPLOY_FILES, save_checkpoint, save_deploy_models
 from sdsearch.config import TrialConfig
 from sdsearch.data import Dataset, load_dataset
+from sdsearch.metrics import METRICS
 from sdsearch.paths import output_dir
 from sdsearch.trainer import EpochReport, FitResult, build, evaluate, fit, resolve_device
 
 __all__ = ["ARTIFACTS", "TrainResult", "train"]
 
-#: Files ``train`` writes (model.onnx only when onnx is installed).
-ARTIFACTS = ("config.yaml", "metrics.json", "checkpoint.pt", "model.ts", "model.onnx")
+#: Files ``train`` writes.
+ARTIFACTS = ("config.yaml", "metrics.json", "checkpoint.pt", *DEPLOY_FILES.values())
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def train(
         >>> result.metrics["exits"]["final"]["test_accuracy"]         # doctest: +SKIP
         0.91
     """
-    from sdsearch.cost import exit_costs
+    from sdsearch.measure import DeployMetrics
 
     cfg, provenance = _resolve_config(config, epochs)
     if threads is None and provenance.get("threads") and resolve_device(device).type == "cpu":
@@ -100,18 +105,12 @@ def train(
     with _progress_bar(progress, cfg.train.epochs, cfg.deploy_exit) as report:
         result = fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=dev,
                      threads=threads, report=report, deploy_exit=cfg.deploy_exit)  # fmt: skip
-    test = evaluate(net, data.x_test, data.y_test, mean=data.mean, std=data.std, device=dev,
-                    amp=dev.type == "cuda" and cfg.train.amp)  # fmt: skip
+    # Test accuracy in float32 (no autocast, no TF32) on every device: the deployed files are float32 or int8.
+    test = evaluate(net, data.x_test, data.y_test, mean=data.mean, std=data.std, device=dev, amp=False)
 
-    # Exports are traced on the CPU in float32 and the default memory format, to run anywhere.
     net.to("cpu", memory_format=torch.contiguous_format).eval()
     loss.to("cpu")
-    deploy = net.deploy(cfg.deploy_exit).eval()
-    example = torch.zeros(1, shape.in_chans, *shape.input_size)
-    save_torchscript(deploy, example, out_dir / "model.ts")
-    onnx = save_onnx(deploy, example, out_dir / "model.onnx")
-    costs = exit_costs(cfg.model, num_classes=shape.num_classes, in_chans=shape.in_chans,
-                       input_size=shape.input_size)  # fmt: skip
+    costs = DeployMetrics(shape)(cfg)  # every analytic deploy metric per exit, at deploy.dtype
     save_checkpoint(
         out_dir / "checkpoint.pt",
         state_dict=net.state_dict(),
@@ -119,9 +118,10 @@ def train(
         loss_state_dict={k: v.detach().cpu() for k, v in loss.state_dict().items()},
         **_input_spec(data),
     )
-    metrics = _metrics(cfg, data, result, test, costs, dev, onnx, seconds=time.perf_counter() - started,
-                       threads=threads or torch.get_num_threads())  # fmt: skip
     _write_config(cfg, out_dir)
+    files = _deploy(net, cfg, data, out_dir)
+    metrics = _metrics(cfg, data, result, test, costs, dev, files, seconds=time.perf_counter() - started,
+                       threads=threads or torch.get_num_threads())  # fmt: skip
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return TrainResult(out=out_dir, metrics=metrics, fit=result)
 
@@ -137,8 +137,35 @@ def _resolve_config(
         space = load_space(config)
         config, provenance = space.fixed_config(), space.provenance or {}
     if epochs is not None:
-        config = config.replace(train=dataclasses.replace(config.train, epochs=epochs))
+        config = config.replace(train=config.train.replace(epochs=epochs))
     return config, provenance
+
+
+def _deploy(net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path) -> dict[str, Any]:
+    """Write the deployed exit's files; their sizes, ONNX Runtime test accuracy and latency for metrics.json."""
+    from sdsearch.deploy import N_CALIBRATION, calibration_images, cpu_deploy, onnx_accuracy, onnx_session
+    from sdsearch.latency import onnx_latency
+
+    shape = data.shape
+    paths = save_deploy_models(
+        cpu_deploy(net, cfg.deploy_exit), out_dir, mean=data.mean, std=data.std,
+        input_shape=(shape.in_chans, shape.height, shape.width), classes=data.classes, exit=cfg.deploy_exit,
+        calibration=calibration_images(data.x_train, N_CALIBRATION, seed=cfg.seed),
+    )  # fmt: skip
+    files: dict[str, Any] = {}
+    for precision, path in paths.items():
+        entry: dict[str, Any] = {"precision": "float32" if precision == "pt2" else precision,
+                                 "bytes": path.stat().st_size}  # fmt: skip
+        if path.suffix == ".onnx":
+            entry["test_accuracy"] = onnx_accuracy(onnx_session(path), data.x_test, data.y_test)
+            timing = cfg.deploy.latency
+            entry["latency_ms"] = round(
+                onnx_latency(path, threads=timing.threads, repeats=timing.repeats, warmup=timing.warmup), 4
+            )
+        if precision == "int8":
+            entry["calibration_images"] = min(N_CALIBRATION, len(data.x_train))
+        files[path.name] = entry
+    return files
 
 
 def _input_spec(data: Dataset) -> dict[str, Any]:
@@ -155,28 +182,21 @@ def _metrics(
     test: dict[str, float],
     costs: dict[str, Any],
     device: torch.device,
-    onnx: str,
+    files: dict[str, Any],
     *,
     seconds: float,
     threads: int,
 ) -> dict[str, Any]:
     exits = {
-        name: {
-            "val_accuracy": result.val_accuracy.get(name),
-            "test_accuracy": test.get(name),
-            "params": int(costs[name].params),
-            "macs": int(costs[name].macs),
-            "flops": int(costs[name].flops),
-        }
+        name: {"val_accuracy": result.val_accuracy.get(name), "test_accuracy": test.get(name), **costs[name]}
         for name in test
     }
     deployed = exits[cfg.deploy_exit]
     return {
         "deploy_exit": cfg.deploy_exit,
-        "val_accuracy": deployed["val_accuracy"],
-        "test_accuracy": deployed["test_accuracy"],
-        "params": deployed["params"],
-        "macs": deployed["macs"],
+        **deployed,
+        "dtype": cfg.deploy.dtype,
+        "units": {m: METRICS.get(m).unit for m in costs[cfg.deploy_exit]},
         "exits": exits,
         "dataset": data.name,
         "input": _input_spec(data),
@@ -191,8 +211,18 @@ def _metrics(
         if device.type == "cuda"
         else (platform.processor() or platform.machine()),
         "torch": torch.__version__,
-        "onnx": onnx,
+        "files": files,
+        "latency": _latency_settings(cfg),
     }
+
+
+def _latency_settings(cfg: TrialConfig) -> dict[str, Any]:
+    """How ``files[*].latency_ms`` was measured (``deploy.latency``, as the search's latency metric)."""
+    import onnxruntime
+
+    timing = cfg.deploy.latency
+    return {"runtime": f"onnxruntime {onnxruntime.__version__} CPU", "threads": timing.threads, "batch": 1,
+            "warmup": timing.warmup, "repeats": timing.repeats, "statistic": "median"}  # fmt: skip
 
 
 def _write_config(cfg: TrialConfig, out_dir: Path) -> None:

@@ -1,7 +1,12 @@
-"""Stored studies in sdsearch's format, built by hand (no training), for the front/report/export tests.
+"""Stored studies in sdsearch's format, built through the real runner and searcher (no training).
+
+``prepare_study`` writes the study attrs and :class:`SDOptunaSearch` asks, rejects and tells, so the
+front, report and export tests read exactly what a run stores and fail when that format changes.
+Only the cost of a config comes from a plan (:class:`PlannedCosts`) instead of the meta-device count,
+and accuracies from a hand-written result instead of training.
 
 The layout of :func:`standard_study` is the reference the tests reason about (budget params 60k,
-MACs 1.5M; objectives accuracy, params, macs):
+MACs 2M; objectives accuracy, params, macs). ``TIGHT`` (MACs 1.5M) makes trial 3 over budget:
 
 =====  ==========  =============================  ===========================================
 trial  state       deployed (acc, params, MACs)   other exits
@@ -9,9 +14,9 @@ trial  state       deployed (acc, params, MACs)   other exits
 0      COMPLETE    final (.90, 40k, 1.2M)         1 (.60, 5k, .3M), 2 (.75, 15k, .6M)
 1      rejected    (0, 100k, 3M), constraints > 0
 2      COMPLETE    final (.85, 20k, .8M)          2 (.70, 8k, .4M)
-3      COMPLETE    final (.93, 55k, 2M) over MACs 1 (.65, 6k, .35M), 3 (.88, 30k, 1.0M)
+3      COMPLETE    final (.93, 55k, 2M)           1 (.65, 6k, .35M), 3 (.88, 30k, 1.0M)  (mobilenetv2)
 4      FAIL        fail_reason "nan loss"
-5      PRUNED      epochs_done 2
+5      PRUNED      epochs_done 2 of 4             1 (.50, 5k, .3M) partial
 6      COMPLETE    final (.80, 50k, 1.4M)         1 (.55, 6k, .35M)       (dominated)
 7      RUNNING
 8      COMPLETE    final (.70, 9k, .3M)           none
@@ -23,21 +28,27 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
-from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig, TrialConfig
-from sdsearch.search import attrs
+from sdsearch.config import TrialConfig
+from sdsearch.search.runner import prepare_study
+from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
+from sdsearch.search.storage import open_storage
+from sdsearch.space import parse_space
 
 OBJECTIVES = ("accuracy", "params", "macs")
-BUDGET = {"params": 60_000.0, "macs": 1_500_000.0}
-
+BUDGET = {"params": 60_000.0, "macs": 2_000_000.0}
+#: A tighter show-time budget under which trial 3 of the standard study is over budget.
+TIGHT = {"macs": 1_500_000.0}
+EPOCHS = 4
 
 _TEMPLATE: list[Path] = []
+
+Exit = tuple[float, int, int]  # accuracy, params, MACs
 
 
 def storage_url(directory: Path, name: str = "study.db") -> str:
@@ -57,110 +68,114 @@ def storage_url(directory: Path, name: str = "study.db") -> str:
     return f"sqlite:///{path}"
 
 
-def config(
-    placement: tuple[int, ...] = (1, 2, 3), *, arch: str = "resnet", width: float = 0.25
-) -> dict[str, Any]:
-    """A stored CONFIG user attr (``TrialConfig.to_dict()``)."""
-    model = ModelConfig(
-        backbone=BackboneConfig(arch=arch, width=width, depth=1), branches=BranchesConfig(placement=placement)
-    )
-    return TrialConfig(model=model).to_dict()
+class PlannedCosts:
+    """A picklable cost function that answers each asked config with the next planned costs."""
+
+    def __init__(self) -> None:
+        self.plan: deque[dict[str, dict[str, float]]] = deque()
+
+    def __call__(self, config: TrialConfig) -> dict[str, dict[str, float]]:
+        return self.plan.popleft()
 
 
-def create_study(
-    url: str,
-    name: str = "toy",
-    *,
-    objectives: tuple[str, ...] = OBJECTIVES,
-    budget: dict[str, float] | None = None,
-) -> optuna.Study:
-    """An empty study with the study attrs the searcher writes."""
-    budget = dict(BUDGET) if budget is None else budget
-    study = optuna.create_study(
-        storage=url, study_name=name, directions=[attrs.DIRECTIONS[m] for m in objectives]
-    )
-    with warnings.catch_warnings():  # experimental in Optuna 5, but what the searcher calls
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(objectives))
-    study.set_user_attr(attrs.OBJECTIVES, list(objectives))
-    study.set_user_attr(attrs.BUDGET, budget)
-    study.set_user_attr(attrs.SPEC, {"name": name, "objectives": list(objectives), "budget": budget})
-    study.set_user_attr(attrs.SPEC_HASH, "0123456789abcdef")
-    return study
+class StudyBuilder:
+    """Adds trials to a stored study the way ``sdsearch run`` does, one planned outcome at a time."""
 
-
-def trained(
-    study: optuna.Study,
-    deployed: tuple[float, int, int],
-    exits: dict[str, tuple[float, int, int]] | None = None,
-    *,
-    placement: tuple[int, ...] | None = None,
-    arch: str = "resnet",
-) -> None:
-    """Add a trained COMPLETE trial: deployed exit ``final`` plus shallow ``exits``."""
-    exits = dict(exits or {})
-    placement = tuple(int(e) for e in exits) if placement is None else placement
-    candidates = [_cand(name, *v) for name, v in {**exits, "final": deployed}.items()]
-    objectives = study.user_attrs[attrs.OBJECTIVES]
-    budget = study.user_attrs[attrs.BUDGET]
-    cost = _cand("final", *deployed)
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.COMPLETE,
-            values=[cost[m] for m in objectives],
-            user_attrs={
-                attrs.CONFIG: config(placement, arch=arch),
-                attrs.COST: {m: cost[m] for m in attrs.COST_METRICS},
-                attrs.CANDIDATES: candidates,
-                attrs.EPOCHS_DONE: 4,
+    def __init__(
+        self,
+        url: str,
+        name: str = "toy",
+        *,
+        objectives: tuple[str, ...] = OBJECTIVES,
+        budget: dict[str, float] | None = None,
+    ) -> None:
+        document = {
+            "name": name,
+            "storage": url,
+            "objectives": list(objectives),
+            "budget": {k: _limit(k, v) for k, v in (dict(BUDGET) if budget is None else budget).items()},
+            "train": {"epochs": EPOCHS},
+            "sampler": "random",
+            "space": {
+                "backbone": {"arch": {"choice": ["resnet", "mobilenetv2"]}, "width": 0.25, "depth": 1},
+                "branches": {"placement": {"subset": [1, 2, 3]}},
             },
-            constraints={m: float(cost[m] - limit) for m, limit in budget.items()},
-        )
+        }
+        self.space = parse_space(document, source="study.yaml")
+        self.storage = open_storage(url, create=True)
+        self.study = prepare_study(self.space, self.storage)
+        self.costs = PlannedCosts()
+        self.searcher = self._searcher()
+        self._n = 0
+
+    def _searcher(self, max_rejections: int = 500) -> SDOptunaSearch:
+        s = self.space
+        return SDOptunaSearch(SpaceSampler(s), study=self.study, storage=self.storage, objectives=s.objectives,
+                              budget=s.budget, cost_fn=self.costs, max_rejections=max_rejections)  # fmt: skip
+
+    def _ask(self, exits: dict[str, Exit], arch: str, searcher: SDOptunaSearch | None = None) -> Any:
+        shallow = {int(e) for e in exits if e != "final"}
+        params = {"backbone.arch": arch, **{f"branches.placement.{i}": i in shallow for i in (1, 2, 3)}}
+        self.study.enqueue_trial(params)
+        self.costs.plan.append({e: {"params": p, "macs": m} for e, (_, p, m) in exits.items()})
+        self._n += 1
+        return (searcher or self.searcher).suggest(str(self._n))
+
+    def trained(self, deployed: Exit, exits: dict[str, Exit] | None = None, *, arch: str = "resnet") -> None:
+        """A trained COMPLETE trial: deployed exit ``final`` plus shallow ``exits``."""
+        planned = {**(exits or {}), "final": deployed}
+        self._ask(planned, arch)
+        self.searcher.on_trial_complete(str(self._n), _result(planned, EPOCHS))
+
+    def rejected(self, params: int, macs: int) -> None:
+        """A config over the budget: the searcher tells it at once (COMPLETE, accuracy 0, constraints > 0)."""
+        once = self._searcher(max_rejections=1)
+        assert self._ask({"final": (0.0, params, macs)}, "resnet", searcher=once) == "FINISHED"
+
+    def failed(self, reason: str) -> None:
+        self._ask({"final": (0.0, 10_000, 100_000)}, "resnet")
+        self.searcher.on_trial_complete(str(self._n), {"epoch": 2, "fail_reason": reason})
+
+    def pruned(self, epochs_done: int, exits: dict[str, Exit]) -> None:
+        """A trial a scheduler stopped after ``epochs_done`` epochs: PRUNED, partial candidates."""
+        self._ask(exits, "resnet")
+        self.searcher.on_trial_complete(str(self._n), _result(exits, epochs_done))
+
+    def running(self) -> None:
+        self._ask({"final": (0.0, 10_000, 100_000)}, "resnet")
+
+
+def _limit(metric: str, value: float) -> Any:
+    from sdsearch.metrics import METRICS
+
+    return (
+        f"{value}B"
+        if METRICS.get(metric).unit == "bytes"
+        else f"{value}ms"
+        if METRICS.get(metric).unit == "ms"
+        else value
     )
 
 
-def rejected(study: optuna.Study, params: int, macs: int) -> None:
-    """Add a budget-rejected config the way the searcher tells it: COMPLETE, accuracy 0, constraints > 0."""
-    cost = _cand("final", 0.0, params, macs)
-    budget = study.user_attrs[attrs.BUDGET]
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.COMPLETE,
-            values=[cost[m] for m in study.user_attrs[attrs.OBJECTIVES]],
-            user_attrs={
-                attrs.CONFIG: config(),
-                attrs.COST: {m: cost[m] for m in attrs.COST_METRICS},
-                attrs.REJECTED: attrs.REJECTED_BUDGET,
-            },
-            constraints={m: float(cost[m] - limit) for m, limit in budget.items()},
-        )
-    )
+def _result(exits: dict[str, Exit], epoch: int) -> dict[str, Any]:
+    accuracies = {f"accuracy_{e}": acc for e, (acc, _, _) in exits.items()}
+    return {"accuracy": exits["final"][0], **accuracies, "epoch": epoch}
 
 
-def other(study: optuna.Study, state: TrialState, **user_attrs: Any) -> None:
-    """Add a FAIL / PRUNED / RUNNING trial with the given user attrs."""
-    study.add_trial(optuna.trial.create_trial(state=state, user_attrs={attrs.CONFIG: config(), **user_attrs}))
-
-
-def standard_study(url: str, name: str = "toy") -> optuna.Study:
+def standard_study(url: str, name: str = "toy") -> StudyBuilder:
     """The study in the module docstring."""
-    study = create_study(url, name)
-    trained(study, (0.90, 40_000, 1_200_000), {"1": (0.60, 5_000, 300_000), "2": (0.75, 15_000, 600_000)})
-    rejected(study, 100_000, 3_000_000)
-    trained(study, (0.85, 20_000, 800_000), {"2": (0.70, 8_000, 400_000)})
-    trained(
-        study,
+    b = StudyBuilder(url, name)
+    b.trained((0.90, 40_000, 1_200_000), {"1": (0.60, 5_000, 300_000), "2": (0.75, 15_000, 600_000)})
+    b.rejected(100_000, 3_000_000)
+    b.trained((0.85, 20_000, 800_000), {"2": (0.70, 8_000, 400_000)})
+    b.trained(
         (0.93, 55_000, 2_000_000),
         {"1": (0.65, 6_000, 350_000), "3": (0.88, 30_000, 1_000_000)},
         arch="mobilenetv2",
     )
-    other(study, TrialState.FAIL, **{attrs.FAIL_REASON: "nan loss"})
-    other(study, TrialState.PRUNED, **{attrs.EPOCHS_DONE: 2})
-    trained(study, (0.80, 50_000, 1_400_000), {"1": (0.55, 6_000, 350_000)})
-    other(study, TrialState.RUNNING)
-    trained(study, (0.70, 9_000, 300_000), placement=())
-    return study
-
-
-def _cand(name: str, accuracy: float, params: int, macs: int) -> dict[str, Any]:
-    return {"exit": name, "accuracy": accuracy, "params": params, "macs": macs, "flops": 2 * macs}
+    b.failed("nan loss")
+    b.pruned(2, {"1": (0.50, 5_000, 300_000), "final": (0.60, 30_000, 900_000)})
+    b.trained((0.80, 50_000, 1_400_000), {"1": (0.55, 6_000, 350_000)})
+    b.running()
+    b.trained((0.70, 9_000, 300_000))
+    return b

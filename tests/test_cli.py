@@ -12,6 +12,7 @@ import yaml
 
 from sdsearch import __version__
 from sdsearch.cli import main
+from sdsearch.units import format_value
 
 TINY_SPACE = """
 name: tiny
@@ -60,7 +61,20 @@ def test_run_show_export_train_round_trip(tmp_path, capsys, ray_session):
     assert doc["provenance"]["threads"] == 1 and metrics["threads"] == 1
     assert metrics["val_accuracy"] == pytest.approx(searched_acc, abs=1e-12)
     assert abs(metrics["test_accuracy"] - searched_acc) <= 0.08
-    assert (out / "model.ts").exists()
+    assert all((out / name).is_file() for name in ("model.onnx", "model.int8.onnx", "model.pt2"))
+
+    # The trained model classifies a user's picture: a test digit written as a PNG.
+    from PIL import Image
+
+    from sdsearch.config import DataConfig
+    from sdsearch.data import load_dataset
+
+    digits = load_dataset(DataConfig(dataset="digits"), seed=0)
+    Image.fromarray(digits.x_test[0, 0]).save(tmp_path / "digit.png")
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "digit.png"), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["top"][0]["class"] in [str(i) for i in range(10)] and 0 < row["top"][0]["confidence"] <= 1
 
     capsys.readouterr()
     assert main(["studies", str(tmp_path / "tiny.db")]) == 0
@@ -72,13 +86,37 @@ def test_cost_json_for_a_fixed_config(tmp_path, capsys):
     cfg.write_text(
         "space:\n  backbone: {arch: resnet, width: 1.0, depth: 2}\n  branches: {placement: [1, 2, 3]}\n"
     )
-    assert main(["cost", str(cfg), "--input", "3x32x32", "--classes", "100", "--json"]) == 0
+    assert main(["cost", str(cfg), "--input", "3x32x32", "--classes", "100", "--json", "--no-latency"]) == 0
     exits = json.loads(capsys.readouterr().out)["exits"]
     assert [e["exit"] for e in exits] == ["1", "2", "3", "final"]
     final = exits[-1]
     assert abs(final["params"] - 11.22e6) / 11.22e6 < 0.005
     assert abs(final["macs"] - 0.556e9) / 0.556e9 < 0.01
     assert final["flops"] == 2 * final["macs"]
+
+
+def test_cost_shows_peak_memory_and_size_with_units(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "data: {dataset: digits}\nspace:\n  backbone: {arch: mobilenetv2, width: 0.25, depth: 1}\n"
+    )
+    assert main(["cost", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (
+        doc["dtype"] == "int8" and doc["units"]["peak_memory"] == "bytes" and doc["units"]["latency"] == "ms"
+    )
+    final = doc["exits"][-1]
+    assert all(e["latency"] > 0 for e in doc["exits"])  # every metric per exit, measured latency too
+    # Stage 1's inverted residual at 8x8: the skip, the 6x expansion and the depthwise output.
+    assert final["peak_memory"] == (8 + 48 + 48) * 64
+    assert main(["cost", str(cfg), "--json", "--dtype", "float32", "--no-latency"]) == 0
+    fp32 = json.loads(capsys.readouterr().out)["exits"][-1]
+    assert fp32["peak_memory"] == 4 * final["peak_memory"] and fp32["size"] == 4 * fp32["params"]
+    assert main(["cost", str(cfg), "--no-latency"]) == 0
+    table = capsys.readouterr().out
+    assert "peak memory (int8)" in table and "size (int8)" in table  # every cost names its dtype
+    assert "6.5 KiB" in table and "BatchNorm folded" in table  # and its unit and convention
+    assert [format_value(n, "bytes") for n in (999, 1024, 11_249_632)] == ["999 B", "1 KiB", "10.7 MiB"]
 
 
 def test_cost_refuses_a_space_and_bad_shapes(capsys):

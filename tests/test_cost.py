@@ -1,4 +1,4 @@
-"""Params and MACs on the meta device: reference numbers, exactness, caching."""
+"""Params and MACs on the meta device: reference numbers, exactness, caching (memory: test_memory.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from sdsearch.config import BackboneConfig, BranchesConfig, CBFEConfig, FusionConfig, ModelConfig
 from sdsearch.cost import Cost, config_costs, deploy_cost, exit_costs, module_cost
@@ -15,7 +16,7 @@ from sdsearch.nn.network import SelfDistillNet
 
 
 def test_cifar_resnet18_reference() -> None:
-    """DESIGN.md section 4: CIFAR ResNet-18 (100 classes, 32×32) = 11.22 M params, 0.556 G MACs."""
+    """The reference the README states: CIFAR ResNet-18 (100 classes, 32×32) = 11.22 M params, 0.556 G MACs."""
     config = ModelConfig(backbone=BackboneConfig(arch="resnet", width=1.0, depth=2))
     cost = deploy_cost(config, "final", num_classes=100, in_chans=3, input_size=(32, 32))
     assert cost.params == pytest.approx(11.22e6, rel=0.005)
@@ -37,14 +38,39 @@ def test_torchvision_resnet18_reference() -> None:
 
 
 def test_module_cost_exact() -> None:
-    assert module_cost(nn.Linear(10, 5), (10,)) == Cost(params=55, macs=50)
+    # peak: the largest input + output of one op; int8 size: 1 B per weight + 8 B per output channel.
+    assert module_cost(nn.Linear(10, 5), (10,)) == Cost(params=55, macs=50, peak_memory=15, size=90)
     conv = nn.Conv2d(3, 8, 3, padding=1)
-    assert module_cost(conv, (3, 8, 8)) == Cost(params=8 * 27 + 8, macs=8 * 27 * 64)
+    assert module_cost(conv, (3, 8, 8)) == Cost(
+        params=8 * 27 + 8, macs=8 * 27 * 64, peak_memory=(3 + 8) * 64, size=8 * 27 + 8 * 8
+    )
     seq = nn.Sequential(
         nn.Conv2d(2, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)
     )
-    assert module_cost(seq, (2, 4, 4)) == Cost(params=8 + 8 + 195, macs=8 * 16 + 192)
-    assert Cost(params=1, macs=7).flops == 14
+    assert module_cost(seq, (2, 4, 4)) == Cost(
+        params=8 + 8 + 195, macs=8 * 16 + 192, peak_memory=32 + 64, size=(8 + 4 * 8) + (192 + 3 * 8)
+    )
+    assert module_cost(seq, (2, 4, 4), dtype="float32") == Cost(
+        params=211, macs=320, peak_memory=4 * 96, size=4 * 211, dtype="float32"
+    )
+    assert Cost(params=1, macs=7, peak_memory=0, size=0).flops == 14
+
+
+@pytest.mark.parametrize("arch", ["resnet", "mobilenetv2"])
+def test_macs_are_flop_counter_mode_halved(arch: str) -> None:
+    """The tracer counts MACs itself (FlopCounterMode is 10x slower): the same numbers, halved."""
+    config = ModelConfig(
+        backbone=BackboneConfig(arch=arch, width=0.25, depth=1),
+        branches=BranchesConfig(placement=(1, 2), style="sd"),
+        cbfe=CBFEConfig(location="branch"),
+    )
+    net = SelfDistillNet(config, num_classes=10, in_chans=3, input_size=(16, 16)).eval()
+    costs = exit_costs(config, num_classes=10, in_chans=3, input_size=(16, 16))
+    for e, cost in costs.items():
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            net.deploy(e)(torch.zeros(1, 3, 16, 16))
+        assert cost.macs == counter.get_total_flops() // 2
 
 
 @pytest.mark.parametrize("arch", ["resnet", "mobilenetv2"])
@@ -78,12 +104,13 @@ def test_costs_are_cached_and_safe_to_mutate() -> None:
 
 
 def test_huge_config_is_counted_without_memory() -> None:
-    # ~2.9 G params: allocating them for real would need ~11 GB; on the meta device it is instant.
+    # ~0.7 G params (the widest, deepest config a space allows): ~2.8 GB if allocated for real; on
+    # the meta device it is instant.
     config = ModelConfig(
-        backbone=BackboneConfig(arch="resnet", width=16.0, depth=2), branches=BranchesConfig(())
+        backbone=BackboneConfig(arch="resnet", width=4.0, depth=8), branches=BranchesConfig(placement=())
     )
     cost = deploy_cost(config, "final", num_classes=10, in_chans=3, input_size=(32, 32))
-    assert cost.params > 2.5e9
+    assert cost.params > 5e8
 
 
 def test_unknown_exit() -> None:

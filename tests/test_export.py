@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from _front_study import create_study, standard_study, storage_url, trained
+from _front_study import TIGHT, StudyBuilder, standard_study, storage_url
 
 import sdsearch
 from sdsearch.config import (
@@ -44,11 +43,11 @@ def _stored_config(study_url: str, number: int) -> TrialConfig:
 
 def test_pick_trial_keeps_its_deployed_exit(study_url: str) -> None:
     doc = export_config(study_url, pick="trial:2")
-    assert doc["deploy"] == {"exit": "final"}
+    assert doc["deploy"]["exit"] == "final" and doc["deploy"]["dtype"] == "int8"
     assert doc["name"] == "toy-trial2"
     prov = doc["provenance"]
     assert (prov["study"], prov["trial"], prov["exit"], prov["pick"]) == ("toy", 2, "final", "trial:2")
-    assert prov["values"] == {"accuracy": 0.85, "params": 20_000, "macs": 800_000, "flops": 1_600_000}
+    assert prov["values"] == {"accuracy": 0.85, "params": 20_000, "macs": 800_000}
     assert prov["storage"] == mask_url(study_url)
     assert prov["exported_at"].endswith("+00:00")
 
@@ -56,7 +55,7 @@ def test_pick_trial_keeps_its_deployed_exit(study_url: str) -> None:
 def test_pick_shallow_exit_and_write_a_trainer_config(study_url: str, tmp_path: Path) -> None:
     out = tmp_path / "configs" / "t3.yaml"
     doc = export_config(study_url, pick="trial:3:3", epochs=30, out=out)
-    assert doc["deploy"] == {"exit": "3"} and doc["name"] == "toy-trial3-exit3"
+    assert doc["deploy"]["exit"] == "3" and doc["name"] == "toy-trial3-exit3"
     assert doc["provenance"]["values"]["macs"] == 1_000_000
     text = out.read_text()
     assert text.startswith("# Trainer config exported by sdsearch") and "sdsearch train" in text
@@ -65,12 +64,15 @@ def test_pick_shallow_exit_and_write_a_trainer_config(study_url: str, tmp_path: 
     space = parse_space(doc, source=str(out))
     assert space.is_fixed and space.provenance["trial"] == 3
     expected = _stored_config(study_url, 3)
-    expected = expected.replace(deploy_exit="3", train=dataclasses.replace(expected.train, epochs=30))
+    expected = expected.replace(
+        deploy=expected.deploy.replace(exit="3"), train=expected.train.replace(epochs=30)
+    )
     assert load_trial_config(out) == expected
 
 
 def test_knee_and_best(study_url: str) -> None:
-    best = export_config(study_url, pick="best")
+    assert export_config(study_url, pick="best")["provenance"]["trial"] == 3  # highest accuracy
+    best = export_config(study_url, pick="best", budget=TIGHT)
     assert best["provenance"]["trial"] == 0  # highest accuracy among feasible trials (trial 3 is over budget)
     knee = export_config(study_url)  # default pick: knee
     assert knee["provenance"]["pick"] == "knee"
@@ -83,9 +85,9 @@ def test_knee_and_best(study_url: str) -> None:
 
 def test_best_breaks_accuracy_ties_by_fewer_macs(tmp_path: Path) -> None:
     url = storage_url(tmp_path)
-    study = create_study(url, "ties", objectives=("accuracy", "params"))
-    trained(study, (0.9, 10_000, 900_000))
-    trained(study, (0.9, 10_000, 500_000))
+    b = StudyBuilder(url, "ties", objectives=("accuracy", "params"))
+    b.trained((0.9, 10_000, 900_000))
+    b.trained((0.9, 10_000, 500_000))
     doc = export_config(url, pick="best")
     assert doc["provenance"]["trial"] == 1
 
@@ -110,7 +112,7 @@ def test_bad_picks_say_how_to_fix_them(study_url: str, pick: str, match: str) ->
 
 def test_over_budget_pick_by_name_warns_but_exports(study_url: str) -> None:
     with pytest.warns(UserWarning, match="exceeds the budget on macs"):
-        doc = export_config(study_url, pick="trial:3")
+        doc = export_config(study_url, pick="trial:3", budget=TIGHT)
     assert doc["deploy"]["exit"] == "final"
 
 
@@ -122,7 +124,7 @@ def test_bad_epochs(study_url: str, epochs: object) -> None:
 
 def test_no_feasible_trial_for_knee(tmp_path: Path) -> None:
     url = storage_url(tmp_path)
-    create_study(url, "empty")
+    StudyBuilder(url, "empty")
     with pytest.raises(StudyError, match=r"^empty: no feasible trial yet"):
         export_config(url)
 

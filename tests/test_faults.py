@@ -147,7 +147,7 @@ def test_stopped_driver_loses_nothing_and_resumes(tmp_path, ray_session, how):
     assert interrupted and set(running) <= {t.number for t in interrupted}, (running, interrupted)
     for t in interrupted:
         assert t.state == TrialState.FAIL
-        retries = [r for r in study.trials if r.user_attrs.get(attrs.RETRY_OF) == t.number]
+        retries = [r for r in study.trials if r.system_attrs.get("failed_trial") == t.number]
         assert len(retries) == 1 and retries[0].params == t.params and retries[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == doc["trials"]
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]

@@ -7,12 +7,10 @@ import random
 
 import optuna
 import pytest
-from _front_study import create_study, other, rejected, standard_study, storage_url, trained
-from optuna.trial import TrialState
+from _front_study import TIGHT, StudyBuilder, standard_study, storage_url
 
 import sdsearch
 from sdsearch.errors import ConfigError, StudyError
-from sdsearch.search import attrs
 from sdsearch.search.front import (
     Candidate,
     build_front,
@@ -135,7 +133,10 @@ def test_knee_point_three_objectives_on_front() -> None:
 
 
 def test_reference_point_uses_budget_else_worst_observed() -> None:
-    pts = [Candidate(0, "final", 0.9, 1000, 20_000, 40_000), Candidate(1, "final", 0.8, 3000, 10_000, 20_000)]
+    pts = [
+        Candidate(0, "final", {"accuracy": 0.9, "params": 1000, "macs": 20_000}),
+        Candidate(1, "final", {"accuracy": 0.8, "params": 3000, "macs": 10_000}),
+    ]
     objectives = ("accuracy", "params", "macs", "flops")
     assert reference_point(objectives, pts, {"macs": 50_000.0}) == pytest.approx(
         (0.0, 3300.0, 50_000.0, 100_000.0)
@@ -151,7 +152,8 @@ def _ids(candidates: tuple[Candidate, ...]) -> list[tuple[int, str]]:
 
 
 def test_trials_front_and_counts(study_url: str) -> None:
-    front = load_front(study_url)
+    assert [c.trial for c in load_front(study_url).front] == [8, 2, 0, 3]  # cheapest first
+    front = load_front(study_url, budget=TIGHT)
     assert front.study_name == "toy"
     assert front.objectives == ("accuracy", "params", "macs")
     # Rejected, failed, pruned, running, infeasible (3) and dominated (6) trials are not on it.
@@ -166,15 +168,20 @@ def test_trials_front_and_counts(study_url: str) -> None:
     assert 0.0 < front.hypervolume < 1.0
     assert front.reference == (0.0, 60_000.0, 1_500_000.0)
     assert front.front[0].config["model"]["branches"]["placement"] == []
+    # The pruned trial's exits are kept apart, marked partial with their rung epoch.
+    assert [(p.trial, p.exit, p.partial, p.epoch) for p in front.partial] == [
+        (5, "1", True, 2),
+        (5, "final", True, 2),
+    ]
 
 
 def test_trials_front_agrees_with_optuna_best_trials(study_url: str) -> None:
     study = optuna.load_study(study_name="toy", storage=study_url)
-    assert [c.trial for c in load_front(study_url).front] == sorted(t.number for t in study.best_trials)[::-1]
+    assert {c.trial for c in load_front(study_url).front} == {t.number for t in study.best_trials}
 
 
 def test_candidate_front_includes_feasible_shallow_exit_of_infeasible_trial(study_url: str) -> None:
-    front = load_front(study_url, candidates=True)
+    front = load_front(study_url, candidates=True, budget=TIGHT)
     assert front.front is front.candidates_front
     expected = [(0, "1"), (0, "2"), (0, "final"), (2, "2"), (2, "final"), (3, "1"), (3, "3"), (8, "final")]
     assert _ids(front.front) == expected
@@ -184,7 +191,7 @@ def test_candidate_front_includes_feasible_shallow_exit_of_infeasible_trial(stud
     assert shallow.config["model"]["backbone"]["arch"] == "mobilenetv2"
     assert len(front.all_candidates) == 11
     # The candidates front dominates at least as much as the trials front.
-    assert front.hypervolume >= load_front(study_url).hypervolume
+    assert front.hypervolume >= load_front(study_url, budget=TIGHT).hypervolume
 
 
 def test_tighter_budget_selects_before_the_front(study_url: str) -> None:
@@ -196,12 +203,20 @@ def test_tighter_budget_selects_before_the_front(study_url: str) -> None:
     cand = load_front(study_url, candidates=True, budget={"macs": "1M", "params": "10k"})
     assert _ids(cand.front) == [(0, "1"), (2, "2"), (3, "1"), (8, "final")]
     # A looser limit cannot loosen the study budget: over-budget configs were never trained.
-    assert load_front(study_url, budget={"macs": 9e9}).budget["macs"] == 1_500_000.0
+    assert load_front(study_url, budget={"macs": 9e9}).budget["macs"] == 2_000_000.0
+    # A FLOPs limit is a MACs limit at half the number.
+    assert load_front(study_url, budget={"flops": "2M"}).budget["macs"] == 1_000_000.0
 
 
 @pytest.mark.parametrize(
     ("budget", "match"),
-    [({"latency": 3}, "unknown metric 'latency'"), ({"macs": "2X"}, "suffix"), ({"macs": -1}, "positive")],
+    [
+        ({"energy": 3}, "unknown metric 'energy'"),
+        ({"macs": "2X"}, "unknown unit 'X'"),
+        ({"latency": 3}, "needs a unit"),
+        ({"peak_memory": "64KB"}, "ambiguous"),
+        ({"macs": -1}, "positive"),
+    ],
 )
 def test_bad_budget_is_a_config_error(study_url: str, budget: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:
@@ -216,9 +231,9 @@ def test_budget_with_nothing_inside_is_a_study_error(study_url: str) -> None:
 
 def test_zero_feasible_trials_is_a_study_error(tmp_path) -> None:
     url = storage_url(tmp_path)
-    study = create_study(url, "nothing_fits")
-    rejected(study, 100_000, 3_000_000)
-    other(study, TrialState.FAIL, **{attrs.FAIL_REASON: "nan loss"})
+    b = StudyBuilder(url, "nothing_fits")
+    b.rejected(100_000, 3_000_000)
+    b.failed("nan loss")
     with pytest.raises(StudyError, match=r"^nothing_fits: no feasible trial yet") as info:
         load_front(url)
     assert info.value.exit_code == 1
@@ -227,11 +242,10 @@ def test_zero_feasible_trials_is_a_study_error(tmp_path) -> None:
 
 def test_shallow_exit_rescues_candidates_view_only(tmp_path) -> None:
     url = storage_url(tmp_path)
-    study = create_study(url, "shallow")
-    trained(study, (0.9, 90_000, 2_000_000), {"2": (0.7, 20_000, 900_000)})  # deployed exit over budget
-    with pytest.raises(StudyError, match="no feasible trial yet"):
-        load_front(url)
-    assert _ids(load_front(url, candidates=True).front) == [(0, "2")]
+    StudyBuilder(url, "shallow").trained((0.9, 50_000, 1_900_000), {"2": (0.7, 20_000, 900_000)})
+    with pytest.raises(StudyError, match="no feasible trial yet"):  # the deployed exit breaks 1M MACs
+        load_front(url, budget={"macs": "1M"})
+    assert _ids(load_front(url, candidates=True, budget={"macs": "1M"}).front) == [(0, "2")]
 
 
 def test_study_not_written_by_sdsearch(tmp_path) -> None:
@@ -243,18 +257,19 @@ def test_study_not_written_by_sdsearch(tmp_path) -> None:
 
 def test_no_budget_reference_and_flops_objective(tmp_path) -> None:
     url = storage_url(tmp_path)
-    study = create_study(url, "nb", objectives=("accuracy", "flops"), budget={})
-    trained(study, (0.8, 10_000, 500_000))
-    trained(study, (0.9, 20_000, 1_000_000))
+    b = StudyBuilder(url, "nb", objectives=("accuracy", "flops"), budget={})
+    b.trained((0.8, 10_000, 500_000))
+    b.trained((0.9, 20_000, 1_000_000))
     front = load_front(url, study_name="nb")
     assert front.objectives == ("accuracy", "flops")
     assert front.reference == (0.0, pytest.approx(1.1 * 2_000_000))
-    assert [c.flops for c in front.front] == [1_000_000, 2_000_000]
+    assert [c.value("flops") for c in front.front] == [1_000_000, 2_000_000]
+    assert [c.macs for c in front.front] == [500_000, 1_000_000]  # stored once, as MACs
 
 
 def test_build_front_is_pure_over_a_snapshot(study_url: str) -> None:
     record = read_study(study_url)
-    assert record.budget == {"params": 60_000.0, "macs": 1_500_000.0}
+    assert record.budget == {"params": 60_000.0, "macs": 2_000_000.0}
     assert build_front(record).trials_front == load_front(study_url).trials_front
 
 

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from sdsearch import losses
 from sdsearch.config import (
-    FUSION_TYPES,
     BackboneConfig,
     BranchesConfig,
     CBFEConfig,
@@ -17,9 +16,11 @@ from sdsearch.config import (
     LossConfig,
     ModelConfig,
 )
-from sdsearch.errors import ConfigError
-from sdsearch.losses import SD_SHALLOW_CE_SCALE, SelfDistillLoss, kd_loss
+from sdsearch.losses import SelfDistillLoss, kd_loss
 from sdsearch.nn.network import SDOutput, SelfDistillNet
+from sdsearch.registry import FUSIONS
+
+FUSION_TYPES = FUSIONS.names()
 
 SIZE = (16, 16)
 
@@ -66,8 +67,11 @@ def test_loss_formula(style: str) -> None:
     logits = {e: torch.randn(4, 5) for e in net.exits}
     res = loss_fn(fake_output(logits), y)
 
-    scale = SD_SHALLOW_CE_SCALE if style == "sd" else 1.0
-    ce = sum(F.cross_entropy(logits[e], y) * (1.0 if e == "final" else scale) for e in net.exits)
+    # BYOT: every classifier's CE times (1 - alpha), the deepest included; SD: only the shallow ones.
+    weight = {"byot": dict.fromkeys(net.exits, 0.7), "sd": {"1": 0.7, "2": 0.7, "3": 0.7, "final": 1.0}}[
+        style
+    ]
+    ce = sum(F.cross_entropy(logits[e], y) * weight[e] for e in net.exits)
     t = logits["final"] / 3
     kl = sum(
         (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(logits[e] / 3, 1))).sum(1).mean()
@@ -104,13 +108,19 @@ def test_teachers_are_detached_and_pick_students() -> None:
 def expected_loss(
     out: SDOutput, y: torch.Tensor, cfg: LossConfig, adapters: dict[str, torch.nn.Conv2d]
 ) -> dict[str, torch.Tensor]:
-    """The DESIGN.md §4 loss written out by hand (plain softmax sums, an einsum for the 1×1 convs),
-    with the teacher explicitly detached; nothing is shared with ``SelfDistillLoss``."""
+    """The loss of losses.py's docstring written out by hand (plain softmax sums, an einsum for the
+    1×1 convs), with the teacher explicitly detached; nothing is shared with ``SelfDistillLoss``."""
     sd = cfg.style == "sd"
     exits = list(out.logits)
-    ce = sum(F.cross_entropy(out.logits[e], y) * (0.7 if sd and e != "final" else 1.0) for e in exits)
-    if out.fused_logits is not None:  # the fused head is not an exit: never scaled by style sd
-        ce = ce + F.cross_entropy(out.fused_logits, y)
+    keep = 1 - cfg.kd_weight
+    if sd:  # SD: shallow exits keep 1 - alpha; the deepest exit and the fused head the full CE
+        ce = sum(F.cross_entropy(out.logits[e], y) * (keep if e != "final" else 1.0) for e in exits)
+        fused_weight = 1.0
+    else:  # BYOT: every classifier keeps 1 - alpha, the deepest and the fused head included
+        ce = sum(F.cross_entropy(out.logits[e], y) * keep for e in exits)
+        fused_weight = keep
+    if out.fused_logits is not None:
+        ce = ce + F.cross_entropy(out.fused_logits, y) * fused_weight
     if cfg.teacher == "fused":
         z_t, f_t, students = out.fused_logits, out.fused_features, exits
     elif cfg.teacher == "ensemble":
@@ -185,7 +195,7 @@ def test_kd_and_feature_parts_never_reach_the_teacher(teacher: str, monkeypatch)
     get none, every student (logits and branch map G_i) does, and all of it matches the hand
     formula with an explicitly detached teacher."""
     net = make_net(fusion="channel_attention")
-    chs = net.feature_info[-1]["num_chs"]
+    chs = net.feature_info.channels()[-1]
     cfg = LossConfig(teacher=teacher, kd_weight=0.5, temperature=2.0, feature_weight=0.5, ce_weight=0.0)
     loss_fn = SelfDistillLoss(cfg, net)
     torch.manual_seed(2)
@@ -241,10 +251,10 @@ def test_kd_and_feature_parts_never_reach_the_teacher(teacher: str, monkeypatch)
 def test_fused_teacher_needs_fusion() -> None:
     with pytest.raises(ValueError, match="fusion"):
         SelfDistillLoss(LossConfig(teacher="fused"), make_net(fusion="none"))
-    with pytest.raises(ConfigError, match="teacher"):
-        SelfDistillLoss(LossConfig(teacher="self"), make_net())
-    with pytest.raises(ConfigError, match="style"):
-        SelfDistillLoss(LossConfig(style="dkd"), make_net())
+    with pytest.raises(ValueError, match="teacher"):
+        LossConfig(teacher="self")  # refused where it is declared, before any network is built
+    with pytest.raises(ValueError, match="style"):
+        LossConfig(style="dkd")
 
 
 @pytest.mark.parametrize("fusion", FUSION_TYPES[1:])

@@ -11,10 +11,6 @@ import torch
 from torch import nn
 
 from sdsearch.config import (
-    ARCHS,
-    BRANCH_STYLES,
-    CBFE_LOCATIONS,
-    FUSION_TYPES,
     BackboneConfig,
     BranchesConfig,
     CBFEConfig,
@@ -26,6 +22,13 @@ from sdsearch.errors import ConfigError
 from sdsearch.nn.backbones import create_backbone, list_backbones, register_backbone
 from sdsearch.nn.blocks import CBFE, LiteBranch, SDBranch
 from sdsearch.nn.network import SDOutput, SelfDistillNet
+from sdsearch.registry import BACKBONES, BRANCH_STYLES, FUSIONS
+
+# Contract tests run over every registered implementation (as timm's tests do over list_models()).
+ARCHS = BACKBONES.names()
+STYLES = BRANCH_STYLES.names()
+FUSION_TYPES = FUSIONS.names()
+CBFE_LOCATIONS = ("none", "branch", "trunk")
 
 SIZE = (16, 16)
 NUM_CLASSES = 5
@@ -61,44 +64,48 @@ def make_net(config: ModelConfig, size: tuple[int, int] = SIZE, in_chans: int = 
 def test_backbone_feature_info_matches_outputs(arch: str, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
     net = create_backbone(arch, width=0.25, depth=1, in_chans=1).eval()
-    feats = net.forward_intermediates(torch.randn(2, 1, *size))
-    assert len(feats) == len(net.feature_info) == 4
-    for f, info in zip(feats, net.feature_info, strict=True):
-        red = info["reduction"]
-        assert f.shape == (2, info["num_chs"], math.ceil(size[0] / red), math.ceil(size[1] / red))
-        assert net.get_submodule(info["module"]) is not None
+    feats = net(torch.randn(2, 1, *size))  # the features_only contract: the 4 stage maps
+    info = net.feature_info
+    assert len(feats) == len(info) == 4
+    for f, chs, red, name in zip(feats, info.channels(), info.reduction(), info.module_name(), strict=True):
+        assert f.shape == (2, chs, math.ceil(size[0] / red), math.ceil(size[1] / red))
+        assert net.get_submodule(name) is not None
         assert torch.isfinite(f).all()
-    assert [i["reduction"] for i in net.feature_info] == [1, 2, 4, 8]
-    assert torch.equal(net.forward_features(torch.ones(1, 1, *size)), net(torch.ones(1, 1, *size)))
+    assert info.reduction() == [1, 2, 4, 8]
 
 
 def test_backbone_widths() -> None:
     info = create_backbone("resnet", width=1.0, depth=2, in_chans=3, device="meta").feature_info
-    assert [i["num_chs"] for i in info] == [64, 128, 256, 512]
+    assert info.channels() == [64, 128, 256, 512]
     info = create_backbone("resnet", width=0.25, depth=1, in_chans=3, device="meta").feature_info
-    assert [i["num_chs"] for i in info] == [16, 32, 64, 128]
+    assert info.channels() == [16, 32, 64, 128]
     info = create_backbone("resnet", width=0.05, depth=1, in_chans=3, device="meta").feature_info
-    assert min(i["num_chs"] for i in info) >= 8
+    assert min(info.channels()) >= 8
     info = create_backbone("mobilenetv2", width=1.0, depth=1, in_chans=3, device="meta").feature_info
-    assert [i["num_chs"] for i in info] == [24, 32, 96, 320]
+    assert info.channels() == [24, 32, 96, 320]
+    # the paper's last 1x1 conv (to 1280·w channels) ends stage 4 when asked for
+    info = create_backbone(
+        "mobilenetv2", width=0.5, depth=1, in_chans=3, device="meta", last_channel=True
+    ).feature_info
+    assert info.channels() == [16, 16, 48, 640]
 
 
 def test_backbone_registry() -> None:
     assert {"resnet", "mobilenetv2"} <= set(list_backbones())
-    with pytest.raises(ConfigError, match="mobilenetv2, resnet"):
+    with pytest.raises(ConfigError, match="resnet, mobilenetv2"):
         create_backbone("vgg", width=1.0, depth=1, in_chans=3)
 
     def resnet(**kw: object) -> nn.Module:  # same name: replaces the builder, with a warning
         raise AssertionError
 
-    from sdsearch.nn import backbones
-
-    original = backbones._BACKBONES["resnet"]
+    original = BACKBONES.get("resnet")
     try:
         with pytest.warns(UserWarning, match="registered again"):
             register_backbone(resnet)
     finally:
-        backbones._BACKBONES["resnet"] = original
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            BACKBONES.register("resnet", original)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -162,7 +169,7 @@ def _deploy_keys_map(net: SelfDistillNet, exit: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("cbfe", CBFE_LOCATIONS)
 @pytest.mark.parametrize("fusion", FUSION_TYPES)
-@pytest.mark.parametrize("style", BRANCH_STYLES)
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_network_contract(arch: str, style: str, fusion: str, cbfe: str) -> None:
     config = make_config(arch, style, fusion, cbfe)
@@ -172,7 +179,7 @@ def test_network_contract(arch: str, style: str, fusion: str, cbfe: str) -> None
     assert isinstance(out, SDOutput)
     assert net.exits == config.exits == ("1", "2", "3", "final")
     assert list(out.logits) == list(out.features) == list(net.exits)
-    c_l = net.feature_info[-1]["num_chs"]
+    c_l = net.feature_info.channels()[-1]
     for e in net.exits:
         assert out.logits[e].shape == (2, NUM_CLASSES)
         assert out.features[e].shape == (2, c_l, 2, 2)
@@ -216,7 +223,7 @@ def _check_costs_grow_with_depth(arch: str, style: str, costs: list) -> None:
         assert all(a < b for a, b in itertools.pairwise(params)), params
 
 
-@pytest.mark.parametrize("style", BRANCH_STYLES)
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_deploy_torchscript(arch: str, style: str) -> None:
     net = make_net(make_config(arch, style, "channel_attention", "trunk" if style == "sd" else "branch"))
@@ -233,7 +240,7 @@ def test_deploy_torchscript(arch: str, style: str) -> None:
         assert torch.equal(scripted(x), out.logits["1"])
 
 
-@pytest.mark.parametrize("style", BRANCH_STYLES)
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize(
     ("arch", "size"), [("resnet", (8, 8)), ("mobilenetv2", (11, 9)), ("resnet", (13, 20))]
 )
@@ -270,12 +277,13 @@ def test_deploy_errors_and_mode() -> None:
 
 
 def test_config_errors() -> None:
-    with pytest.raises(ConfigError, match="placement"):
-        SelfDistillNet(make_config(placement=(4,)), num_classes=2)
-    with pytest.raises(ConfigError, match=r"fusion\.type"):
-        SelfDistillNet(make_config(fusion="attention"), num_classes=2)
-    with pytest.raises(ConfigError, match="resnet"):
-        SelfDistillNet(make_config(arch="vgg"), num_classes=2)
+    # Records are validated where they are declared, so a bad value never reaches a builder.
+    with pytest.raises(ValueError, match="placement"):
+        make_config(placement=(4,))
+    with pytest.raises(ValueError, match="attention"):
+        make_config(fusion="attention")
+    with pytest.raises(ValueError, match="resnet"):
+        make_config(arch="vgg")
     with pytest.raises(ConfigError, match="8×8"):
         SelfDistillNet(make_config(), num_classes=2, input_size=(4, 4))
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _front_study import create_study, standard_study, storage_url, trained
+from _front_study import StudyBuilder, standard_study, storage_url
 from rich.console import Console
 
 from sdsearch.report import (
-    COLUMNS,
+    columns,
     front_json,
     front_records,
     front_report,
@@ -42,18 +42,26 @@ def front(request: pytest.FixtureRequest, study_url: str) -> Front:
 def test_records_have_the_key_choices(front: Front) -> None:
     records = front_records(front)
     assert len(records) == len(front.front)
-    assert all(list(r) == list(COLUMNS) for r in records)
+    assert all(list(r) == list(columns(front)) for r in records)
     assert sum(r["knee"] for r in records) == 1
     by_id = {(r["trial"], r["exit"]): r for r in records}
     r = by_id[(0, "final")]
-    assert (r["arch"], r["width"], r["depth"], r["placement"]) == ("resnet", 0.25, 1, "1,2")
-    assert (r["branch_style"], r["cbfe_location"], r["cbfe_ratio"], r["fusion"], r["teacher"]) == (
+    assert (r["accuracy"], r["params"], r["macs"]) == (0.90, 40_000, 1_200_000)
+    assert (r["backbone.arch"], r["backbone.width"], r["backbone.depth"], r["branches.placement"]) == (
+        "resnet",
+        0.25,
+        1,
+        "1,2",
+    )
+    assert (r["branches.style"], r["cbfe.location"], r["fusion.type"], r["loss.teacher"]) == (
         "sd",
         "none",
-        None,
         "none",
         "deepest",
     )
+    assert r["cbfe.ratio"] is None  # CBFE is off: the stored default ratio means nothing
+    # Every searchable leaf is a column, searched or not (issue: a searched weight decay was missing).
+    assert r["train.weight_decay"] == 5.0e-4 and r["backbone.last_channel"] is None
 
 
 def test_csv_round_trip(front: Front, tmp_path: Path) -> None:
@@ -74,11 +82,12 @@ def test_report_renders_table_counts_and_best(front: Front) -> None:
     console.print(front_report(front))
     text = console.export_text()
     assert "MACs" in text and "FLOPs" in text  # the label says which one is shown
-    assert "5 complete (4 feasible), 1 rejected, 1 failed, 1 pruned, 1 running" in text
-    assert "knee" in text and "best accuracy: trial 0 exit final: 90.00%" in text
-    assert "budget params <= 60k, macs <= 1.5M" in text
-    for choice in ("arch", "width", "depth", "branch", "CBFE", "fusion", "teacher"):
-        assert choice in text
+    assert "5 complete (5 feasible), 1 rejected, 1 failed, 1 pruned, 1 running" in text
+    assert "knee" in text and "best accuracy: trial 3 exit final: 93.00%" in text
+    assert "budget params <= 60k, macs <= 2M" in text
+    for searched in ("backbone.arch", "branches.placement"):  # the leaves the study searched
+        assert searched in text
+    assert "stopped early" in text  # the pruned trial's partial candidates, apart from the front
 
 
 def test_plot_writes_a_png(front: Front, tmp_path: Path) -> None:
@@ -89,7 +98,8 @@ def test_plot_writes_a_png(front: Front, tmp_path: Path) -> None:
 
 def test_plot_with_flops_budget_and_single_point(tmp_path: Path) -> None:
     url = storage_url(tmp_path)
-    study = create_study(url, "one", objectives=("accuracy", "flops"), budget={"flops": 4e6})
-    trained(study, (0.8, 10_000, 1_000_000))
+    StudyBuilder(url, "one", objectives=("accuracy", "flops"), budget={"flops": 4e6}).trained(
+        (0.8, 10_000, 1_000_000)
+    )
     path = plot_front(load_front(url), tmp_path / "one.png", dpi=60)
     assert path.read_bytes().startswith(PNG_MAGIC)

@@ -146,3 +146,50 @@ def test_whole_gpu_trials_never_overlap(tmp_path, ray_session):
     run(space, fit_fn=FakeFit(rendezvous=str(meet), rendezvous_timeout=3.0), progress=False)
     assert sum(t.state == TrialState.COMPLETE for t in trials(space)) == 2
     assert not list(meet.glob("met-*"))
+
+
+def test_a_peak_memory_budget_rejects_configs_before_training(tmp_path, ray_session):
+    """Wide MobileNetV2s hold over 8 KiB of int8 activations at 8x8: told at once, never on a worker."""
+    space = make_space(
+        tmp_path, trials=3, budget={"peak_memory": "8KiB"}, objectives=["accuracy", "peak_memory"]
+    )
+    summary = run(space, fit_fn=FakeFit(), progress=False)
+    assert summary.trained == summary.counts["complete"] == 3
+    all_trials = trials(space)
+    rejected = [t for t in all_trials if attrs.REJECTED in t.user_attrs]
+    assert rejected, "widths 0.75 and 1.0 must have been drawn and rejected"
+    for t in rejected:  # never reached Ray: no worker, no epochs, and the constraint says by how much
+        assert attrs.WORKER not in t.user_attrs and attrs.EPOCHS_DONE not in t.user_attrs
+        assert t.user_attrs[attrs.COST]["peak_memory"] > 8 * 1024
+        assert t.constraints["peak_memory"] == t.user_attrs[attrs.COST]["peak_memory"] - 8 * 1024
+    for t in all_trials:
+        if attrs.outcome(t) is attrs.Outcome.COMPLETE:
+            assert t.values[1] == t.user_attrs[attrs.COST]["peak_memory"] <= 8 * 1024
+            assert all("peak_memory" in c and "size" in c for c in t.user_attrs[attrs.CANDIDATES])
+
+
+def test_moasha_through_the_runner_prunes_with_partial_candidates(tmp_path, ray_session):
+    space = make_space(
+        tmp_path,
+        trials=6,
+        budget={},
+        objectives=["accuracy", "params"],
+        train={"epochs": 4},
+        scheduler={"type": "moasha", "grace_epochs": 1, "reduction_factor": 2},
+        resources={"cpu": 1, "concurrent": 1},
+        space={  # lr 0.2 is worse than 0.05 at the same width and cost: dominated at every rung
+            "backbone": {"arch": "mobilenetv2", "width": {"choice": [0.125, 1.0]}, "depth": 1},
+            "train": {"lr": {"choice": [0.05, 0.2]}},
+        },
+    )
+    summary = run(space, fit_fn=FakeFit(), progress=False)
+    assert summary.trained == 6  # pruned trials count: they were trained, to a rung
+    stopped = [t for t in trials(space) if attrs.outcome(t) is attrs.Outcome.PRUNED]
+    assert stopped, "with eta 2 some trials rank in the bottom half of a rung"
+    for t in stopped:
+        assert t.user_attrs[attrs.EPOCHS_DONE] < 4
+        assert all(
+            c["partial"] and c["epoch"] == t.user_attrs[attrs.EPOCHS_DONE]
+            for c in t.user_attrs[attrs.CANDIDATES]
+        )
+    assert summary.counts["complete"] + summary.counts["pruned"] == 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import optuna
@@ -9,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sdsearch.config import TrialConfig
-from sdsearch.cost import Cost
+from sdsearch.metrics import directions
 from sdsearch.search import attrs
 from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler, budget_violations, final_state
 from sdsearch.space import parse_space
@@ -25,28 +26,42 @@ SPACE = {
 }
 
 
-def fake_costs(config: TrialConfig) -> dict[str, Cost]:
+def fake_costs(config: TrialConfig) -> dict[str, dict[str, float]]:
     """Cost grows with width and exit depth: width 1.0 breaks the 1000-MAC budget."""
     w = config.model.backbone.width
     return {
-        e: Cost(params=int(100 * w * (i + 1)), macs=int(1000 * w * (i + 1) / 2))
+        e: {
+            "params": int(100 * w * (i + 1)),
+            "macs": int(1000 * w * (i + 1) / 2),
+            "peak_memory": int(400 * w * (i + 1)),
+            "size": int(110 * w * (i + 1)),
+        }
         for i, e in enumerate(config.model.exits)
     }
 
 
-def make_searcher(budget=None, space=None, storage=None):
+def make_searcher(budget=None, space=None, storage=None, cost_fn=fake_costs, max_rejections=500):
     spec = dict(SPACE) if space is None else space
     if budget is not None:
         spec["budget"] = budget
     sp = parse_space(spec)
+    storage = storage or optuna.storages.InMemoryStorage()
+    if isinstance(storage, str):
+        storage = optuna.storages.RDBStorage(storage)
     study = optuna.create_study(
-        directions=[attrs.DIRECTIONS[o] for o in sp.objectives],
-        sampler=optuna.samplers.RandomSampler(seed=1),
-        storage=storage,
+        directions=directions(sp.objectives), sampler=optuna.samplers.RandomSampler(seed=1), storage=storage
     )
-    return SDOptunaSearch(
-        SpaceSampler(sp), study=study, objectives=sp.objectives, budget=sp.budget, cost_fn=fake_costs
-    ), study
+    searcher = SDOptunaSearch(SpaceSampler(sp), study=study, storage=storage, objectives=sp.objectives,
+                              budget=sp.budget, cost_fn=cost_fn, max_rejections=max_rejections)  # fmt: skip
+    return searcher, study
+
+
+def trial_id(study, number):
+    """The storage id of a trial, through the public storage API."""
+    storage = study._storage  # the test owns the study; the searcher is handed its storage explicitly
+    return storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number
+    )
 
 
 def result(acc=0.8, epoch=3, **extra):
@@ -61,7 +76,7 @@ def result(acc=0.8, epoch=3, **extra):
 
 
 def test_budget_violations():
-    assert budget_violations(Cost(params=10, macs=50), {"macs": 40, "params": 20}) == {
+    assert budget_violations({"params": 10, "macs": 50}, {"macs": 40, "params": 20}) == {
         "macs": 10.0,
         "params": -10.0,
     }
@@ -72,7 +87,11 @@ def test_infeasible_configs_are_told_at_once_and_never_returned():
     suggested = [searcher.suggest(f"t{i}") for i in range(8)]
     for s in suggested:
         cfg = TrialConfig.from_dict(s["config"])
-        assert fake_costs(cfg)["final"].macs <= 1000
+        assert fake_costs(cfg)["final"]["macs"] <= 1000
+        assert s["costs"] == {
+            "params": fake_costs(cfg)["final"]["params"],
+            "macs": fake_costs(cfg)["final"]["macs"],
+        }
     rejected = [t for t in study.trials if attrs.REJECTED in t.user_attrs]
     assert rejected, "width 1.0 should have been drawn and rejected"
     for t in rejected:  # COMPLETE with accuracy 0 and the real cost: every sampler reads constraints
@@ -93,7 +112,9 @@ def test_complete_trial_stores_values_candidates_and_constraints():
     cfg = TrialConfig.from_dict(s["config"])
     final = fake_costs(cfg)["final"]
     assert t.state == TrialState.COMPLETE
-    assert t.values == [0.9, final.params, final.macs]
+    assert t.values == [0.9, final["params"], final["macs"]]
+    assert t.user_attrs[attrs.COST] == final
+    assert t.user_attrs[attrs.DRIVER]["pid"] > 0
     assert [c["exit"] for c in t.user_attrs[attrs.CANDIDATES]] == ["1", "2", "final"]
     assert t.user_attrs[attrs.EPOCHS_DONE] == 3
     assert study.best_trials[0].number == t.number
@@ -126,7 +147,7 @@ def test_ray_error_without_result_is_fail():
     assert study.trials[s["trial_number"]].state == TrialState.FAIL
 
 
-def test_early_stop_is_pruned_with_epochs_done():
+def test_early_stop_is_pruned_with_epochs_done_and_partial_candidates():
     searcher, study = make_searcher()
     s = searcher.suggest("a")
     searcher.on_trial_complete("a", result(0.7, epoch=1))
@@ -134,6 +155,14 @@ def test_early_stop_is_pruned_with_epochs_done():
     assert t.state == TrialState.PRUNED
     assert t.user_attrs[attrs.EPOCHS_DONE] == 1
     assert attrs.REJECTED not in t.user_attrs
+    assert {(c["exit"], c["partial"], c["epoch"]) for c in t.user_attrs[attrs.CANDIDATES]} == {
+        ("1", True, 1),
+        ("2", True, 1),
+        ("final", True, 1),
+    }
+    # TPE ranks trials with a positive constraint as unpromising, however few complete trials exist
+    assert t.constraints[attrs.STOPPED_EARLY_CONSTRAINT] == 1.0
+    assert attrs.outcome(t) is attrs.Outcome.PRUNED and attrs.outcome(t).counts
 
 
 def test_completion_is_told_once():
@@ -145,8 +174,7 @@ def test_completion_is_told_once():
 
 
 def test_infeasible_space_finishes_after_bounded_draws():
-    searcher, study = make_searcher(budget={"macs": 1})
-    searcher._max_rejections = 25
+    searcher, study = make_searcher(budget={"macs": 1}, max_rejections=25)
     from ray.tune.search import Searcher
 
     assert searcher.suggest("a") == Searcher.FINISHED
@@ -157,7 +185,7 @@ def test_infeasible_space_finishes_after_bounded_draws():
 
 def test_final_state_keeps_shallow_candidates_of_pruned_trials():
     cfg = TrialConfig.from_dict({"model": {"branches": {"placement": [1]}}, "train": {"epochs": 5}})
-    costs = {"1": Cost(1, 2), "final": Cost(3, 4)}
+    costs = {"1": {"params": 1, "macs": 2}, "final": {"params": 3, "macs": 4}}
     out = final_state(
         {"accuracy": 0.5, "accuracy_1": 0.4, "accuracy_final": 0.5, "epoch": 2},
         error=False,
@@ -173,16 +201,19 @@ def test_orphans_are_failed_and_requeued_once(tmp_path):
     from sdsearch.search.runner import recover_orphans
 
     searcher, study = make_searcher(storage=f"sqlite:///{tmp_path}/o.db")
+    storage = study._storage
     s = searcher.suggest("a")
     orphan = study.trials[s["trial_number"]]
-    assert recover_orphans(study, [orphan], "interrupted") == 1
+    assert recover_orphans(study, storage, [orphan], "interrupted") == 1
     t = study.trials[orphan.number]
     assert t.state == TrialState.FAIL and t.user_attrs[attrs.INTERRUPTED]
+    assert attrs.outcome(t) is attrs.Outcome.INTERRUPTED and not attrs.outcome(t).counts
     retry = searcher.suggest("b")
     assert retry["config"] == s["config"]
-    assert study.trials[retry["trial_number"]].user_attrs[attrs.RETRY_OF] == orphan.number
+    # marked as Optuna's RetryHeartbeatStaleTrialCallback marks a retry
+    assert study.trials[retry["trial_number"]].system_attrs["failed_trial"] == orphan.number
     # the retry is itself orphaned: failed, but not enqueued a second time
-    assert recover_orphans(study, [study.trials[retry["trial_number"]]], "interrupted") == 0
+    assert recover_orphans(study, storage, [study.trials[retry["trial_number"]]], "interrupted") == 0
 
 
 def test_heartbeats_keep_trials_in_flight_alive(tmp_path):
@@ -194,18 +225,19 @@ def test_heartbeats_keep_trials_in_flight_alive(tmp_path):
             f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=2
         )
     searcher, study = make_searcher(storage=storage)
+    study_id = storage.get_study_id_from_name(study.study_name)  # private staleness query: test only
     with searcher.heartbeats():
         s = searcher.suggest("a")
         time.sleep(3.5)
-        assert storage._get_stale_trial_ids(study._study_id) == []
+        assert storage._get_stale_trial_ids(study_id) == []
     time.sleep(3.5)  # no driver beats any more: the trial is stale and another driver may retry it
-    assert storage._get_stale_trial_ids(study._study_id) == [study.trials[s["trial_number"]]._trial_id]
+    assert storage._get_stale_trial_ids(study_id) == [trial_id(study, s["trial_number"])]
 
 
 def test_a_result_for_a_trial_failed_elsewhere_is_dropped():
     searcher, study = make_searcher()
     s = searcher.suggest("a")
-    study._storage.set_trial_state_values(study.trials[s["trial_number"]]._trial_id, TrialState.FAIL)
+    study._storage.set_trial_state_values(trial_id(study, s["trial_number"]), TrialState.FAIL)
     searcher.on_trial_complete("a", result(0.9))  # must not raise UpdateFinishedTrialError
     assert study.trials[s["trial_number"]].state == TrialState.FAIL
 
@@ -229,10 +261,7 @@ def test_a_config_that_cannot_be_built_is_rejected_not_left_running():
     def broken_costs(config):
         raise ConfigError("input 7x7 is smaller than 8x8")
 
-    sp = parse_space(SPACE)
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
-    searcher = SDOptunaSearch(SpaceSampler(sp), study=study, objectives=sp.objectives, budget=sp.budget,
-                              cost_fn=broken_costs, max_rejections=3)  # fmt: skip
+    searcher, study = make_searcher(cost_fn=broken_costs, max_rejections=3)
     assert searcher.suggest("a") == "FINISHED"
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
     assert "7x7" in study.trials[0].user_attrs[attrs.FAIL_REASON]
@@ -258,12 +287,12 @@ def test_every_sampler_drives_a_constrained_multi_objective_study(sampler):
     if sampler in ("tpe", "gp"):
         options = {"n_startup_trials": 2}
     sp = parse_space({**SPACE, "sampler": {"type": sampler, **options}})
+    storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(
-        directions=[attrs.DIRECTIONS[o] for o in sp.objectives], sampler=make_sampler(sp, seed=0)
+        directions=directions(sp.objectives), sampler=make_sampler(sp, seed=0), storage=storage
     )
-    searcher = SDOptunaSearch(
-        SpaceSampler(sp), study=study, objectives=sp.objectives, budget=sp.budget, cost_fn=fake_costs
-    )
+    searcher = SDOptunaSearch(SpaceSampler(sp), study=study, storage=storage, objectives=sp.objectives,
+                              budget=sp.budget, cost_fn=fake_costs)  # fmt: skip
     for i in range(6):
         s = searcher.suggest(str(i))
         searcher.on_trial_complete(str(i), result(0.5 + 0.05 * i))
@@ -281,11 +310,11 @@ def test_ctrl_c_inside_on_trial_complete_leaves_nothing_running():
     def interrupted_tell(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C between taking the result and telling it
 
-    searcher._ot_study.tell = interrupted_tell
+    searcher._study.tell = interrupted_tell
     with pytest.raises(KeyboardInterrupt):
         searcher.on_trial_complete("a", result())
-    searcher._ot_study.tell = real_tell
-    recover_orphans(study, searcher.in_flight, "interrupted")
+    searcher._study.tell = real_tell
+    recover_orphans(study, study._storage, searcher.in_flight, "interrupted")
     assert TrialState.RUNNING not in [t.state for t in study.trials]
 
 
@@ -300,5 +329,40 @@ def test_ctrl_c_inside_suggest_leaves_nothing_running():
     searcher._cost_fn = interrupted_costs
     with pytest.raises(KeyboardInterrupt):
         searcher.suggest("a")
-    recover_orphans(study, searcher.in_flight, "interrupted")
+    recover_orphans(study, study._storage, searcher.in_flight, "interrupted")
     assert TrialState.RUNNING not in [t.state for t in study.trials]
+
+
+def test_live_view_reads_the_accuracy_objective_wherever_it_stands():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from sdsearch.search.progress import LiveView
+
+    done = [(0, SimpleNamespace(state=TrialState.COMPLETE, values=[48_000.0, 0.91])),
+            (1, SimpleNamespace(state=TrialState.COMPLETE, values=[12_000.0, 0.85]))]  # fmt: skip
+    fake = SimpleNamespace(completed=done, n_rejected=0)
+    view = LiveView(fake, target=4, done_before=0, title="t", objectives=("params", "accuracy"),
+                    console=Console(file=io.StringIO()))  # fmt: skip
+    stats = view.stats()
+    assert stats["best"] == 0.91  # not 48000 params
+    assert stats["front"] == 2
+
+
+def test_quantized_trial_reports_int8_accuracy_last():
+    from sdsearch.data import load_dataset
+    from sdsearch.search.trainable import fit_config
+
+    cfg = TrialConfig.from_dict({
+        "model": {"backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": 1}, "branches": {"placement": [2]}},
+        "train": {"epochs": 1, "batch_size": 64},
+        "deploy": {"quantize": "int8"},
+    })  # fmt: skip
+    data = load_dataset(cfg.data, seed=0)
+    reports = []
+    fit_config(cfg, data, threads=1, report=reports.append)
+    assert [r.precision for r in reports] == ["float32", "int8"]
+    assert reports[-1].epoch == reports[0].epoch == 1  # the same epoch, measured on the int8 graphs
+    assert set(reports[-1].val_accuracy) == {"2", "final"}
+    assert reports[-1].accuracy == reports[-1].val_accuracy["final"]

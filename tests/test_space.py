@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from sdsearch.cli import main
-from sdsearch.config import TrialConfig
+from sdsearch.config import DeployConfig, TrialConfig
 from sdsearch.errors import SpaceError
 from sdsearch.space import config_to_document, diff_documents, load_space, load_trial_config, parse_space
 
@@ -75,8 +75,11 @@ def test_space_train_overrides_train():
 
 
 def test_sizes_and_budget():
+    # FLOPs are a unit of input: a FLOPs limit is stored as the MACs limit it means (the tighter wins)
     space = parse_space({"budget": {"params": "50k", "macs": "1.5G", "flops": 2e6}})
-    assert space.budget == {"params": 50_000, "macs": 1.5e9, "flops": 2e6}
+    assert space.budget == {"params": 50_000, "macs": 1e6}
+    space = parse_space({"budget": {"peak_memory": "64KiB", "size": "256kB", "latency": "500us"}})
+    assert space.budget == {"peak_memory": 65536, "size": 256_000, "latency": 0.5}
 
 
 def _study():
@@ -135,7 +138,7 @@ def test_spec_hash_ignores_run_settings_but_not_the_space(tmp_path):
 def test_trainer_config_round_trip(tmp_path):
     import yaml
 
-    cfg = TrialConfig().replace(deploy_exit="2")
+    cfg = TrialConfig(deploy=DeployConfig(exit="2", dtype="float32"))
     doc = config_to_document(cfg, name="best", provenance={"study": "s", "trial": 3})
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

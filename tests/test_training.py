@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdsearch.artifacts import load_checkpoint, onnx_available
+from sdsearch import __version__
+from sdsearch.artifacts import METADATA_KEYS, load_checkpoint
 from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
 from sdsearch.data import load_dataset
 from sdsearch.nn.network import SelfDistillNet
 from sdsearch.space import load_trial_config
-from sdsearch.training import TrainResult, train
+from sdsearch.training import ARTIFACTS, TrainResult, train
 
 TINY = TrialConfig(
     model=ModelConfig(
@@ -31,46 +32,78 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
 
 def test_train_writes_every_artifact(run: TrainResult) -> None:
     files = {p.name for p in run.out.iterdir()}
-    assert {"config.yaml", "metrics.json", "checkpoint.pt", "model.ts"} <= files
-    assert ("model.onnx" in files) == onnx_available()
+    assert files == set(ARTIFACTS) == {"config.yaml", "metrics.json", "checkpoint.pt", "model.onnx",
+                                       "model.int8.onnx", "model.pt2"}  # fmt: skip
     metrics = json.loads((run.out / "metrics.json").read_text())
     assert metrics == run.metrics
     assert metrics["deploy_exit"] == "3" and metrics["epochs_done"] == 2 and metrics["device"] == "cpu"
     assert set(metrics["exits"]) == {"1", "3", "final"}
     for exit_metrics in metrics["exits"].values():
         assert 0.0 <= exit_metrics["val_accuracy"] <= 1.0 and 0.0 <= exit_metrics["test_accuracy"] <= 1.0
-        assert exit_metrics["params"] > 0 and exit_metrics["flops"] == 2 * exit_metrics["macs"]
+        assert exit_metrics["params"] > 0 and exit_metrics["macs"] > 0  # stored once, as MACs
+        assert exit_metrics["peak_memory"] > 0 and exit_metrics["size"] > exit_metrics["params"]  # int8 bytes
     assert metrics["test_accuracy"] == metrics["exits"]["3"]["test_accuracy"]
     assert metrics["val_accuracy"] == run.fit.val_accuracy["3"]
     assert metrics["input"]["input_shape"] == [1, 8, 8] and len(metrics["input"]["mean"]) == 1
-    if not onnx_available():
-        assert metrics["onnx"].startswith("skipped")
+
+
+def test_metrics_report_each_deployed_file(run: TrainResult) -> None:
+    files, n_test = run.metrics["files"], 360
+    assert set(files) == {"model.onnx", "model.int8.onnx", "model.pt2"}
+    for name, entry in files.items():
+        assert entry["bytes"] == (run.out / name).stat().st_size
+    fp32, int8 = files["model.onnx"], files["model.int8.onnx"]
+    assert (
+        fp32["precision"] == "float32" and int8["precision"] == "int8" and int8["calibration_images"] == 256
+    )
+    # ONNX Runtime on raw pixels agrees with PyTorch's float32 evaluation, image for image (or one).
+    assert fp32["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"], abs=1.01 / n_test)
+    assert abs(int8["test_accuracy"] - fp32["test_accuracy"]) <= 0.05
+    assert int8["bytes"] < 0.5 * fp32["bytes"]
+    assert fp32["latency_ms"] > 0 and int8["latency_ms"] > 0
+    assert run.metrics["latency"] == {"runtime": run.metrics["latency"]["runtime"], "threads": 1, "batch": 1,
+                                      "warmup": 10, "repeats": 50, "statistic": "median"}  # fmt: skip
+
+
+def test_onnx_metadata_says_how_the_model_is_fed(run: TrainResult) -> None:
+    import onnx
+
+    for name, precision in (("model.onnx", "float32"), ("model.int8.onnx", "int8")):
+        model = onnx.load(run.out / name)
+        meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+        assert tuple(meta) == METADATA_KEYS
+        assert meta["mean"] == run.metrics["input"]["mean"] and meta["std"] == run.metrics["input"]["std"]
+        assert meta["classes"] == [str(i) for i in range(10)] and meta["exit"] == "3"
+        assert meta["precision"] == precision and meta["sdsearch_version"] == __version__
+        assert meta["input_layout"].startswith("NHWC uint8")
+        assert model.opset_import[0].version >= 17
 
 
 def test_config_yaml_reads_back_as_the_config_used(run: TrainResult) -> None:
     assert load_trial_config(run.out / "config.yaml") == TINY
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-def test_torchscript_matches_the_deploy_module(run: TrainResult) -> None:
+def test_pt2_on_raw_pixels_matches_the_deploy_module(run: TrainResult) -> None:
     ckpt = load_checkpoint(run.out / "checkpoint.pt")
     cfg = TrialConfig.from_dict(ckpt["config"])
     assert cfg == TINY
     net = SelfDistillNet(cfg.model, num_classes=10, in_chans=1, input_size=(8, 8))
     net.load_state_dict(ckpt["state_dict"])
     deploy = net.deploy("3").eval()
-    scripted = torch.jit.load(str(run.out / "model.ts"))
+    exported = torch.export.load(run.out / "model.pt2").module()
     data = load_dataset(cfg.data, seed=cfg.seed)
-    x = (torch.from_numpy(data.x_test[:50]).float() / 255 - ckpt["mean"][0]) / ckpt["std"][0]
+    pixels = torch.from_numpy(data.x_test).permute(0, 2, 3, 1).contiguous()  # uint8 N, H, W, C
+    x = (torch.from_numpy(data.x_test).float() / 255 - ckpt["mean"][0]) / ckpt["std"][0]
     with torch.no_grad():
         want = deploy(x)
-        torch.testing.assert_close(scripted(x), want, rtol=0, atol=1e-6)
+        got = exported(pixels)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+        torch.testing.assert_close(exported(pixels[:1]), want[:1], rtol=0, atol=1e-4)  # dynamic batch
         torch.testing.assert_close(net.eval()(x).logits["3"], want, rtol=0, atol=1e-6)
+    assert torch.equal(got.argmax(1), want.argmax(1))
     # The deployed exit's test accuracy in metrics.json is this model's accuracy on the test split.
-    xt = (torch.from_numpy(data.x_test).float() / 255 - ckpt["mean"][0]) / ckpt["std"][0]
-    with torch.no_grad():
-        acc = (scripted(xt).argmax(1) == torch.from_numpy(data.y_test)).float().mean().item()
-    assert acc == pytest.approx(run.metrics["test_accuracy"], abs=1 / len(xt))
+    acc = (got.argmax(1) == torch.from_numpy(data.y_test)).float().mean().item()
+    assert acc == pytest.approx(run.metrics["test_accuracy"], abs=1 / len(x))
 
 
 def test_train_from_yaml_with_epochs_override(run: TrainResult, tmp_path: Path) -> None:
@@ -78,3 +111,29 @@ def test_train_from_yaml_with_epochs_override(run: TrainResult, tmp_path: Path) 
     result = train(run.out / "config.yaml", out=out, epochs=1, progress=True, threads=1)
     assert result.metrics["epochs"] == 1 and result.fit.epochs_done == 1 and result.metrics["threads"] == 1
     assert load_trial_config(out / "config.yaml").train.epochs == 1
+
+
+def test_test_accuracy_is_float32_even_inside_autocast() -> None:
+    """train() reports float32 accuracy whatever the training device and any enclosing autocast."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from sdsearch.trainer import evaluate
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+            self.autocast: list[bool] = []
+
+        def forward(self, x: torch.Tensor) -> SimpleNamespace:
+            self.autocast.append(torch.is_autocast_enabled("cpu"))
+            return SimpleNamespace(logits={"final": self.fc(x.flatten(1))})
+
+    net = Recorder()
+    x, y = np.zeros((3, 1, 2, 2), np.uint8), np.zeros(3, np.int64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        evaluate(net, x, y, mean=[0.5], std=[0.25])
+        assert torch.is_autocast_enabled("cpu")  # the caller's region is restored
+    assert net.autocast == [False]

@@ -1,33 +1,35 @@
-"""Four-stage CNN backbones for small inputs, and their registry.
+"""Four-stage CNN backbones for small inputs, the backbone contract, and user backbones.
 
 - ``resnet``: CIFAR-style ResNet (He et al., "Deep Residual Learning for Image Recognition", CVPR
   2016, https://arxiv.org/abs/1512.03385) with a 3×3 stride-1 stem and no max-pool, as in the
   BYOT/SD CIFAR experiments. Width 1, depth 2 is CIFAR ResNet-18 (11.22 M params, 0.556 G MACs at
   32×32 with 100 classes).
 - ``mobilenetv2``: MobileNetV2 (Sandler et al., CVPR 2018, https://arxiv.org/abs/1801.04381) with
-  a stride-1 stem for small inputs.
+  a stride-1 stem for small inputs, optionally with the paper's last 1×1 conv to 1280·w channels.
 
-Backbone contract (what :class:`sdsearch.nn.network.SelfDistillNet` relies on):
+The backbone contract (timm's ``features_only`` convention), which a user's own backbone follows
+too (``backbone.arch: "package.module:factory"``, or an entry point in group ``sdsearch.backbones``):
 
-- ``stem`` and ``stages`` (an ``nn.Sequential`` of exactly 4 stages) hold every parameter;
-  ``forward_intermediates(x)`` returns the 4 stage outputs and ``forward_features(x)`` the last one.
-  There is no classifier: exits and heads belong to the network.
-- ``feature_info``: one ``dict(num_chs, reduction, module)`` per stage, as in timm.
-- Every downsampling layer is a stride-2 conv with padding k // 2, so stage i of an H×W input
-  is ``ceil(H / reduction_i) × ceil(W / reduction_i)``; any input from 8×8 up works (an 8×8
-  input gives maps of 8, 4, 2 and 1).
-- Builders take ``width``, ``depth``, ``in_chans``, ``device`` and ``dtype`` (keyword-only).
+- the factory takes the keyword arguments ``in_chans``, ``width`` and ``depth`` and returns an
+  ``nn.Module``; it is called under ``with torch.device("meta")`` for costing, so it need not know
+  about devices;
+- ``forward(x)`` returns the list of the 4 stage maps, shallowest first;
+- ``feature_info.channels()`` and ``feature_info.reduction()`` give their channels and reductions.
+
+:func:`create_backbone` returns a :class:`Stages` view of any backbone: ``stem`` and 4 ``stages``
+run in sequence, which is what exit branches, trunk CBFE and ``deploy(exit)`` need. Built-in
+backbones are built that way; a user's module is split into its stages with ``torch.fx``.
 
 Example:
     >>> net = create_backbone("resnet", width=0.25, depth=1, in_chans=1)
-    >>> [f["num_chs"] for f in net.feature_info]
+    >>> net.feature_info.channels()
     [16, 32, 64, 128]
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -35,12 +37,15 @@ from torch import nn
 
 from sdsearch.errors import ConfigError
 from sdsearch.nn.blocks import ConvNormAct, init_weights, make_divisible
+from sdsearch.registry import BACKBONES
 
 __all__ = [
     "BasicBlock",
+    "FeatureInfo",
     "InvertedResidual",
     "MobileNetV2",
     "ResNet",
+    "Stages",
     "create_backbone",
     "list_backbones",
     "mobilenetv2",
@@ -89,15 +94,40 @@ class BasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
 
-class Backbone(nn.Module):
-    """What every backbone shares: a ``stem``, 4 ``stages`` and their ``feature_info``."""
+class FeatureInfo:
+    """Channels, reductions and module names of a backbone's 4 stage maps (timm's ``FeatureInfo``)."""
+
+    def __init__(self, stages: Sequence[dict[str, Any]]) -> None:
+        self.info = [dict(s) for s in stages]
+
+    def channels(self) -> list[int]:
+        return [int(s["num_chs"]) for s in self.info]
+
+    def reduction(self) -> list[int]:
+        return [int(s["reduction"]) for s in self.info]
+
+    def module_name(self) -> list[str]:
+        return [str(s.get("module", f"stages.{i}")) for i, s in enumerate(self.info)]
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+    def __repr__(self) -> str:
+        return f"FeatureInfo(channels={self.channels()}, reduction={self.reduction()})"
+
+
+class Stages(nn.Module):
+    """A backbone as a ``stem`` and 4 ``stages`` run in sequence, with their :class:`FeatureInfo`.
+
+    ``forward`` follows the features_only contract (the 4 stage maps); ``stem`` and ``stages``
+    are what the multi-exit network interleaves its branches with and truncates for deploy.
+    """
 
     stem: nn.Module
     stages: nn.Sequential
-    feature_info: list[dict[str, Any]]
+    feature_info: FeatureInfo
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The 4 stage outputs, shallowest first."""
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         out = []
         for stage in self.stages:
@@ -105,21 +135,15 @@ class Backbone(nn.Module):
             out.append(x)
         return out
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The deepest stage's map F_L."""
-        return self.stages(self.stem(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
-
-
-class ResNet(Backbone):
+class ResNet(Stages):
     """CIFAR-style ResNet: 3×3 stride-1 stem, 4 stages of ``depth`` BasicBlocks, strides 1, 2, 2, 2.
 
     Args:
         widths: channels of the stem (= stage 1) and of the 4 stages.
         depth: BasicBlocks per stage.
         in_chans: input channels.
+        zero_init_last: zero each block's last BN gamma, so blocks start as their shortcut.
     """
 
     def __init__(
@@ -128,16 +152,15 @@ class ResNet(Backbone):
         depth: int,
         in_chans: int = 3,
         *,
+        zero_init_last: bool = True,
         device: _Device = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            raise ConfigError(f"resnet depth must be >= 1, but got {depth}")
         dd = {"device": device, "dtype": dtype}
         self.stem = ConvNormAct(in_chans, widths[0], 3, **dd)
         stages: list[nn.Module] = []
-        self.feature_info: list[dict[str, Any]] = []
+        info: list[dict[str, Any]] = []
         in_chs, reduction = widths[0], 1
         for i, (out_chs, stride) in enumerate(zip(widths, (1, 2, 2, 2), strict=True)):
             blocks = [
@@ -146,9 +169,10 @@ class ResNet(Backbone):
             ]
             stages.append(nn.Sequential(*blocks))
             in_chs, reduction = out_chs, reduction * stride
-            self.feature_info.append({"num_chs": out_chs, "reduction": reduction, "module": f"stages.{i}"})
+            info.append({"num_chs": out_chs, "reduction": reduction, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
-        init_weights(self)
+        self.feature_info = FeatureInfo(info)
+        init_weights(self, zero_init_last=zero_init_last)
 
 
 class InvertedResidual(nn.Module):
@@ -189,9 +213,10 @@ class InvertedResidual(nn.Module):
 #: MobileNetV2's block groups ``(exp_ratio, out_chs, repeats, stride)`` arranged in 4 stages of
 #: reduction 1, 2, 4, 8 (``repeats=None`` means ``depth``). *design*: this follows the common
 #: CIFAR MobileNetV2 (stride-1 stem, stride 1 in the 24-channel group), groups the paper's seven
-#: bottleneck groups by output resolution, lets ``depth`` set the repeats of the five middle groups
-#: (the paper uses 2, 3, 4, 3, 3; depth 3 is close) and drops the final 1×1 conv to 1280 channels:
-#: it would dominate params at small inputs and widen every exit branch to 1280 channels.
+#: bottleneck groups by output resolution and lets ``depth`` set the repeats of the five middle
+#: groups (the paper uses 2, 3, 4, 3, 3; depth 3 is close). The paper's final 1×1 conv to 1280
+#: channels is off by default (``backbone.last_channel``): it dominates params at small inputs and
+#: widens every exit branch to 1280·w channels.
 MBV2_STAGES: tuple[tuple[tuple[int, int, int | None, int], ...], ...] = (
     ((1, 16, 1, 1), (6, 24, None, 1)),
     ((6, 32, None, 2),),
@@ -199,9 +224,10 @@ MBV2_STAGES: tuple[tuple[tuple[int, int, int | None, int], ...], ...] = (
     ((6, 160, None, 2), (6, 320, 1, 1)),
 )
 MBV2_STEM_CHS = 32
+MBV2_LAST_CHS = 1280
 
 
-class MobileNetV2(Backbone):
+class MobileNetV2(Stages):
     """MobileNetV2 for small inputs: 3×3 stride-1 stem, inverted residual blocks in 4 stages.
 
     Args:
@@ -209,6 +235,8 @@ class MobileNetV2(Backbone):
             channels already scaled (see :data:`MBV2_STAGES`).
         stem_chs: stem channels.
         in_chans: input channels.
+        last_chs: if set, the paper's final 1×1 conv (BN, ReLU6) to this many channels ends stage 4.
+        zero_init_last: zero the projection BN of residual blocks, so they start as the identity.
     """
 
     def __init__(
@@ -217,6 +245,8 @@ class MobileNetV2(Backbone):
         stem_chs: int,
         in_chans: int = 3,
         *,
+        last_chs: int | None = None,
+        zero_init_last: bool = True,
         device: _Device = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -225,7 +255,7 @@ class MobileNetV2(Backbone):
         self.stem = ConvNormAct(in_chans, stem_chs, 3, act_layer=nn.ReLU6, **dd)
         in_chs, reduction = stem_chs, 1
         built: list[nn.Module] = []
-        self.feature_info: list[dict[str, Any]] = []
+        info: list[dict[str, Any]] = []
         for i, groups in enumerate(stages):
             blocks: list[nn.Module] = []
             for exp_ratio, out_chs, repeats, stride in groups:
@@ -233,29 +263,27 @@ class MobileNetV2(Backbone):
                     blocks.append(InvertedResidual(in_chs, out_chs, stride if r == 0 else 1, exp_ratio, **dd))
                     in_chs = out_chs
                 reduction *= stride
+            if last_chs is not None and i == len(stages) - 1:
+                blocks.append(ConvNormAct(in_chs, last_chs, 1, act_layer=nn.ReLU6, **dd))
+                in_chs = last_chs
             built.append(nn.Sequential(*blocks))
-            self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{i}"})
+            info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*built)
-        init_weights(self)
-
-
-_BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+        self.feature_info = FeatureInfo(info)
+        init_weights(self, zero_init_last=zero_init_last)
 
 
 def register_backbone(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: file a backbone builder under ``fn.__name__`` (a re-registration warns and wins)."""
-    name = fn.__name__
-    if name in _BACKBONES:
-        warnings.warn(
-            f"backbone {name!r} is registered again; the new builder replaces the old", stacklevel=2
-        )
-    _BACKBONES[name] = fn
-    return fn
+    """Decorator: file a backbone factory under ``fn.__name__`` in the registry validation asks.
+
+    A re-registration warns and wins. The factory follows the backbone contract (module docstring).
+    """
+    return BACKBONES.register(fn.__name__, fn)
 
 
 def list_backbones() -> list[str]:
-    """Registered backbone names, sorted."""
-    return sorted(_BACKBONES)
+    """Backbone names validation accepts: built-ins, registered ones and installed plugins."""
+    return BACKBONES.names()
 
 
 def create_backbone(
@@ -266,31 +294,117 @@ def create_backbone(
     in_chans: int,
     device: _Device = None,
     dtype: torch.dtype | None = None,
-) -> nn.Module:
-    """Build a registered backbone.
+    **options: Any,
+) -> Stages:
+    """Build a backbone by registry name or import string, as :class:`Stages`.
+
+    Built-in factories take ``device``, ``dtype`` and their options (``zero_init_last``,
+    ``last_channel``); a user's factory takes only ``in_chans``, ``width`` and ``depth`` and is
+    called under ``with torch.device(device)``, then split into its stages.
 
     Args:
-        name: a registered builder (``resnet``, ``mobilenetv2``).
+        name: a registered name (``resnet``, ``mobilenetv2``, a plugin) or ``package.module:factory``.
         width: channel multiplier.
         depth: blocks per stage (per block group for ``mobilenetv2``).
         in_chans: input channels.
         device: where to allocate (``"meta"`` for cost counting).
         dtype: parameter dtype.
+        **options: options of a built-in factory.
 
     Raises:
-        ConfigError: unknown name, or a non-positive width or depth.
+        ConfigError: unknown name, a factory that fails, or a module that breaks the contract.
 
     Example:
-        >>> create_backbone("mobilenetv2", width=0.5, depth=1, in_chans=3, device="meta").feature_info[-1]
-        {'num_chs': 160, 'reduction': 8, 'module': 'stages.3'}
+        >>> create_backbone("mobilenetv2", width=0.5, depth=1, in_chans=3, device="meta").feature_info
+        FeatureInfo(channels=[16, 16, 48, 160], reduction=[1, 2, 4, 8])
     """
-    if name not in _BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; expected one of {', '.join(list_backbones())}")
-    if width <= 0 or depth < 1:
+    try:
+        factory = BACKBONES.get(name)
+    except (KeyError, ImportError) as exc:
+        raise ConfigError(f"backbone.arch: {exc.args[0] if exc.args else exc}") from None
+    if BACKBONES.is_builtin(name):
+        return factory(width=width, depth=depth, in_chans=in_chans, device=device, dtype=dtype, **options)
+    try:
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            module = factory(in_chans=in_chans, width=width, depth=depth)
+    except Exception as exc:  # a user's factory may raise anything
+        raise ConfigError(f"backbone.arch: {name} failed to build: {type(exc).__name__}: {exc}") from None
+    if dtype is not None:
+        module = module.to(dtype)
+    return as_stages(module, name=name)
+
+
+def as_stages(module: nn.Module, *, name: str = "backbone") -> Stages:
+    """A features_only module as :class:`Stages`: each stage a ``torch.fx`` graph from the previous
+    stage's map to its own (the module's parameters are shared, not copied).
+
+    Raises:
+        ConfigError: no usable ``feature_info``, not traceable by ``torch.fx``, not 4 maps, or a
+            stage that reads more than the previous stage's map (stages must run in sequence).
+    """
+    if isinstance(module, Stages):
+        return module
+    info = getattr(module, "feature_info", None)
+    try:
+        channels, reductions = list(info.channels()), list(info.reduction())  # type: ignore[union-attr]
+    except Exception:
         raise ConfigError(
-            f"backbone width > 0 and depth >= 1 must hold, but got width={width}, depth={depth}"
+            f"backbone.arch: {name} has no feature_info.channels() and .reduction(); a backbone follows "
+            "timm's features_only convention (forward returns the 4 stage maps)"
+        ) from None
+    if len(channels) != 4 or len(reductions) != 4:
+        raise ConfigError(
+            f"backbone.arch: {name} describes {len(channels)} stage maps in feature_info, not 4"
         )
-    return _BACKBONES[name](width=width, depth=depth, in_chans=in_chans, device=device, dtype=dtype)
+    staged = Stages()
+    staged.stem = nn.Identity()
+    staged.stages = nn.Sequential(*_split_stages(module, name))
+    staged.feature_info = FeatureInfo(
+        [
+            {"num_chs": c, "reduction": r, "module": f"stages.{i}"}
+            for i, (c, r) in enumerate(zip(channels, reductions))
+        ]
+    )
+    return staged
+
+
+def _split_stages(module: nn.Module, name: str) -> list[nn.Module]:
+    import torch.fx as fx
+
+    try:
+        traced = fx.symbolic_trace(module)
+    except Exception as exc:
+        raise ConfigError(
+            f"backbone.arch: {name} cannot be traced by torch.fx ({type(exc).__name__}: {exc}); "
+            "sdsearch splits a backbone into its stages with torch.fx"
+        ) from None
+    nodes = list(traced.graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    maps = next(n for n in nodes if n.op == "output").args[0]
+    if len(inputs) != 1 or not isinstance(maps, (list, tuple)) or len(maps) != 4:
+        raise ConfigError(f"backbone.arch: {name}.forward(x) must return a list of the 4 stage maps")
+    stages: list[nn.Module] = []
+    previous = inputs[0]
+    for i, node in enumerate(maps):
+        graph = fx.Graph()
+        x = graph.placeholder("stage_input")
+        copies: dict[Any, Any] = {previous: x}
+        graph.graph_copy(traced.graph, copies)
+        graph.output(copies[node])
+        stage = fx.GraphModule(traced, graph, class_name=f"Stage{i + 1}")
+        stage.graph.eliminate_dead_code()
+        for extra in [n for n in stage.graph.nodes if n.op == "placeholder" and n is not x]:
+            if extra.users:
+                raise ConfigError(
+                    f"backbone.arch: {name}: stage {i + 1} reads more than stage {i}'s map; sdsearch needs "
+                    "stages that run in sequence"
+                )
+            stage.graph.erase_node(extra)
+        stage.delete_all_unused_submodules()
+        stage.recompile()
+        stages.append(stage)
+        previous = node
+    return stages
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -301,18 +415,20 @@ def _scaled(channels: int, width: float) -> int:
 RESNET_WIDTHS = (64, 128, 256, 512)
 
 
-@register_backbone
 def resnet(*, width: float = 1.0, depth: int = 2, in_chans: int = 3, **kw: Any) -> ResNet:
     """CIFAR ResNet; width 1, depth 2 is ResNet-18."""
     widths = tuple(_scaled(c, width) for c in RESNET_WIDTHS)
     return ResNet(widths, depth, in_chans, **kw)  # type: ignore[arg-type]
 
 
-@register_backbone
-def mobilenetv2(*, width: float = 1.0, depth: int = 2, in_chans: int = 3, **kw: Any) -> MobileNetV2:
-    """MobileNetV2 for small inputs, grouped as in :data:`MBV2_STAGES`."""
+def mobilenetv2(
+    *, width: float = 1.0, depth: int = 2, in_chans: int = 3, last_channel: bool = False, **kw: Any
+) -> MobileNetV2:
+    """MobileNetV2 for small inputs, grouped as in :data:`MBV2_STAGES`; ``last_channel`` adds the
+    paper's final 1×1 conv to 1280·w channels."""
     stages = tuple(
         tuple((t, _scaled(c, width), depth if n is None else n, s) for t, c, n, s in groups)
         for groups in MBV2_STAGES
     )
-    return MobileNetV2(stages, _scaled(MBV2_STEM_CHS, width), in_chans, **kw)
+    last = _scaled(MBV2_LAST_CHS, width) if last_channel else None
+    return MobileNetV2(stages, _scaled(MBV2_STEM_CHS, width), in_chans, last_chs=last, **kw)

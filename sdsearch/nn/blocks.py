@@ -271,9 +271,6 @@ class LiteBranch(nn.Module):
         return self.conv3(self.conv2(self.pool(x)))
 
 
-_BRANCHES: dict[str, type[nn.Module]] = {"sd": SDBranch, "lite": LiteBranch}
-
-
 def create_branch(
     style: str,
     in_chs: int,
@@ -285,14 +282,15 @@ def create_branch(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """Build the exit branch of ``style`` (``sd`` or ``lite``); see :class:`SDBranch`, :class:`LiteBranch`.
+    """Build the exit branch of ``style``, a name in the branch-style registry (``sd``: :class:`SDBranch`,
+    ``lite``: :class:`LiteBranch`).
 
     Raises:
-        ValueError: unknown style.
+        KeyError: unknown style (the message lists the registered ones).
     """
-    if style not in _BRANCHES:
-        raise ValueError(f"unknown branch style {style!r}; expected one of {', '.join(_BRANCHES)}")
-    return _BRANCHES[style](
+    from sdsearch.registry import BRANCH_STYLES
+
+    return BRANCH_STYLES.get(style)(
         in_chs, in_size, out_chs, out_size, cbfe_ratio=cbfe_ratio, device=device, dtype=dtype
     )
 
@@ -315,8 +313,8 @@ class ClassifierHead(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def init_weights(module: nn.Module) -> None:
-    """He init for convs, unit BN, then ``zero_init_last()`` of every submodule that has one.
+def init_weights(module: nn.Module, *, zero_init_last: bool = True) -> None:
+    """He init for convs, unit BN, then (unless disabled) ``zero_init_last()`` of every submodule that has one.
 
     Linear layers keep PyTorch's default init, as in timm's ResNet.
     """
@@ -328,6 +326,6 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-    for m in module.modules():
+    for m in module.modules() if zero_init_last else ():
         if hasattr(m, "zero_init_last"):
             m.zero_init_last()

@@ -41,6 +41,7 @@ class ChannelAttentionFusion(nn.Module):
         channels: C_L.
         num_inputs: number of maps fused (branch exits + 1).
         num_classes: classes of the fused head.
+        map_size: (H_L, W_L); unused (every fusion takes it, so the registry builds them alike).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class ChannelAttentionFusion(nn.Module):
         channels: int,
         num_inputs: int,
         num_classes: int,
+        map_size: tuple[int, int] | None = None,
         *,
         device: _Device = None,
         dtype: torch.dtype | None = None,
@@ -122,6 +124,7 @@ class ResidualFusion(nn.Module):
         channels: C_L.
         num_inputs: number of maps fused (branch exits + 1; the last is F_L).
         num_classes: classes of the fused head.
+        map_size: (H_L, W_L); unused (every fusion takes it, so the registry builds them alike).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class ResidualFusion(nn.Module):
         channels: int,
         num_inputs: int,
         num_classes: int,
+        map_size: tuple[int, int] | None = None,
         *,
         device: _Device = None,
         dtype: torch.dtype | None = None,
@@ -165,21 +169,17 @@ def create_fusion(
     device: _Device = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Module | None:
-    """Build the fusion module of ``kind`` (``None`` for ``none``). Its ``forward(feats)`` takes the
-    branch maps in depth order followed by F_L, and its ``head`` gives the fused logits.
+    """Build the fusion module registered as ``kind`` (``None`` for ``none``). Its ``forward(feats)``
+    takes the branch maps in depth order followed by F_L, and its ``head`` gives the fused logits.
+
+    Every fusion class takes ``(channels, num_inputs, num_classes, map_size, *, device, dtype)``.
 
     Raises:
-        ValueError: unknown kind.
+        KeyError: unknown kind (the message lists the registered ones).
     """
-    dd = {"device": device, "dtype": dtype}
-    if kind == "none":
+    from sdsearch.registry import FUSIONS
+
+    cls = FUSIONS.get(kind)
+    if cls is None:
         return None
-    if kind == "channel_attention":
-        return ChannelAttentionFusion(channels, num_inputs, num_classes, **dd)
-    if kind == "spatial_mask_avg":
-        return SpatialMaskAvgFusion(channels, num_inputs, num_classes, map_size, **dd)
-    if kind == "residual":
-        return ResidualFusion(channels, num_inputs, num_classes, **dd)
-    raise ValueError(
-        f"unknown fusion type {kind!r}; expected one of none, channel_attention, spatial_mask_avg, residual"
-    )
+    return cls(channels, num_inputs, num_classes, map_size, device=device, dtype=dtype)

@@ -22,12 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sdsearch.config import (
-    BRANCH_STYLES,
-    CBFE_LOCATIONS,
-    FUSION_TYPES,
-    ModelConfig,
-)
+from sdsearch.config import LEAVES, BackboneConfig, ModelConfig
 from sdsearch.errors import ConfigError
 from sdsearch.nn.backbones import create_backbone
 from sdsearch.nn.blocks import CBFE, ClassifierHead, create_branch, init_weights
@@ -70,9 +65,17 @@ class ExitModel(nn.Module):
         return self.head(self.branch(self.stages(self.stem(x))))
 
 
-def _check_choice(key: str, value: object, allowed: tuple[object, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"model.{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+def backbone_options(config: BackboneConfig) -> dict[str, object]:
+    """The factory options of a backbone config: every backbone leaf beyond arch, width and depth
+    whose condition holds (``last_channel`` only for mobilenetv2), as the leaf declarations say."""
+    values = {f"backbone.{name}": value for name, value in config}
+    return {
+        leaf.name: values[leaf.key]
+        for leaf in LEAVES.values()
+        if leaf.section == "backbone"
+        and leaf.name not in ("arch", "width", "depth")
+        and (leaf.applies is None or leaf.applies.holds(values))
+    }
 
 
 class SelfDistillNet(nn.Module):
@@ -92,12 +95,11 @@ class SelfDistillNet(nn.Module):
 
     Attributes:
         exits: exit names, depth order, ``"final"`` last.
-        feature_info: the backbone's ``dict(num_chs, reduction, module)`` per stage.
+        feature_info: the backbone's :class:`~sdsearch.nn.backbones.FeatureInfo` (channels, reductions).
         feature_sizes: (H, W) of each stage's map for ``input_size``.
 
     Raises:
-        ConfigError: an unknown architecture, branch style, CBFE location or fusion type, or a
-            placement outside 1-3.
+        ConfigError: the backbone cannot be built, or the input is smaller than 8×8.
 
     Example:
         >>> from sdsearch.config import BackboneConfig
@@ -119,12 +121,6 @@ class SelfDistillNet(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_choice("branches.style", config.branches.style, BRANCH_STYLES)
-        _check_choice("cbfe.location", config.cbfe.location, CBFE_LOCATIONS)
-        _check_choice("fusion.type", config.fusion.type, FUSION_TYPES)
-        bad = [p for p in config.branches.placement if p not in (1, 2, 3)]
-        if bad:
-            raise ConfigError(f"model.branches.placement: stages {bad} are not among 1, 2, 3")
         if min(input_size) < 8:
             raise ConfigError(f"input_size must be at least 8×8, but got {tuple(input_size)}")
         dd = {"device": device, "dtype": dtype}
@@ -132,12 +128,14 @@ class SelfDistillNet(nn.Module):
         self.num_classes = num_classes
         self.exits: tuple[str, ...] = config.exits
         bb = config.backbone
-        backbone = create_backbone(bb.arch, width=bb.width, depth=bb.depth, in_chans=in_chans, **dd)
+        backbone = create_backbone(
+            bb.arch, width=bb.width, depth=bb.depth, in_chans=in_chans, **dd, **backbone_options(bb)
+        )
         self.feature_info = backbone.feature_info
-        chs = [f["num_chs"] for f in self.feature_info]
+        chs = self.feature_info.channels()
         sizes = [
-            (math.ceil(input_size[0] / f["reduction"]), math.ceil(input_size[1] / f["reduction"]))
-            for f in self.feature_info
+            (math.ceil(input_size[0] / r), math.ceil(input_size[1] / r))
+            for r in self.feature_info.reduction()
         ]
         self.feature_sizes: list[tuple[int, int]] = sizes
         ratio, loc = config.cbfe.ratio, config.cbfe.location
@@ -172,8 +170,12 @@ class SelfDistillNet(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """He init for convs, unit BN, then each ``zero_init_last()`` (residual blocks, residual fusion)."""
-        init_weights(self)
+        """He init for what sdsearch adds to the backbone (branches, heads, fusion, trunk CBFE), then
+        each ``zero_init_last()`` there (residual fusion starts as F_L). The backbone initialised
+        itself: a built-in one as ``backbone.zero_init_last`` says, a user's one as it chose."""
+        for module in (self.branches, self.heads, self.fusion, *(stage.cbfe for stage in self.stages)):
+            if module is not None:
+                init_weights(module)
 
     def forward(self, x: torch.Tensor) -> SDOutput:
         x = self.stem(x)

@@ -1,7 +1,9 @@
-"""Names of everything sdsearch stores in an Optuna study, in one place.
+"""Everything sdsearch stores in an Optuna study, and the one classification of a stored trial.
 
-Readers (front, report, export) and writers (searcher, runner) import these constants, so the
-stored format has one definition. Values are JSON-serialisable (Optuna's RDB storage requires it).
+Readers (front, report, export, ``studies``) and writers (searcher, runner) import these
+constants, so the stored format has one definition, and they all ask :func:`outcome` what a trial
+is, so a count or a front never re-derives it. Values are JSON-serialisable (Optuna's RDB storage
+requires it).
 
 Study user attrs:
     ``SPEC_HASH``: stable hash of the parts of the space file that define the study.
@@ -9,33 +11,52 @@ Study user attrs:
     Space.study_spec(), "source": the file}``, so a study can be shown and exported
     without the YAML file and a changed space can name the keys that changed.
     ``OBJECTIVES``: list of objective names, e.g. ``["accuracy", "params", "macs"]``.
-    ``BUDGET``: dict metric -> limit (numbers), e.g. ``{"params": 50000, "macs": 2000000}``.
+    ``BUDGET``: dict metric -> limit in stored units (counts, bytes, ms), e.g. ``{"macs": 2000000}``.
     ``TARGET``: the number of trained trials the last ``sdsearch run`` aimed for.
+    ``DTYPE``: ``deploy.dtype`` of the study (what its byte metrics count).
 
 Trial user attrs:
     ``CONFIG``: ``TrialConfig.to_dict()`` of the trial (set for every trial, rejected ones too).
-    ``COST``: ``{"params": int, "macs": int, "flops": int}`` of the deployed exit.
-    ``CANDIDATES``: list of ``{"exit": "1"|"2"|"3"|"final", "accuracy": float, "params": int,
-    "macs": int, "flops": int}``, one per exit of a trained trial (best-epoch-free: last epoch).
+    ``COST``: ``{metric: value}`` of the deployed exit for every metric known before training
+    (params, macs, peak_memory, size, and latency when the study measures it); MACs only, since
+    FLOPs are a unit of display (2 x MACs).
+    ``CANDIDATES``: list of ``{"exit": "1"|"2"|"3"|"final"|"anytime", "accuracy": float,
+    <every COST metric>: value, ...}``, one per exit of a trained trial (last epoch). A PRUNED
+    trial's candidates carry ``"partial": true`` and ``"epoch": n``: they were measured at the
+    rung where a scheduler stopped it, and never join a front of full-budget points.
     ``REJECTED``: reason a config was never trained, e.g. ``"budget"``; such trials never count.
     ``FAIL_REASON``: one line saying why a trial FAILed (NaN loss, exception, out of memory).
     ``EPOCHS_DONE``: epochs trained (PRUNED and FAIL trials may have fewer than configured).
-    ``RETRY_OF``: number of the orphaned trial a re-enqueued trial repeats.
-    ``INTERRUPTED``: true on a trial its driver left RUNNING (killed, Ctrl-C), told FAIL on the next
-    run and re-enqueued once; such trials do not count toward ``trials``.
+    ``INTERRUPTED``: true on a trial its driver left RUNNING (killed, Ctrl-C, lost database),
+    told FAIL later and re-run once; such trials do not count toward ``trials``.
+    ``DRIVER``: ``{"host", "pid", "started"}`` of the driver that asked for the trial, so a later
+    driver on the same host can tell at once that its owner is gone.
     ``WORKER``: ``{"node": ..., "pid": ..., "started": unix time, "finished": unix time}`` of the run.
+    ``ANYTIME``: for a trained trial with shallow exits, the accuracy / expected-MACs curve of early
+    exiting on the validation split (see sdsearch.anytime).
 
 Constraints are stored with ``Trial.set_constraint(metric, value - limit)`` (Optuna 5), one per
 budget metric; ``FrozenTrial.constraints`` reads them back as a dict (all <= 0 means feasible).
+A re-run of an interrupted trial is marked the way Optuna's ``RetryHeartbeatStaleTrialCallback``
+marks it (system attr ``failed_trial``).
 """
 
 from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 SPEC_HASH = "sdsearch:spec_hash"
 SPEC = "sdsearch:spec"
 OBJECTIVES = "sdsearch:objectives"
 BUDGET = "sdsearch:budget"
 TARGET = "sdsearch:target"
+DTYPE = "sdsearch:dtype"
 
 CONFIG = "config"
 COST = "cost"
@@ -43,13 +64,65 @@ CANDIDATES = "candidates"
 REJECTED = "rejected"
 FAIL_REASON = "fail_reason"
 EPOCHS_DONE = "epochs_done"
-RETRY_OF = "retry_of"
 INTERRUPTED = "interrupted"
+DRIVER = "driver"
 WORKER = "worker"
+ANYTIME = "anytime"
 
 REJECTED_BUDGET = "budget"
 REJECTED_INVALID = "invalid"
 
-#: Objective directions: accuracy is maximised, cost metrics minimised.
-DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "macs": "minimize", "flops": "minimize"}
-COST_METRICS = ("params", "macs", "flops")
+#: Constraint set on a PRUNED trial: it stopped early, so samplers that read constraints (TPE)
+#: rank it with the infeasible, unpromising trials, however few complete trials there are.
+STOPPED_EARLY_CONSTRAINT = "stopped_early"
+
+
+class Outcome(enum.Enum):
+    """What a stored trial is, for every reader: counts, fronts, ``studies`` and the live view."""
+
+    COMPLETE = "complete"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    PRUNED = "pruned"
+    INTERRUPTED = "interrupted"
+    RUNNING = "running"
+    WAITING = "waiting"
+
+    @property
+    def counts(self) -> bool:
+        """Counts toward ``trials``: it was trained (to the end, to a rung, or until it failed)."""
+        return self in (Outcome.COMPLETE, Outcome.PRUNED, Outcome.FAILED)
+
+    @property
+    def on_front(self) -> bool:
+        """Eligible for a front: trained to its full budget."""
+        return self is Outcome.COMPLETE
+
+
+def outcome(trial: FrozenTrial) -> Outcome:
+    """The one classification of a stored trial."""
+    from optuna.trial import TrialState
+
+    if REJECTED in trial.user_attrs:
+        return Outcome.REJECTED
+    if trial.state == TrialState.FAIL and (
+        trial.user_attrs.get(INTERRUPTED, False) or EPOCHS_DONE not in trial.user_attrs
+    ):
+        return Outcome.INTERRUPTED  # failed by a later driver (or by Optuna's stale-trial check)
+    return {
+        TrialState.COMPLETE: Outcome.COMPLETE,
+        TrialState.FAIL: Outcome.FAILED,
+        TrialState.PRUNED: Outcome.PRUNED,
+        TrialState.RUNNING: Outcome.RUNNING,
+        TrialState.WAITING: Outcome.WAITING,
+    }[trial.state]
+
+
+def count(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """Trials per outcome (every :class:`Outcome` value) plus ``trained``: those that count."""
+    counts: Counter[str] = Counter()
+    for trial in trials:
+        kind = outcome(trial)
+        counts[kind.value] += 1
+        counts["trained"] += kind.counts
+    return {k: counts.get(k, 0) for k in (*(o.value for o in Outcome), "trained")}

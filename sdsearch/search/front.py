@@ -4,7 +4,7 @@ Everything here works on frozen records (``FrozenTrial``, :class:`Candidate`), n
 study, so ``show`` and ``export`` can read a study while a driver is still writing to it, and the
 maths is testable without Optuna. :func:`load_front` is the one place that reads a storage.
 
-Two fronts, one rule each (DESIGN.md section 5):
+Two fronts, one rule each (docs/ARCHITECTURE.md):
 
 * **trials front**: Pareto set of the *feasible, trained* trials (state COMPLETE, not rejected,
   every stored constraint <= 0, inside the optional tighter budget), each represented by its
@@ -13,7 +13,8 @@ Two fronts, one rule each (DESIGN.md section 5):
   fits the budget. A shallow exit of a trial whose deployed exit broke the budget can fit it, so it
   is included: every exit is a deployable model.
 
-Budget-rejected trials are never on a front; they are only counted.
+Budget-rejected trials are never on a front; they are only counted. Trials a scheduler stopped
+(PRUNED) are not either: their exits are *partial* candidates, measured at a rung, kept apart.
 
 Example:
     >>> front = load_front("spaces/iot_budget.yaml", budget={"macs": "1M"})  # doctest: +SKIP
@@ -33,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sdsearch.errors import ConfigError, StudyError
+from sdsearch.metrics import METRICS, budget_metrics, limit_of, metric_value, stored_limits
 from sdsearch.search import attrs
-from sdsearch.sizes import format_size, parse_size
+from sdsearch.units import parse
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -60,7 +62,6 @@ __all__ = [
 _ACCURACY_IDEAL = 1.0
 #: Without a budget limit, a cost metric's reference is this factor times its worst observed value.
 _NO_BUDGET_REFERENCE_FACTOR = 1.1
-_COUNT_FIELDS = ("complete", "rejected", "failed", "pruned", "interrupted", "running", "waiting")
 _NO_FEASIBLE = (
     "{study}: no feasible trial yet{why} ({counts}); run more trials with `sdsearch run`, "
     "loosen the budget, or look at every exit with --candidates"
@@ -69,31 +70,45 @@ _NO_FEASIBLE = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One deployable model: a trial's exit with its validation accuracy and deploy cost.
+    """One deployable model: a trial's exit with its validation accuracy and deploy costs.
 
     ``deployed`` is true for the exit the trial deployed (whose values Optuna stores); other exits
-    come from the trial's ``candidates`` user attr. ``config`` is the trial's ``TrialConfig.to_dict()``
-    with ``deploy_exit`` still the *trial's* exit (export sets the candidate's own exit).
+    come from the trial's ``candidates`` user attr. ``metrics`` holds every stored metric (accuracy,
+    params, MACs, peak memory, size, latency when measured, ...) in stored units. ``config`` is the
+    trial's ``TrialConfig.to_dict()`` with the *trial's* deployed exit (export sets the candidate's
+    own). ``partial`` marks an exit of a trial a scheduler stopped at epoch ``epoch``.
     """
 
     trial: int
     exit: str
-    accuracy: float
-    params: int
-    macs: int
-    flops: int
+    metrics: dict[str, float] = field(compare=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     deployed: bool = True
+    partial: bool = False
+    epoch: int | None = None
 
     def value(self, metric: str) -> float:
-        """The value of an objective or budget metric (``accuracy``, ``params``, ``macs``, ``flops``)."""
-        if metric not in attrs.DIRECTIONS:
-            raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(attrs.DIRECTIONS)}")
-        return float(getattr(self, metric))
+        """The value of a metric (``flops`` from the stored MACs); NaN where it was not measured."""
+        if metric not in METRICS:
+            raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRICS.names())}")
+        value = metric_value(self.metrics, metric)
+        return math.nan if value is None else value
 
     def values(self, metrics: Sequence[str]) -> tuple[float, ...]:
         """Values in the order of ``metrics`` (e.g. the study's objectives)."""
         return tuple(self.value(m) for m in metrics)
+
+    @property
+    def accuracy(self) -> float:
+        return self.value("accuracy")
+
+    @property
+    def params(self) -> float:
+        return self.value("params")
+
+    @property
+    def macs(self) -> float:
+        return self.value("macs")
 
     @property
     def label(self) -> str:
@@ -117,6 +132,11 @@ class Counts:
     interrupted: int = 0
     running: int = 0
     waiting: int = 0
+
+    @classmethod
+    def of(cls, trials: Sequence[FrozenTrial], *, n_feasible: int) -> Counts:
+        counts = attrs.count(trials)
+        return cls(feasible=n_feasible, **{o.value: counts[o.value] for o in attrs.Outcome})
 
     def __str__(self) -> str:
         parts = [
@@ -146,10 +166,20 @@ class StudyRecord:
     budget: dict[str, float]
     spec: dict[str, Any]
     trials: tuple[FrozenTrial, ...]
+    dtype: str = "int8"
 
     def trained(self) -> list[FrozenTrial]:
-        """COMPLETE trials that were trained (not budget- or validity-rejected), by number."""
+        """Trials eligible for a front: trained to their full budget (COMPLETE, not rejected)."""
         return [t for t in self.trials if is_trained(t)]
+
+    def searched(self) -> tuple[str, ...]:
+        """Leaves the study's space searched (held a distribution), from its stored spec."""
+        space = (self.spec.get("study_spec") or {}).get("space") or {}
+        return tuple(k for k, v in space.items() if isinstance(v, dict))
+
+    def stopped(self) -> list[FrozenTrial]:
+        """Trials a scheduler stopped at a rung (PRUNED): their exits are partial candidates."""
+        return [t for t in self.trials if attrs.outcome(t) is attrs.Outcome.PRUNED]
 
 
 @dataclass(frozen=True)
@@ -171,6 +201,9 @@ class Front:
         trials_front: Pareto set of feasible trained trials (deployed exits).
         candidates_front: Pareto set of all (trial, exit) candidates that fit the budget.
         counts: trial counts by state.
+        partial: the exits of trials a scheduler stopped, measured at their rung (never on a front).
+        dtype: the deploy dtype the byte metrics count in.
+        searched: the leaves the study searched (``backbone.width``...), from its stored spec.
     """
 
     study_name: str
@@ -183,11 +216,14 @@ class Front:
     trials_front: tuple[Candidate, ...]
     candidates_front: tuple[Candidate, ...]
     counts: Counts
+    partial: tuple[Candidate, ...] = ()
+    dtype: str = "int8"
+    searched: tuple[str, ...] = ()
 
     @property
     def directions(self) -> tuple[str, ...]:
         """``"maximize"`` / ``"minimize"`` per objective."""
-        return tuple(attrs.DIRECTIONS[m] for m in self.objectives)
+        return tuple(METRICS.get(m).direction for m in self.objectives)
 
     @property
     def front(self) -> tuple[Candidate, ...]:
@@ -216,21 +252,26 @@ class Front:
     def hypervolume(self) -> float:
         """Normalised hypervolume of :attr:`front` in [0, 1] (fraction of the ideal-reference box)."""
         pts = [c.values(self.objectives) for c in self.front]
-        ideal = [_ACCURACY_IDEAL if m == "accuracy" else 0.0 for m in self.objectives]
+        ideal = [_ACCURACY_IDEAL if d == "maximize" else 0.0 for d in self.directions]
         return hypervolume(pts, self.directions, self.reference, ideal=ideal)
 
     @cached_property
     def knee(self) -> Candidate:
         """Knee of :attr:`front` by :func:`knee_point`, costs on a log scale (as the plots show them)."""
         pts = [c.values(self.objectives) for c in self.front]
-        log = [m in attrs.COST_METRICS for m in self.objectives]
+        log = [d == "minimize" for d in self.directions]
         return self.front[knee_point(pts, self.directions, log=log)]
 
     def describe_budget(self) -> str:
-        """``params <= 50k, macs <= 2M`` (or ``none``) for tables and messages."""
-        if not self.budget:
-            return "none"
-        return ", ".join(f"{m} <= {format_size(v)}" for m, v in self.budget.items())
+        """``params <= 50k, macs <= 2M, peak_memory <= 64 KiB`` (or ``none``) for tables and messages."""
+        return describe_limits(self.budget)
+
+
+def describe_limits(budget: Mapping[str, float]) -> str:
+    """A budget in words with units, e.g. ``macs <= 2M, peak_memory <= 64 KiB``."""
+    if not budget:
+        return "none"
+    return ", ".join(f"{m} <= {METRICS.get(m).format(v)}" for m, v in budget.items())
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,23 +385,19 @@ def reference_point(
 ) -> tuple[float, ...]:
     """The hypervolume reference point for a study's objectives.
 
-    * accuracy: 0 (a model no better than nothing adds no volume);
-    * a cost metric with a budget limit: the limit (the budget *is* the worst acceptable cost);
-    * a cost metric without one: 1.1 times its largest value among ``points`` (every trained model
-      then adds volume), or 1 when there are no points.
-
-    ``flops`` without its own limit takes 2x a ``macs`` limit, and vice versa, since flops = 2 MACs.
+    * a quality (accuracy): 0 (a model no better than nothing adds no volume);
+    * a cost with a budget limit: the limit (the budget *is* the worst acceptable cost; a MACs
+      limit bounds FLOPs at twice the number);
+    * a cost without one: 1.1 times its largest value among ``points`` (every trained model then
+      adds volume), or 1 when there are no points.
     """
     ref: list[float] = []
     for metric in objectives:
-        if metric == "accuracy":
+        limit = limit_of(metric, budget)
+        if METRICS.get(metric).direction == "maximize":
             ref.append(0.0)
-        elif metric in budget:
-            ref.append(float(budget[metric]))
-        elif metric == "flops" and "macs" in budget:
-            ref.append(2.0 * budget["macs"])
-        elif metric == "macs" and "flops" in budget:
-            ref.append(budget["flops"] / 2.0)
+        elif limit is not None:
+            ref.append(float(limit))
         else:
             worst = max((c.value(metric) for c in points), default=0.0)
             ref.append(_NO_BUDGET_REFERENCE_FACTOR * worst if worst > 0 else 1.0)
@@ -402,7 +439,7 @@ def _hv(points: np.ndarray, ref: np.ndarray) -> float:
 
 
 def _best_key(c: Candidate, metric: str) -> tuple[float, ...]:
-    primary = -c.value(metric) if attrs.DIRECTIONS[metric] == "maximize" else c.value(metric)
+    primary = -c.value(metric) if METRICS.get(metric).direction == "maximize" else c.value(metric)
     return (primary, -c.accuracy, c.macs, c.params, c.trial, not c.deployed)
 
 
@@ -441,8 +478,9 @@ def build_front(
         every.extend(exits)
         if all(v <= 0 for v in trial.constraints.values()) and _fits(deployed, limits):
             feasible.append(deployed)
+    partial = [c for trial in record.stopped() for c in trial_candidates(trial, record.objectives) or ()]
     fitting = [c for c in every if _fits(c, limits)]
-    counts = _counts(record.trials, n_feasible=len(feasible))
+    counts = Counts.of(record.trials, n_feasible=len(feasible))
     front = Front(
         study_name=record.study_name,
         storage=record.storage,
@@ -454,6 +492,9 @@ def build_front(
         trials_front=_front_of(feasible, record.objectives),
         candidates_front=_front_of(fitting, record.objectives),
         counts=counts,
+        partial=tuple(partial),
+        dtype=record.dtype,
+        searched=record.searched(),
     )
     if not front.front:
         why = f" within {front.describe_budget()}" if budget else ""
@@ -464,86 +505,86 @@ def build_front(
 
 
 def _front_of(points: list[Candidate], objectives: Sequence[str]) -> tuple[Candidate, ...]:
-    directions = [attrs.DIRECTIONS[m] for m in objectives]
+    directions = [METRICS.get(m).direction for m in objectives]
     members = [points[i] for i in pareto_front([c.values(objectives) for c in points], directions)]
-    first_cost = next((m for m in objectives if m in attrs.COST_METRICS), "macs")
+    first_cost = next((m for m, d in zip(objectives, directions) if d == "minimize"), "macs")
     members.sort(key=lambda c: (c.value(first_cost), -c.accuracy, c.trial, c.exit))
     return tuple(members)
 
 
 def _fits(c: Candidate, limits: Mapping[str, float]) -> bool:
-    return all(c.value(m) <= limit for m, limit in limits.items())
+    return all(not c.value(m) > limit for m, limit in limits.items())
 
 
 def effective_budget(study: Mapping[str, float], extra: Mapping[str, Any] | None) -> dict[str, float]:
-    """The study budget tightened by ``extra`` (metric -> number or size string such as ``"1M"``).
+    """The study budget tightened by ``extra`` (metric -> number or string with its unit, ``"1M"``,
+    ``"64KiB"``, ``"5ms"``), in stored metrics (a FLOPs limit tightens MACs).
 
     A limit looser than the study's has no effect: configs over the study budget were never trained.
 
     Raises:
-        ConfigError: an unknown metric, or a limit that is not a positive size.
+        ConfigError: an unknown metric, or a limit that is not a positive value in the metric's unit.
     """
     limits = {m: float(v) for m, v in study.items()}
-    for metric, raw in (extra or {}).items():
-        if metric not in attrs.COST_METRICS:
-            raise ConfigError(
-                f"budget: unknown metric {metric!r}; a budget limits one of {', '.join(attrs.COST_METRICS)}"
-            )
-        try:
-            limit = parse_size(raw)
-        except ValueError as exc:
-            raise ConfigError(f"budget: {metric}: {exc}") from None
-        if not limit > 0:
-            raise ConfigError(f"budget: {metric}: a limit must be positive, got {raw!r}")
+    for metric, limit in parse_limits(extra).items():
         limits[metric] = min(limit, limits.get(metric, math.inf))
     return limits
 
 
+def parse_limits(extra: Mapping[str, Any] | None) -> dict[str, float]:
+    """Budget limits given by a user (metric -> number or string with its unit) in stored metrics.
+
+    Raises:
+        ConfigError: an unknown metric, or a limit that is not a positive value in the metric's unit.
+    """
+    parsed: dict[str, float] = {}
+    for metric, raw in (extra or {}).items():
+        if metric not in budget_metrics():
+            raise ConfigError(
+                f"--budget: unknown metric {metric!r}; a budget limits one of {', '.join(budget_metrics())}"
+            )
+        try:
+            limit = parse(raw, METRICS.get(metric).unit)
+        except ValueError as exc:
+            raise ConfigError(f"--budget: {metric}: {exc}") from None
+        if not limit > 0:
+            raise ConfigError(f"--budget: {metric}: a limit must be positive, got {raw!r}")
+        parsed[metric] = limit
+    return stored_limits(parsed)
+
+
 def is_trained(trial: FrozenTrial) -> bool:
-    """A COMPLETE trial that was trained: not rejected (budget-rejected trials are COMPLETE too)."""
-    from optuna.trial import TrialState
-
-    return trial.state == TrialState.COMPLETE and attrs.REJECTED not in trial.user_attrs
-
-
-def _counts(trials: Sequence[FrozenTrial], *, n_feasible: int) -> Counts:
-    from sdsearch.search.storage import count_trials
-
-    n = count_trials(trials)
-    return Counts(feasible=n_feasible, **{f: n[f] for f in _COUNT_FIELDS})
+    """Whether a trial may stand on a front: trained to its full budget (COMPLETE, not rejected)."""
+    return attrs.outcome(trial).on_front
 
 
 def trial_candidates(trial: FrozenTrial, objectives: Sequence[str]) -> list[Candidate] | None:
-    """Every exit of a trained trial; the deployed one carries Optuna's values (the truth).
+    """Every exit of a trained (or stopped) trial; the deployed one carries Optuna's values.
 
     Returns None (with a warning) for a trial whose stored record lacks a cost, e.g. one added by
     hand without sdsearch's user attrs: guessing a cost would put it on a front wrongly.
     """
+    from sdsearch.config import TrialConfig
+
     config = trial.user_attrs.get(attrs.CONFIG) or {}
-    deploy_exit = str(config.get("deploy_exit", "final"))
+    try:
+        deploy_exit = TrialConfig.from_dict(config).deploy_exit if config else "final"
+    except ValueError:
+        deploy_exit = str((config.get("deploy") or {}).get("exit", config.get("deploy_exit", "final")))
     stored = {
-        str(c["exit"]): c for c in trial.user_attrs.get(attrs.CANDIDATES) or [] if c.get("exit") is not None
+        str(c["exit"]): dict(c)
+        for c in trial.user_attrs.get(attrs.CANDIDATES) or []
+        if c.get("exit") is not None
     }
-    deployed = dict(stored.get(deploy_exit, {}))
+    deployed = stored.setdefault(deploy_exit, {"exit": deploy_exit})
     deployed.update(trial.user_attrs.get(attrs.COST) or {})
-    deployed.update(zip(objectives, trial.values or (), strict=False))
-    if "flops" not in deployed and "macs" in deployed:
-        deployed["flops"] = 2 * deployed["macs"]
-    stored[deploy_exit] = deployed
+    for name, value in zip(objectives, trial.values or (), strict=False):
+        base = METRICS.get(name).base
+        deployed[base[0] if base else name] = value / base[1] if base else value  # FLOPs stored as MACs
     out: list[Candidate] = []
     for name, c in stored.items():
-        try:
-            cand = Candidate(
-                trial=trial.number,
-                exit=name,
-                accuracy=float(c["accuracy"]),
-                params=int(c["params"]),
-                macs=int(c["macs"]),
-                flops=int(c.get("flops", 2 * int(c["macs"]))),
-                config=config,
-                deployed=name == deploy_exit,
-            )
-        except (KeyError, TypeError, ValueError, OverflowError):
+        metrics = {k: float(v) for k, v in c.items() if k in METRICS and _is_number(v)}
+        if not all(math.isfinite(metrics.get(m, math.nan)) for m in ("accuracy", "params", "macs")):
             if name == deploy_exit:
                 warnings.warn(
                     f"trial {trial.number} has no complete cost record (user attrs "
@@ -552,15 +593,26 @@ def trial_candidates(trial: FrozenTrial, objectives: Sequence[str]) -> list[Cand
                 )
                 return None
             continue
-        if all(math.isfinite(v) for v in cand.values(("accuracy", "params", "macs", "flops"))):
-            out.append(cand)
-        elif name == deploy_exit:
-            return None
+        out.append(
+            Candidate(
+                trial=trial.number,
+                exit=name,
+                metrics=metrics,
+                config=config,
+                deployed=name == deploy_exit,
+                partial=bool(c.get("partial", False)),
+                epoch=c.get("epoch"),
+            )
+        )
     return sorted(out, key=lambda c: _exit_order(c.exit))
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _exit_order(name: str) -> int:
-    return 99 if name == "final" else int(name) if name.isdigit() else 98
+    return 99 if name == "final" else 100 if name == "anytime" else int(name) if name.isdigit() else 98
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,7 +641,7 @@ def read_study(source: str, *, study_name: str | None = None) -> StudyRecord:
         ) from None
     user_attrs = storage.get_study_user_attrs(study_id)
     objectives = user_attrs.get(attrs.OBJECTIVES)
-    if not objectives or any(m not in attrs.DIRECTIONS for m in objectives):
+    if not objectives or any(m not in METRICS for m in objectives):
         raise StudyError(
             f"{mask_url(url)}: study {name!r} was not created by sdsearch "
             f"(no valid {attrs.OBJECTIVES!r} study attr); only sdsearch studies can be shown or exported"
@@ -598,9 +650,10 @@ def read_study(source: str, *, study_name: str | None = None) -> StudyRecord:
         study_name=name,
         storage=mask_url(url),
         objectives=tuple(objectives),
-        budget={m: float(v) for m, v in (user_attrs.get(attrs.BUDGET) or {}).items()},
+        budget=stored_limits(user_attrs.get(attrs.BUDGET) or {}),
         spec=dict(user_attrs.get(attrs.SPEC) or {}),
         trials=tuple(storage.get_all_trials(study_id, deepcopy=False)),
+        dtype=str(user_attrs.get(attrs.DTYPE, "int8")),
     )
 
 

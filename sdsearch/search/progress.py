@@ -1,6 +1,7 @@
 """One rich live view of a running search (Ray's own console output is switched off).
 
-Shows done/target, running, rejected, failed, best accuracy, front size, elapsed time and an ETA.
+Shows done/target, running, rejected, failed, pruned, best accuracy, front size, elapsed time and
+an ETA.
 It is a Ray Tune ``Callback`` fed by the searcher's counters, so it reads no storage in the loop.
 """
 
@@ -42,13 +43,17 @@ class LiveView(Callback):
         done_before: int,
         title: str,
         console: Console | None = None,
-        directions: list[str] | None = None,
+        objectives: tuple[str, ...] | list[str] = ("accuracy",),
     ) -> None:
+        from sdsearch.metrics import directions, quality_metrics
+
         self.searcher = searcher
         self.target = target
         self.done_before = done_before
         self.title = title
-        self.directions = directions or []
+        self.directions = directions(list(objectives))
+        #: where the (first) quality objective stands among the values, wherever the YAML put it
+        self.quality = next(i for i, o in enumerate(objectives) if o in quality_metrics())
         self.started = time.time()
         self.running: set[str] = set()
         self.console = console or Console(stderr=True)
@@ -101,7 +106,7 @@ class LiveView(Callback):
             "rejected": self.searcher.n_rejected,
             "failed": sum(o.state == TrialState.FAIL for o in outcomes),
             "pruned": sum(o.state == TrialState.PRUNED for o in outcomes),
-            "best": max((v[0] for v in values), default=None),
+            "best": max((v[self.quality] for v in values), default=None),
             "front": len(pareto_front(values, self.directions)) if values and self.directions else 0,
             "elapsed": elapsed,
             "eta": eta,

@@ -1,11 +1,12 @@
 """``sdsearch run``: one fresh Ray Tune run per invocation over a stored Optuna study.
 
-The study storage is the only truth (DESIGN.md §1, §6). Each invocation:
+The study storage is the only truth (docs/ARCHITECTURE.md). Each invocation:
 
 1. validates the space and opens (or creates) its study; a changed space is refused with the keys
    that changed, unless ``fresh`` (the old study is kept under a suffixed name);
 2. takes the study's driver lock (SQLite: one driver per file);
-3. tells trials left RUNNING by a dead driver FAIL (``interrupted``) and re-enqueues each once;
+3. tells trials left RUNNING by a dead driver FAIL (``interrupted``) and re-runs each once, with
+   Optuna's public ``fail_stale_trials`` and ``RetryHeartbeatStaleTrialCallback``;
 4. counts trained trials and runs only the missing ones through a new ``Tuner`` whose searcher
    (:class:`~sdsearch.search.searcher.SDOptunaSearch`) asks the stored study.
 
@@ -30,8 +31,10 @@ from typing import Any
 
 from sdsearch.data import describe
 from sdsearch.errors import InfeasibleSpaceError, SpaceError, StudyError, StudyLockedError
+from sdsearch.metrics import METRICS, directions
+from sdsearch.registry import SAMPLERS
 from sdsearch.search import attrs
-from sdsearch.search.storage import count_trials, mask_url, open_storage, sqlite_path
+from sdsearch.search.storage import mask_url, open_storage, retry_interrupted, sqlite_path
 from sdsearch.space import Space, diff_documents, load_space
 
 __all__ = ["RunSummary", "make_sampler", "prepare_study", "recover_orphans", "run", "study_lock"]
@@ -59,22 +62,11 @@ class RunSummary:
 # -- samplers ------------------------------------------------------------------------------------
 
 
-#: Sampler name -> Optuna sampler class; the names match :data:`sdsearch.space.SAMPLERS`.
-SAMPLER_CLASSES: dict[str, str] = {
-    "tpe": "TPESampler",
-    "nsga2": "NSGAIISampler",
-    "nsga3": "NSGAIIISampler",
-    "gp": "GPSampler",
-    "random": "RandomSampler",
-    "qmc": "QMCSampler",
-}
-
-
 def make_sampler(space: Space, *, seed: int) -> Any:
     """The space's Optuna sampler; a bad option combination is reported against ``sampler``."""
     import optuna
 
-    sampler_class = getattr(optuna.samplers, SAMPLER_CLASSES[space.sampler.type])
+    sampler_class = getattr(optuna.samplers, SAMPLERS.get(space.sampler.type).cls)
     try:
         with warnings.catch_warnings():  # the YAML chose it; Optuna's "experimental" note is noise here
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -123,13 +115,12 @@ def _free_name(existing: set[str], name: str) -> str:
 
 
 def _rename_study(storage: Any, old: str, new: str) -> None:
-    """Keep an old study under a new name (Optuna has no rename; the RDB schema is stable)."""
-    from sqlalchemy import text
+    """Keep an old study under a new name: Optuna has no rename, so copy it, then delete the original
+    (public ``copy_study`` / ``delete_study``; if the copy fails, the original is untouched)."""
+    import optuna
 
-    with storage.engine.begin() as conn:
-        conn.execute(
-            text("UPDATE studies SET study_name = :new WHERE study_name = :old"), {"new": new, "old": old}
-        )
+    optuna.copy_study(from_study_name=old, from_storage=storage, to_storage=storage, to_study_name=new)
+    optuna.delete_study(study_name=old, storage=storage)
 
 
 def prepare_study(space: Space, storage: Any, *, fresh: bool = False) -> Any:
@@ -151,8 +142,7 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False) -> Any:
             stored is None
             and not existing.user_attrs
             and not existing.get_trials(deepcopy=False)
-            and [d.name.lower() for d in existing.directions]
-            == [attrs.DIRECTIONS[o] for o in space.objectives]
+            and [d.name.lower() for d in existing.directions] == directions(space.objectives)
         )
         if adopting:
             stored = spec_hash
@@ -175,7 +165,7 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False) -> Any:
     study = optuna.create_study(
         storage=storage,
         study_name=space.name,
-        directions=[attrs.DIRECTIONS[o] for o in space.objectives],
+        directions=directions(space.objectives),
         sampler=make_sampler(space, seed=space.seed * 1_000_003 + n_before),
         load_if_exists=True,
     )
@@ -194,48 +184,65 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False) -> Any:
         )
         study.set_user_attr(attrs.OBJECTIVES, list(space.objectives))
         study.set_user_attr(attrs.BUDGET, dict(space.budget))
+        study.set_user_attr(attrs.DTYPE, space.deploy.dtype)
     return study
 
 
-def recover_orphans(study: Any, trials: list[Any], reason: str) -> int:
-    """Tell RUNNING ``trials`` FAIL (``interrupted``) and re-enqueue each once with the same params.
+def recover_orphans(study: Any, storage: Any, trials: list[Any], reason: str) -> int:
+    """Tell RUNNING ``trials`` FAIL (``interrupted``) and re-run each once with the same params.
 
-    A trial that is itself a retry is not re-enqueued again, so a config that kills its driver
-    cannot loop forever. Returns the number re-enqueued.
+    The re-run is queued by Optuna's ``RetryHeartbeatStaleTrialCallback(max_retry=1)``, the public
+    way stale trials are retried, so a config that kills its driver cannot loop forever. Returns the
+    number re-queued.
     """
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
-    retried = {t.user_attrs.get(attrs.RETRY_OF) for t in study.get_trials(deepcopy=False)}
+    study_id = storage.get_study_id_from_name(study.study_name)
     requeued = 0
     for handle in trials:
-        trial = storage.get_trial(handle._trial_id)  # live Trial or FrozenTrial: read the stored state
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, handle.number)
+        trial = storage.get_trial(trial_id)  # the stored state, whatever handle we were given
         if trial.state != TrialState.RUNNING:
             continue
-        storage.set_trial_user_attr(trial._trial_id, attrs.INTERRUPTED, True)
-        storage.set_trial_user_attr(trial._trial_id, attrs.FAIL_REASON, reason)
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        if attrs.RETRY_OF in trial.user_attrs or trial.number in retried:
+        try:  # a finished trial takes no attrs, so say why first
+            storage.set_trial_user_attr(trial_id, attrs.INTERRUPTED, True)
+            storage.set_trial_user_attr(trial_id, attrs.FAIL_REASON, reason)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:  # another driver finished it a moment ago
             continue
-        study.enqueue_trial(dict(trial.params), user_attrs={attrs.RETRY_OF: trial.number})
-        requeued += 1
+        requeued += retry_interrupted(study, storage.get_trial(trial_id))
     return requeued
 
 
-def _orphans(study: Any, *, shared: bool) -> list[Any]:
-    """RUNNING trials no live driver owns: all of them under the SQLite lock, stale ones otherwise."""
+def _orphans(study: Any, storage: Any, *, shared: bool) -> list[Any]:
+    """RUNNING trials no live driver owns: all of them under the SQLite lock; on a shared server
+    study, those Optuna finds stale and those whose driver on this host is gone."""
+    import optuna
     from optuna.trial import TrialState
 
+    if shared:
+        with warnings.catch_warnings():  # heartbeats are experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # fails them and queues their retries
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if not shared:
-        return running
-    from sdsearch.search.searcher import heartbeat_enabled
+    return running if not shared else [t for t in running if _driver_gone(t)]
 
-    storage = study._storage
-    if not heartbeat_enabled(storage):
-        return []
-    stale = set(storage._get_stale_trial_ids(study._study_id))
-    return [t for t in running if t._trial_id in stale]
+
+def _driver_gone(trial: Any) -> bool:
+    """Whether the driver that asked for ``trial`` ran on this host and no longer runs."""
+    import socket
+
+    from sdsearch.search.searcher import process_start_time
+
+    driver = trial.user_attrs.get(attrs.DRIVER) or {}
+    if driver.get("host") != socket.gethostname() or not driver.get("pid"):
+        return False  # another host's driver: only its heartbeats can tell
+    pid = int(driver["pid"])
+    if pid == os.getpid():
+        return False
+    started = process_start_time(pid)
+    return started is None or (driver.get("started") is not None and started != driver["started"])
 
 
 # -- Ray -----------------------------------------------------------------------------------------
@@ -270,6 +277,11 @@ def ray_session(address: str | None, *, object_store_bytes: int) -> Iterator[boo
         kwargs.pop("include_dashboard")
         ray.init(address=address, **kwargs)
     else:
+        # Local workers are children of this driver: they inherit PYTHONPATH, so a user's backbone
+        # module importable here (from the working directory, say) is importable there too.
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            dict.fromkeys([*os.environ.get("PYTHONPATH", "").split(os.pathsep), os.getcwd()]).keys() - {""}
+        )
         ray.init(object_store_memory=object_store_bytes, **kwargs)
     try:
         yield True
@@ -298,7 +310,7 @@ def _check_resources(space: Space) -> None:
 
 
 def max_epochs_of(space: Space) -> int:
-    """The most epochs any config of the space trains (ASHA's ``max_t``)."""
+    """The most epochs any config of the space trains (the schedulers' ``max_t``)."""
     epochs = space.dims.get("train.epochs")
     if epochs is None:
         return space.train.epochs
@@ -308,18 +320,31 @@ def max_epochs_of(space: Space) -> int:
 
 
 def _scheduler(space: Space) -> Any:
-    if space.scheduler.type != "asha":
+    """Stock ASHA on accuracy, or MO-ASHA on the study's objectives (None: train every trial)."""
+    setting = space.scheduler
+    if setting.type == "none":
         return None
+    max_epochs = setting.max_epochs or max_epochs_of(space)
+    if setting.type == "moasha":
+        from sdsearch.search.moasha import MOASHAScheduler
+
+        return MOASHAScheduler(
+            objectives=list(space.objectives),
+            directions=directions(space.objectives),
+            grace_period=setting.grace_epochs,
+            reduction_factor=setting.reduction_factor,
+            max_t=max_epochs,
+            time_attr="training_iteration",
+        )
     from ray.tune.schedulers import ASHAScheduler
 
-    max_epochs = max_epochs_of(space)
     return ASHAScheduler(
         time_attr="training_iteration",
         metric="accuracy",
         mode="max",
         max_t=max_epochs,
-        grace_period=space.scheduler.grace_epochs,
-        reduction_factor=space.scheduler.reduction_factor,
+        grace_period=setting.grace_epochs,
+        reduction_factor=setting.reduction_factor,
     )
 
 
@@ -368,25 +393,26 @@ def run(
         space = dataclasses.replace(space, seed=seed)
     target = n_trials or space.n_trials
     started = time.time()
-    shape = describe(space.data)  # a missing dataset is reported before any study is created
-    if min(shape.height, shape.width) < 8:
-        raise SpaceError(
-            space.source, "data", f"images are {shape.height}x{shape.width}; the networks need at least 8x8"
-        )
+    dataset = _load(space)  # a missing or unlearnable dataset is reported before a study is created
     db = open_storage(space.storage, create=True)
     with study_lock(space.storage, space.name):
         study = prepare_study(space, db, fresh=fresh)
         shared = sqlite_path(space.storage) is None
         recover_orphans(
-            study, _orphans(study, shared=shared), "interrupted: its driver stopped before the trial ended"
+            study,
+            db,
+            _orphans(study, db, shared=shared),
+            "interrupted: its driver stopped before the trial ended",
         )
         study.set_user_attr(attrs.TARGET, target)
-        before = count_trials(study.get_trials(deepcopy=False))
+        before = attrs.count(study.get_trials(deepcopy=False))
         missing = target - before["trained"]
         if missing > 0:
             _search(
                 space,
                 study,
+                db,
+                dataset,
                 missing=missing,
                 done_before=before["trained"],
                 target=target,
@@ -394,7 +420,7 @@ def run(
                 fit_fn=fit_fn,
                 progress=progress,
             )
-        after = count_trials(study.get_trials(deepcopy=False))
+        after = attrs.count(study.get_trials(deepcopy=False))
     return RunSummary(
         study_name=space.name,
         storage=mask_url(space.storage),
@@ -406,9 +432,28 @@ def run(
     )
 
 
+def _load(space: Space) -> Any:
+    """The study's dataset without its test split (trials never see it: only `sdsearch train` does)."""
+    from sdsearch.data import load_dataset
+
+    shape = describe(space.data)
+    if min(shape.height, shape.width) < 8:
+        raise SpaceError(
+            space.source, "data", f"images are {shape.height}x{shape.width}; the networks need at least 8x8"
+        )
+    loaded = load_dataset(space.data, seed=space.seed)
+    return dataclasses.replace(loaded, x_test=loaded.x_test[:0], y_test=loaded.y_test[:0])
+
+
+def _uses_latency(space: Space) -> bool:
+    return "latency" in space.objectives or "latency" in space.budget
+
+
 def _search(
     space: Space,
     study: Any,
+    storage: Any,
+    dataset: Any,
     *,
     missing: int,
     done_before: int,
@@ -418,15 +463,23 @@ def _search(
     progress: bool,
 ) -> None:
     """Train ``missing`` trials through one fresh Tuner; in-flight trials are retired on any exit."""
-    from sdsearch.data import load_dataset
-    from sdsearch.search.searcher import ExitCosts, SDOptunaSearch, SpaceSampler
+    from sdsearch.config import TrialConfig
+    from sdsearch.measure import DeployMetrics
+    from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
 
-    loaded = load_dataset(space.data, seed=space.seed)
-    # Trials never see the test split: only `sdsearch train` evaluates on it.
-    dataset = dataclasses.replace(loaded, x_test=loaded.x_test[:0], y_test=loaded.y_test[:0])
-    cost_fn = ExitCosts(dataset.shape)
+    cost_fn = DeployMetrics(dataset.shape, latency=_uses_latency(space))
+    for trial in study.get_trials(deepcopy=False):  # latencies measured by earlier runs of the study
+        if trial.user_attrs.get(attrs.CANDIDATES) and trial.user_attrs.get(attrs.CONFIG):
+            cost_fn.remember(
+                TrialConfig.from_dict(trial.user_attrs[attrs.CONFIG]), trial.user_attrs[attrs.CANDIDATES]
+            )
     searcher = SDOptunaSearch(
-        SpaceSampler(space), study=study, objectives=space.objectives, budget=space.budget, cost_fn=cost_fn
+        SpaceSampler(space),
+        study=study,
+        storage=storage,
+        objectives=space.objectives,
+        budget=space.budget,
+        cost_fn=cost_fn,
     )
     store_bytes = max(256 * 2**20, 3 * dataset.nbytes)
     with ray_session(address, object_store_bytes=store_bytes), searcher.heartbeats():
@@ -443,12 +496,14 @@ def _search(
                 progress=progress,
             )
         finally:
-            recover_orphans(study, searcher.in_flight, "interrupted: the run stopped before the trial ended")
+            recover_orphans(
+                study, storage, searcher.in_flight, "interrupted: the run stopped before the trial ended"
+            )
     if searcher.infeasible:
+        limits = ", ".join(f"{k} <= {METRICS.get(k).format(v)}" for k, v in space.budget.items())
         raise InfeasibleSpaceError(
             f"{space.source}: budget: {searcher.consecutive_rejections} configs in a row broke the budget "
-            f"({', '.join(f'{k} <= {v:g}' for k, v in space.budget.items())}); raise the budget or offer smaller "
-            "widths, depths or fewer exits"
+            f"({limits}); raise the budget or offer smaller widths, depths or fewer exits"
         )
 
 
@@ -475,7 +530,7 @@ def _fit(
         target=target,
         done_before=done_before,
         title=space.name,
-        directions=[attrs.DIRECTIONS[o] for o in space.objectives],
+        objectives=space.objectives,
     )
     scratch = tempfile.mkdtemp(prefix="sdsearch-ray-")
     tuner = tune.Tuner(

@@ -1,10 +1,10 @@
 """Ray Tune searcher over an Optuna study: budget rejection at zero cost, honest trial states.
 
-Ray's stock ``OptunaSearch`` trains every sampled config, leaves a trial RUNNING when its metric is
-NaN or missing (it only logs the failed ``tell``), records early-stopped trials as COMPLETE and has
-no notion of a hardware budget. :class:`SDOptunaSearch` keeps its study/trial bookkeeping and fixes
-those points. The decisions themselves are pure functions (:func:`budget_violations`,
-:func:`final_state`) so tests can call them without Ray.
+:class:`SDOptunaSearch` is a plain ``ray.tune.search.Searcher`` that asks and tells a stored
+Optuna study through public APIs only (Ray's ``OptunaSearch`` leaves a trial RUNNING when its
+metric is NaN or missing, records early-stopped trials as COMPLETE and has no notion of a hardware
+budget). The decisions themselves are pure functions (:func:`budget_violations`,
+:func:`final_state`) so tests call them without Ray.
 """
 
 from __future__ import annotations
@@ -12,34 +12,34 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from sdsearch.config import TrialConfig
 from sdsearch.errors import SdsearchError
+from sdsearch.metrics import METRICS, metric_value
 from sdsearch.search import attrs
+from sdsearch.search.moasha import COSTS_KEY, trial_costs
 from sdsearch.space import Space
 
-if TYPE_CHECKING:
-    from sdsearch.cost import Cost
-    from sdsearch.data import DataShape
-
 __all__ = [
-    "ExitCosts",
     "SDOptunaSearch",
     "SpaceSampler",
     "TrialOutcome",
     "budget_violations",
+    "driver_identity",
     "final_state",
-    "result_keys",
+    "heartbeat_enabled",
+    "result_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 VALID_CONSTRAINT = "valid"
 #: Consecutive budget rejections after which a space is declared infeasible.
 MAX_CONSECUTIVE_REJECTIONS = 500
+
+#: Costs of one config: exit -> metric -> value (stored units: counts, bytes, ms).
+Costs = Mapping[str, Mapping[str, float]]
 
 
 class SpaceSampler:
@@ -60,30 +63,31 @@ class SpaceSampler:
         return self.space.suggest(trial)
 
 
-class ExitCosts:
-    """Cost of every exit of a config for one data shape: a module-level callable (picklable)."""
-
-    def __init__(self, shape: DataShape) -> None:
-        self.shape = shape
-
-    def __call__(self, config: TrialConfig) -> Mapping[str, Cost]:
-        from sdsearch.cost import exit_costs
-
-        s = self.shape
-        return exit_costs(
-            config.model, num_classes=s.num_classes, in_chans=s.in_chans, input_size=s.input_size
-        )
-
-
-def result_keys(exit_name: str) -> str:
+def result_key(exit_name: str) -> str:
     """Name of an exit's validation accuracy in a Ray result (flat: Ray nests keys that contain '/')."""
     return f"accuracy_{exit_name}"
 
 
-def budget_violations(cost: Cost | Mapping[str, float], budget: Mapping[str, float]) -> dict[str, float]:
-    """``value - limit`` per budget metric (<= 0 is within budget), as Optuna constraints expect."""
-    get = cost.get if isinstance(cost, Mapping) else (lambda m: getattr(cost, m))
-    return {metric: float(get(metric)) - float(limit) for metric, limit in budget.items()}
+def budget_violations(cost: Mapping[str, float], budget: Mapping[str, float]) -> dict[str, float]:
+    """``value - limit`` per budget metric (<= 0 is within budget), as Optuna constraints expect.
+
+    ``flops`` limits are read against the stored MACs (flops = 2 x MACs).
+    """
+    return {metric: float(metric_value(cost, metric)) - float(limit) for metric, limit in budget.items()}
+
+
+def driver_identity() -> dict[str, Any]:
+    """Who asked for a trial: host, pid and the pid's start time (pids are reused)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start_time(os.getpid())}
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (Linux ``/proc``; None where unknown): tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return float(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -102,64 +106,83 @@ def final_state(
     *,
     error: bool,
     config: TrialConfig,
-    costs: Mapping[str, Cost],
+    costs: Costs,
     objectives: tuple[str, ...] | list[str],
 ) -> TrialOutcome:
     """Decide how a trial handed to Ray ends, from its last result.
 
     - the trainable caught an exception or divergence (``fail_reason``), Ray reported an error, or
       the accuracy is missing / NaN / inf -> FAIL with the reason;
-    - fewer epochs than configured and no failure -> PRUNED (a scheduler stopped it);
-    - otherwise COMPLETE with the deployed exit's accuracy and cost as values.
-    Every exit with a finite accuracy becomes a candidate in all non-failed cases.
+    - fewer epochs than configured and no failure -> PRUNED (a scheduler stopped it); its exits are
+      candidates marked ``partial`` with the epoch they were measured at;
+    - otherwise COMPLETE with the deployed exit's objective values.
     """
     result = result or {}
     epochs_done = int(result.get("epoch", 0) or 0)
+    partial = epochs_done < config.train.epochs
     candidates = []
-    for exit_name in config.model.exits:
-        acc = result.get(result_keys(exit_name))
+    for exit_name in costs:
+        acc = result.get(result_key(exit_name))
         if isinstance(acc, (int, float)) and math.isfinite(acc):
-            cost = costs[exit_name]
-            candidates.append(
-                {
-                    "exit": exit_name,
-                    "accuracy": float(acc),
-                    "params": int(cost.params),
-                    "macs": int(cost.macs),
-                    "flops": int(cost.flops),
-                }
-            )
+            candidate = {"exit": exit_name, "accuracy": float(acc), **costs[exit_name]}
+            if partial:
+                candidate.update(partial=True, epoch=epochs_done)
+            candidates.append(candidate)
     reason = result.get("fail_reason")
     accuracy = result.get("accuracy")
     if reason is None and error:
-        reason = "the trial's worker raised or died (see the Ray logs); e.g. killed for memory"
+        reason = _lost_worker(result)
     if reason is None and accuracy is None:
         reason = "the trial reported no accuracy"
     if reason is None and not (isinstance(accuracy, (int, float)) and math.isfinite(accuracy)):
         reason = f"the trial reported accuracy {accuracy!r}"
     if reason is not None:
         return TrialOutcome(TrialState.FAIL, None, str(reason), epochs_done, [])
-    if epochs_done < config.train.epochs:
+    if partial:
         return TrialOutcome(TrialState.PRUNED, None, None, epochs_done, candidates)
-    deployed = costs[config.deploy_exit]
-    values = [float(accuracy) if o == "accuracy" else float(getattr(deployed, o)) for o in objectives]
+    measured = {**costs[config.deploy_exit], **{k: v for k, v in result.items() if k in METRICS}}
+    values = [float(metric_value(measured, o)) for o in objectives]
     return TrialOutcome(TrialState.COMPLETE, values, None, epochs_done, candidates)
 
 
-class SDOptunaSearch(OptunaSearch):
-    """OptunaSearch over a stored study with budget rejection and honest final states.
+def _lost_worker(result: Mapping[str, Any]) -> str:
+    """Why Ray reported an error: name the node the trial last reported from, and whether it is gone."""
+    worker = _nested(result, "worker")
+    node, host = worker.get("node"), worker.get("host")
+    if not node:
+        return "the trial's worker raised or died before reporting (see the Ray logs); e.g. killed for memory"
+    where = f"{host} (Ray node {str(node)[:12]})" if host else f"Ray node {str(node)[:12]}"
+    if _node_alive(str(node)) is False:
+        return f"its Ray node {where} was lost mid-trial (the node died or left the cluster)"
+    return f"the trial's worker on {where} raised or died (see the Ray logs); e.g. killed for memory"
+
+
+def _node_alive(node_id: str) -> bool | None:
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        return next((bool(n.get("Alive")) for n in ray.nodes() if n.get("NodeID") == node_id), False)
+    except Exception:  # the cluster's own view is best effort; the reason stays truthful without it
+        return None
+
+
+class SDOptunaSearch(Searcher):
+    """A Ray Tune searcher over a stored Optuna study, with budget rejection and honest final states.
 
     Ownership of RUNNING trials: a trial this searcher asked for is moved out of RUNNING either in
     :meth:`suggest` (budget-rejected or invalid: told at once, never sent to Ray) or in
     :meth:`on_trial_complete` (COMPLETE, PRUNED or FAIL). Trials still in flight when the driver
-    stops stay RUNNING; the runner tells them FAIL and re-enqueues them (see runner.py).
+    stops stay RUNNING; the runner tells them FAIL and re-runs them (see runner.py).
 
     Args:
         space: the define-by-run callable (a :class:`SpaceSampler`).
         study: the Optuna study (directions match ``objectives``; its storage is the truth).
+        storage: the study's storage (the same object the study was created or loaded with).
         objectives: objective names in the study's order.
         budget: metric -> limit on the deployed exit.
-        cost_fn: config -> cost per exit (meta device, milliseconds).
+        cost_fn: config -> exit -> metric -> value (meta device and ONNX Runtime, before training).
         max_rejections: consecutive rejections before the space is declared infeasible.
     """
 
@@ -168,25 +191,34 @@ class SDOptunaSearch(OptunaSearch):
         space: SpaceSampler,
         *,
         study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
         objectives: tuple[str, ...],
         budget: Mapping[str, float],
-        cost_fn: Callable[[TrialConfig], Mapping[str, Cost]],
+        cost_fn: Callable[[TrialConfig], Costs],
         max_rejections: int = MAX_CONSECUTIVE_REJECTIONS,
     ) -> None:
-        super().__init__(space=None, metric="accuracy", mode="max", study_name=study.study_name)
+        super().__init__(metric="accuracy", mode="max")
         self._space = space
-        self._ot_study = study
+        self._study = study
+        self._storage = storage
+        self._study_id = storage.get_study_id_from_name(study.study_name)
         self._objectives = tuple(objectives)
         self._budget = dict(budget)
         self._cost_fn = cost_fn
         self._max_rejections = max_rejections
-        self._pending: dict[str, tuple[TrialConfig, Mapping[str, Cost]]] = {}
+        self._trials: dict[str, optuna.trial.Trial] = {}  # Ray trial id -> asked Optuna trial
+        self._pending: dict[str, tuple[TrialConfig, Costs]] = {}
+        self._told_ray: set[str] = set()
         self._untold: dict[int, optuna.trial.Trial] = {}  # asked, not yet told: storage trial id -> trial
         self._lock = threading.Lock()  # _pending and _untold are read by the heartbeat thread
         self.consecutive_rejections = 0
         self.n_rejected = 0
         self.infeasible = False
         self.completed: list[tuple[int, TrialOutcome]] = []
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        """The space comes from the YAML, never from Tune's ``param_space``; accept Tune's metric."""
+        return True
 
     # -- Ray Searcher API --------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -196,9 +228,13 @@ class SDOptunaSearch(OptunaSearch):
         while self.consecutive_rejections < self._max_rejections:
             with warnings.catch_warnings():  # "heartbeats are meant for Study.optimize": we beat ourselves
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-                ot_trial = self._ot_study.ask()
+                ot_trial = self._study.ask()
+            storage_id = self._storage.get_trial_id_from_study_id_trial_number(
+                self._study_id, ot_trial.number
+            )
             with self._lock:  # from here until tell, a stopping driver must find it (see in_flight)
-                self._untold[ot_trial._trial_id] = ot_trial
+                self._untold[storage_id] = ot_trial
+            ot_trial.set_user_attr(attrs.DRIVER, driver_identity())
             config = self._space(ot_trial)
             ot_trial.set_user_attr(attrs.CONFIG, config.to_dict())
             try:
@@ -208,44 +244,49 @@ class SDOptunaSearch(OptunaSearch):
                 self._reject(ot_trial, attrs.REJECTED_INVALID, f"cannot be built: {exc}", None)
                 continue
             deployed = costs[config.deploy_exit]
-            ot_trial.set_user_attr(attrs.COST, _cost_dict(deployed))
+            ot_trial.set_user_attr(attrs.COST, dict(deployed))
             constraints = budget_violations(deployed, self._budget)
             invalid = self._space.space.invalid_reason(config)
             if self._space.space.can_be_invalid:
                 constraints[VALID_CONSTRAINT] = 1.0 if invalid else 0.0
-            for metric, value in constraints.items():
-                ot_trial.set_constraint(metric, value)
+            with warnings.catch_warnings():  # a retry queued by Optuna's stale-trial check has them already
+                warnings.filterwarnings("ignore", message="The constraint value is ignored")
+                for metric, value in constraints.items():
+                    ot_trial.set_constraint(metric, value)
             if invalid or any(v > 0 for v in constraints.values()):
-                values = [0.0 if o == "accuracy" else float(getattr(deployed, o)) for o in self._objectives]
                 why = attrs.REJECTED_INVALID if invalid else attrs.REJECTED_BUDGET
-                self._reject(ot_trial, why, invalid, values)
+                self._reject(ot_trial, why, invalid, self._rejected_values(deployed))
                 continue
             self.consecutive_rejections = 0
-            self._ot_trials[trial_id] = ot_trial
+            self._trials[trial_id] = ot_trial
             with self._lock:
                 self._pending[trial_id] = (config, costs)
-            self._beat(ot_trial)
-            return {"config": config.to_dict(), "trial_number": ot_trial.number}
+            self._beat(storage_id)
+            return {
+                "config": config.to_dict(),
+                "trial_number": ot_trial.number,
+                COSTS_KEY: trial_costs(deployed, self._objectives),  # what MO-ASHA ranks by
+            }
         self.infeasible = True
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Multi-objective Optuna keeps no intermediate values; heartbeats keep shared studies honest."""
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = self._trials.get(trial_id)
         if ot_trial is not None:
-            self._beat(ot_trial)
+            self._beat(self._storage_id(ot_trial))
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         """Tell the study exactly once, with candidates and the reason stored before ``tell``."""
-        if trial_id in self._completed_trials or trial_id not in self._pending:
+        if trial_id in self._told_ray or trial_id not in self._pending:
             return
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = self._trials[trial_id]
         with self._lock:
             config, costs = self._pending.pop(trial_id)
-        self._completed_trials.add(trial_id)
-        if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+        self._told_ray.add(trial_id)
+        if self._storage.get_trial(self._storage_id(ot_trial)).state.is_finished():
             # Another driver judged it stale and failed it; its retry is queued, so drop this result.
             logger.warning("trial %d was finished elsewhere; its late result is dropped", ot_trial.number)
             self._told(ot_trial)
@@ -256,10 +297,14 @@ class SDOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(attrs.CANDIDATES, outcome.candidates)
         if outcome.reason:
             ot_trial.set_user_attr(attrs.FAIL_REASON, outcome.reason)
-        worker = _nested(result or {}, "worker")
+        if outcome.state == TrialState.PRUNED:
+            ot_trial.set_constraint(attrs.STOPPED_EARLY_CONSTRAINT, 1.0)
+        worker = _nested(result or {}, attrs.WORKER)
         if worker:
             ot_trial.set_user_attr(attrs.WORKER, worker)
-        self._ot_study.tell(ot_trial, outcome.values, state=outcome.state)
+        if (result or {}).get(attrs.ANYTIME):
+            ot_trial.set_user_attr(attrs.ANYTIME, result[attrs.ANYTIME])
+        self._study.tell(ot_trial, outcome.values, state=outcome.state)
         self._told(ot_trial)
         self.completed.append((ot_trial.number, outcome))
 
@@ -278,10 +323,9 @@ class SDOptunaSearch(OptunaSearch):
         self._lock = threading.Lock()
 
     # -- heartbeats --------------------------------------------------------------------------------
-    def _beat(self, ot_trial: optuna.trial.Trial) -> None:
-        storage = self._ot_study._storage
-        if heartbeat_enabled(storage):
-            storage.record_heartbeat(ot_trial._trial_id)
+    def _beat(self, storage_id: int) -> None:
+        if heartbeat_enabled(self._storage):
+            self._storage.record_heartbeat(storage_id)
 
     @contextlib.contextmanager
     def heartbeats(self) -> Iterator[None]:
@@ -290,7 +334,7 @@ class SDOptunaSearch(OptunaSearch):
         Results arrive once per epoch, which may be rarer than the grace period, and a trial waiting
         for resources reports nothing; so a thread beats for all of them, as ``Study.optimize`` does.
         """
-        storage = self._ot_study._storage
+        storage = self._storage
         if not heartbeat_enabled(storage):
             yield
             return
@@ -303,7 +347,7 @@ class SDOptunaSearch(OptunaSearch):
                 for trial_id in trial_ids:
                     try:
                         storage.record_heartbeat(trial_id)
-                    except Exception:  # a missed beat is retried next interval
+                    except Exception:  # a missed beat (e.g. the database restarting) is retried next interval
                         logger.warning(
                             "could not record a heartbeat for trial id %d", trial_id, exc_info=True
                         )
@@ -324,9 +368,30 @@ class SDOptunaSearch(OptunaSearch):
         with self._lock:
             return list(self._untold.values())
 
+    def _storage_id(self, ot_trial: optuna.trial.Trial) -> int:
+        with self._lock:
+            for storage_id, trial in self._untold.items():
+                if trial is ot_trial:
+                    return storage_id
+        return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, ot_trial.number)
+
     def _told(self, ot_trial: optuna.trial.Trial) -> None:
         with self._lock:
-            self._untold.pop(ot_trial._trial_id, None)
+            for storage_id, trial in list(self._untold.items()):
+                if trial is ot_trial:
+                    del self._untold[storage_id]
+
+    def _rejected_values(self, deployed: Mapping[str, float]) -> list[float]:
+        """Objective values of a config that never trains: accuracy 0 and its real costs (a cost known
+        only after training, such as expected MACs, takes its worst case, the MACs)."""
+        values = []
+        for o in self._objectives:
+            if METRICS.get(o).direction == "maximize":
+                values.append(0.0)
+            else:
+                value = metric_value(deployed, o)
+                values.append(float(value if value is not None else metric_value(deployed, "macs")))
+        return values
 
     def _reject(
         self, ot_trial: optuna.trial.Trial, why: str, message: str | None, values: list[float] | None
@@ -337,9 +402,9 @@ class SDOptunaSearch(OptunaSearch):
         if message:
             ot_trial.set_user_attr(attrs.FAIL_REASON, message)
         if values is None:
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            self._study.tell(ot_trial, state=TrialState.FAIL)
         else:
-            self._ot_study.tell(ot_trial, values)
+            self._study.tell(ot_trial, values)
         self._told(ot_trial)
         self.consecutive_rejections += 1
         self.n_rejected += 1
@@ -358,7 +423,3 @@ def _nested(result: Mapping[str, Any], key: str) -> dict[str, Any]:
         return dict(value)
     prefix = f"{key}/"
     return {k[len(prefix) :]: v for k, v in result.items() if k.startswith(prefix)}
-
-
-def _cost_dict(cost: Cost) -> dict[str, int]:
-    return {"params": int(cost.params), "macs": int(cost.macs), "flops": int(cost.flops)}

@@ -1,6 +1,6 @@
 """Opening study storages safely: URLs, masking, refusing foreign or corrupted files, listing studies.
 
-The Optuna storage is the only persistent truth of a study (DESIGN.md §1), so this module never
+The Optuna storage is the only persistent truth of a study (docs/ARCHITECTURE.md), so this module never
 creates a database when it only reads, never writes into a file that is not an Optuna store, and
 never prints a password.
 """
@@ -12,8 +12,6 @@ import re
 import sqlite3
 import time
 import warnings
-from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,12 +24,11 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 __all__ = [
-    "count_trials",
-    "is_counted",
     "list_studies",
     "mask_url",
     "open_storage",
     "resolve_study",
+    "retry_interrupted",
     "sqlite_path",
     "storage_url",
 ]
@@ -129,7 +126,13 @@ def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStora
         _check_sqlite_file(path, url, create=create)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     elif not url.startswith("sqlite"):
-        kwargs.update(heartbeat_interval=30, grace_period=120)
+        kwargs.update(
+            heartbeat_interval=30,
+            grace_period=120,
+            heartbeat_stale_trial_callback=_retry_once(),
+            # A server that restarted leaves dead pooled connections: test each before use.
+            engine_kwargs={"pool_pre_ping": True},
+        )
     attempts = 1 if path is not None else 5
     attempt = 0
     while True:
@@ -180,38 +183,28 @@ def _summaries(url: str) -> list[Any]:
     return optuna.study.get_all_study_summaries(open_storage(url), include_best_trial=False)
 
 
-def is_counted(trial: FrozenTrial) -> bool:
-    """Whether a finished trial counts toward ``trials``: it was trained (not rejected, not interrupted)."""
-    from optuna.trial import TrialState
+def _retry_once() -> Any:
+    import optuna
 
-    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-        return False
-    return attrs.REJECTED not in trial.user_attrs and not trial.user_attrs.get(attrs.INTERRUPTED, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
 
-def count_trials(trials: Iterable[FrozenTrial]) -> dict[str, int]:
-    """Counts by outcome: complete, rejected, failed, pruned, interrupted, running, waiting, trained."""
-    from optuna.trial import TrialState
+def retry_interrupted(study: optuna.Study, trial: FrozenTrial) -> int:
+    """Queue one re-run of an interrupted (FAIL) trial with the same params, unless it is a re-run
+    itself; Optuna's ``RetryHeartbeatStaleTrialCallback`` marks and bounds the retries. Returns 1
+    if a re-run was queued. The re-run starts without the interruption's own marks."""
+    import copy
 
-    counts: Counter[str] = Counter()
-    for t in trials:
-        if attrs.REJECTED in t.user_attrs:
-            counts["rejected"] += 1
-        elif t.user_attrs.get(attrs.INTERRUPTED, False):
-            counts["interrupted"] += 1
-        else:
-            counts[
-                {
-                    TrialState.COMPLETE: "complete",
-                    TrialState.FAIL: "failed",
-                    TrialState.PRUNED: "pruned",
-                    TrialState.RUNNING: "running",
-                    TrialState.WAITING: "waiting",
-                }[t.state]
-            ] += 1
-        counts["trained"] += is_counted(t)
-    keys = ("complete", "rejected", "failed", "pruned", "interrupted", "running", "waiting", "trained")
-    return {k: counts.get(k, 0) for k in keys}
+    clean = copy.deepcopy(trial)
+    clean.user_attrs = {
+        k: v for k, v in trial.user_attrs.items() if k not in (attrs.INTERRUPTED, attrs.FAIL_REASON)
+    }
+    clean.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith("constraints")}
+    before = len(study.get_trials(deepcopy=False))
+    _retry_once()(study, clean)
+    return len(study.get_trials(deepcopy=False)) - before
 
 
 def list_studies(source: str) -> list[dict[str, Any]]:
@@ -223,7 +216,7 @@ def list_studies(source: str) -> list[dict[str, Any]]:
     rows = []
     for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        row: dict[str, Any] = {"study": summary.study_name, **count_trials(study.get_trials(deepcopy=False))}
+        row: dict[str, Any] = {"study": summary.study_name, **attrs.count(study.get_trials(deepcopy=False))}
         row["target"] = study.user_attrs.get(attrs.TARGET, "")
         rows.append(row)
     return rows

@@ -74,6 +74,8 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
     last: dict[str, Any] = {"epoch": 0}
 
     def report(epoch: EpochReport) -> None:
+        if epoch.precision != "float32":  # keep the float32 accuracies next to the deployed precision's
+            last.update({f"float32_{k}": v for k, v in list(last.items()) if k.startswith("accuracy")})
         last.update(exit_metrics(epoch.val_accuracy, cfg.deploy_exit))
         last.update(
             epoch=epoch.epoch,
@@ -90,7 +92,14 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
 
 
 def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None, report: Any) -> Any:
-    """Build the network and loss of ``cfg`` and train them (the same path as ``sdsearch train``)."""
+    """Build the network and loss of ``cfg`` and train them (the same path as ``sdsearch train``).
+
+    With ``deploy.quantize: int8`` a last report follows training: every exit's validation accuracy
+    as its statically quantized int8 ONNX graph scores it (calibrated on training images), so the
+    study's accuracy is the accuracy of what will actually run.
+    """
+    import dataclasses
+
     import torch
 
     from sdsearch.data import load_dataset
@@ -99,7 +108,7 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     net, loss = build(cfg, data.shape)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return fit(
+    result = fit(
         net,
         loss,
         data,
@@ -111,3 +120,10 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
         report=report,
         deploy_exit=cfg.deploy_exit,
     )
+    if cfg.deploy.quantize == "int8" and not result.stopped and report is not None:
+        from sdsearch.deploy import int8_accuracy
+
+        int8 = int8_accuracy(net, net.exits, data, seed=cfg.seed)
+        last = result.history[-1]
+        report(dataclasses.replace(last, val_accuracy=int8, accuracy=int8[cfg.deploy_exit], precision="int8"))
+    return result
