@@ -41,8 +41,12 @@ from sdsearch.anytime import (
 )
 from sdsearch.config import BackboneConfig, BranchesConfig, DataConfig, ModelConfig, TrainConfig, TrialConfig
 from sdsearch.data import load_dataset
-from sdsearch.sizes import format_size
 from sdsearch.trainer import build, fit
+from sdsearch.units import format_value
+
+
+def _count(value: float) -> str:
+    return format_value(value, "count")
 
 
 def _config(args: argparse.Namespace, seed: int) -> TrialConfig:
@@ -112,8 +116,8 @@ def main() -> None:
         deepest = cost.deploy[-1]
         print(f"\nseed {seed}: trained in {time.perf_counter() - t0:.1f} s; {len(data.y_val)} val, "
               f"{len(data.y_test)} test images; exit deploy MACs "
-              + ", ".join(f"{e} {format_size(m)}" for e, m in zip(cost.exits, cost.deploy, strict=True))
-              + f"; worst case (every exit runs) {format_size(cost.worst_case)}")  # fmt: skip
+              + ", ".join(f"{e} {_count(m)}" for e, m in zip(cost.exits, cost.deploy, strict=True))
+              + f"; worst case (every exit runs) {_count(cost.worst_case)}")  # fmt: skip
         print("  static exits  val: " + ", ".join(f"{e} {100 * a:.2f}%" for e, a in val.exit_accuracy.items())
               + "   test: " + ", ".join(f"{e} {100 * a:.2f}%" for e, a in test.exit_accuracy.items()))  # fmt: skip
         targets = [{"accuracy_drop": d} for d in args.drops] + [
@@ -131,7 +135,7 @@ def main() -> None:
             print(f"  {name:16s} {cal.method:8s} val {100 * cal.outcome.accuracy:.2f}% at "
                   f"{cal.outcome.expected_macs / deepest:.3f}x | test {100 * out.accuracy:.2f}% "
                   f"(deepest {100 * test.exit_accuracy['final']:.2f}%) at {out.expected_macs / deepest:.3f}x "
-                  f"= {format_size(out.expected_macs)} MACs; test shares "
+                  f"= {_count(out.expected_macs)} MACs; test shares "
                   + "/".join(f"{100 * v:.0f}" for v in out.exit_share) + f"%  [{1000 * seconds:.0f} ms]")  # fmt: skip
         cal, out = first
         model = AnytimeModel(net, cal.thresholds).eval()

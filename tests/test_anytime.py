@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -104,12 +103,13 @@ def _spread(confidence: np.ndarray) -> list[float]:
     "model",
     [
         TINY,
-        dataclasses.replace(TINY, branches=BranchesConfig(placement=(1, 3), style="lite")),
-        dataclasses.replace(TINY, branches=BranchesConfig(placement=(2,)), cbfe=CBFEConfig("trunk", 4)),
+        TINY.replace(branches=BranchesConfig(placement=(1, 3), style="lite")),
+        TINY.replace(branches=BranchesConfig(placement=(2,)), cbfe=CBFEConfig(location="trunk", ratio=4)),
         ModelConfig(
-            backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1), cbfe=CBFEConfig("branch", 2)
+            backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1),
+            cbfe=CBFEConfig(location="branch", ratio=2),
         ),
-        dataclasses.replace(TINY, branches=BranchesConfig(placement=())),
+        TINY.replace(branches=BranchesConfig(placement=())),
     ],
     ids=["resnet-sd", "resnet-lite-1-3", "resnet-2-trunk-cbfe", "mobilenetv2-branch-cbfe", "final-only"],
 )
@@ -357,7 +357,7 @@ def test_anytime_model_copies_unless_told_to_share(net: SelfDistillNet) -> None:
 
 def test_a_network_without_shallow_exits_is_its_final_exit(digits: Dataset) -> None:
     torch.manual_seed(0)
-    model_cfg = dataclasses.replace(TINY, branches=BranchesConfig(placement=()))
+    model_cfg = TINY.replace(branches=BranchesConfig(placement=()))
     net = SelfDistillNet(model_cfg, num_classes=10, in_chans=1, input_size=(8, 8)).eval()
     stats = exit_statistics(net, digits.x_val, digits.y_val, mean=digits.mean, std=digits.std)
     cost = anytime_cost(net, input_shape=SHAPE)

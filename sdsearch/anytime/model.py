@@ -197,7 +197,7 @@ def anytime_cost(net: SelfDistillNet, *, input_shape: tuple[int, int, int]) -> A
     trunk = [cumulative[0], *np.diff(cumulative).tolist()]
     branch = []
     for k, stage in enumerate(model.stage_of):
-        shape = (net.feature_info[stage - 1]["num_chs"], *net.feature_sizes[stage - 1])
+        shape = (net.feature_info.channels()[stage - 1], *net.feature_sizes[stage - 1])
         branch.append(module_cost(model.heads[k], shape).macs)
     params = sum(p.numel() for p in model.parameters())
     return AnytimeCost(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from sdsearch.sizes import format_size
+from sdsearch.units import format_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -21,6 +21,13 @@ __all__ = ["MACS_LABEL", "anytime_table", "plot_anytime"]
 
 #: The x axis of every anytime plot: what a MAC is, and the FLOPs conventions it maps to.
 MACS_LABEL = "expected MACs per image (multiply-accumulates; papers' FLOPs; torch FLOPs = 2 × MACs)"
+
+
+def format_size(value: float) -> str:
+    """A MAC count as the rest of sdsearch shows counts: ``1.23M``."""
+    return format_value(value, "count")
+
+
 _CURVE, _STATIC, _CHOSEN, _TEST, _LIMIT = "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#444444"
 
 
