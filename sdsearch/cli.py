@@ -194,6 +194,12 @@ def _add_show(sub: Any) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="write accuracy vs MACs / params plots")
     p.add_argument("--csv", metavar="FILE", help="write the front as CSV")
     p.add_argument("--json", action="store_true", help="print the front as JSON")
+    p.add_argument(
+        "--anytime",
+        type=int,
+        metavar="TRIAL",
+        help="one trained trial's early-exit trade-off: accuracy against expected MACs (with --plot)",
+    )
     p.set_defaults(handler=_show)
 
 
@@ -201,6 +207,8 @@ def _show(args: argparse.Namespace) -> int:
     from sdsearch.report import front_json, front_report, plot_front, write_csv
     from sdsearch.search.front import load_front
 
+    if args.anytime is not None:
+        return _show_anytime(args)
     front = load_front(
         args.source, study_name=args.study_name, candidates=args.candidates, budget=_parse_budget(args.budget)
     )
@@ -212,6 +220,23 @@ def _show(args: argparse.Namespace) -> int:
         write_csv(front, args.csv)
     if args.plot:
         written = plot_front(front, args.plot)
+        if not args.json:
+            _console().print(f"plot written to {written}")
+    return 0
+
+
+def _show_anytime(args: argparse.Namespace) -> int:
+    from sdsearch.anytime import anytime_table
+    from sdsearch.report import plot_anytime_of
+    from sdsearch.search.front import anytime_of, read_study
+
+    report = anytime_of(read_study(args.source, study_name=args.study_name), args.anytime)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _console().print(anytime_table(report))
+    if args.plot:
+        written = plot_anytime_of(report, args.plot, title=f"trial {args.anytime}")
         if not args.json:
             _console().print(f"plot written to {written}")
     return 0

@@ -57,6 +57,18 @@ class DeployMetrics:
             dtype=config.deploy.dtype,
         )
         out = {name: cost_values(cost) for name, cost in costs.items()}
+        if config.deploy.exit == "anytime":  # every exit in one model: budgets bound its worst case
+            from sdsearch.anytime import anytime_worst_case_cost
+
+            out["anytime"] = cost_values(
+                anytime_worst_case_cost(
+                    config.model,
+                    num_classes=s.num_classes,
+                    in_chans=s.in_chans,
+                    input_size=s.input_size,
+                    dtype=config.deploy.dtype,
+                )
+            )
         if self.latency:
             for name, latency in self._latencies(config).items():
                 out[name]["latency"] = latency

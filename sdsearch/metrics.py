@@ -50,6 +50,9 @@ class Metric:
         base: ``(stored metric, factor)`` for a metric that is a unit of another (flops = 2 × macs).
         anytime: only defined for ``deploy.exit: anytime``.
         per_dtype: depends on ``deploy.dtype`` (labels then name the dtype).
+        fallback: the metric that stands in where this one was not measured: a single exit
+            deployed on its own is the anytime policy whose every image leaves there, so its
+            anytime accuracy is its accuracy and its expected MACs its MACs.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Metric:
     base: tuple[str, float] | None = None
     anytime: bool = False
     per_dtype: bool = False
+    fallback: str | None = None
 
     def describe(self, dtype: str | None = None) -> str:
         """``peak memory (int8, bytes): ...``: the label with its convention, for captions."""
@@ -137,9 +141,11 @@ METRICS: Registry[Metric] = Registry(
                 "minimize",
                 "count",
                 "expected MACs",
-                "mean MACs per validation image with early exiting (every exit that ran counts)",
+                "mean MACs per validation image with early exiting (every exit that ran counts; an exit "
+                "deployed alone: its MACs)",
                 False,
                 anytime=True,
+                fallback="macs",
             ),
             Metric(
                 "anytime_accuracy",
@@ -149,6 +155,7 @@ METRICS: Registry[Metric] = Registry(
                 "top-1 validation accuracy with early exiting at the calibrated thresholds",
                 False,
                 anytime=True,
+                fallback="accuracy",
             ),
         )
     },
@@ -183,6 +190,8 @@ def metric_value(values: Mapping[str, Any], name: str) -> float | None:
         stored = values.get(base)
         return None if stored is None else float(stored) * factor
     stored = values.get(name)
+    if stored is None and metric.fallback is not None:
+        return metric_value(values, metric.fallback)
     return None if stored is None else float(stored)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "front_records",
     "front_report",
     "front_table",
+    "plot_anytime_of",
     "plot_front",
     "read_csv",
     "write_csv",
@@ -429,3 +430,14 @@ def _staircase(
 def _finite(c: Candidate, metric: str) -> bool:
     value = c.value(metric)
     return math.isfinite(value) and value > 0
+
+
+def plot_anytime_of(
+    report: dict[str, Any], path: str | Path, *, title: str | None = None, dpi: int = 150
+) -> Path:
+    """Write one trained network's anytime plot (accuracy against expected MACs) as a PNG."""
+    from sdsearch.anytime import plot_anytime
+
+    path = output_file(path, option="--plot", suffix=".png")
+    plot_anytime(report, title=title).savefig(path, dpi=dpi)
+    return path

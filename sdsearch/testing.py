@@ -28,6 +28,7 @@ class FakeEpoch:
     val_accuracy: dict[str, float]
     seconds: float
     precision: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def fake_accuracy(cfg: TrialConfig, exit_name: str) -> float:

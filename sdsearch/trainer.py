@@ -87,6 +87,7 @@ class EpochReport:
         loss_parts: mean of every named loss term (``LossOutput.parts``).
         precision: what measured ``val_accuracy``: the float32 network (every epoch), or the
             deployed int8 graph (a search trial's last report under ``deploy.quantize: int8``).
+        extra: more results of a trial's last report (anytime metrics and their report).
     """
 
     epoch: int
@@ -100,6 +101,7 @@ class EpochReport:
     images_per_second: float
     loss_parts: dict[str, float] = field(default_factory=dict)
     precision: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

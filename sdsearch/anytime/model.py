@@ -20,6 +20,7 @@ import copy
 import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,8 +36,10 @@ from sdsearch.trainer import EVAL_BATCH_SIZE
 __all__ = [
     "AnytimeModel",
     "Uint8Normalize",
+    "WorstCase",
     "anytime_cost",
     "anytime_deploy_cost",
+    "anytime_worst_case_cost",
     "exit_confidence",
     "exit_statistics",
 ]
@@ -170,6 +173,38 @@ class AnytimeModel(nn.Module):
             x = segment(x)
             out.append(head(x))
         return out
+
+
+class WorstCase(nn.Module):
+    """An anytime model with every exit running on every image, in the order it runs them: what a
+    budget bounds (``sdsearch.cost`` counts its params, MACs, peak memory and size)."""
+
+    def __init__(self, model: AnytimeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_exits(x)
+
+
+def anytime_worst_case_cost(
+    config: ModelConfig, *, num_classes: int, in_chans: int, input_size: tuple[int, int], dtype: str = "int8"
+) -> Any:
+    """The :class:`~sdsearch.cost.Cost` of an anytime deployment of ``config`` when every exit runs,
+    counted on the meta device: its params, worst-case MACs, peak activation memory (each stage's
+    map stays live while its exit's branch runs, since the trunk goes on from it) and size."""
+    return _worst_case_cost(config, num_classes, in_chans, tuple(input_size), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _worst_case_cost(
+    config: ModelConfig, num_classes: int, in_chans: int, input_size: tuple[int, int], dtype: str
+) -> Any:
+    net = SelfDistillNet(
+        config, num_classes=num_classes, in_chans=in_chans, input_size=input_size, device="meta"
+    )
+    model = AnytimeModel(net, [1.0] * (len(net.exits) - 1), share_weights=True)
+    return module_cost(WorstCase(model), (in_chans, *input_size), dtype=dtype)
 
 
 def anytime_cost(net: SelfDistillNet, *, input_shape: tuple[int, int, int]) -> AnytimeCost:

@@ -46,6 +46,7 @@ __all__ = [
     "Counts",
     "Front",
     "StudyRecord",
+    "anytime_of",
     "build_front",
     "effective_budget",
     "hypervolume",
@@ -605,6 +606,24 @@ def trial_candidates(trial: FrozenTrial, objectives: Sequence[str]) -> list[Cand
             )
         )
     return sorted(out, key=lambda c: _exit_order(c.exit))
+
+
+def anytime_of(record: StudyRecord, number: int) -> dict[str, Any]:
+    """The stored anytime report of trained trial ``number`` (what ``show --anytime`` draws).
+
+    Raises:
+        ConfigError: (exit 2) no such trial, or one without shallow exits or without a report.
+    """
+    trial = next((t for t in record.trials if t.number == number), None)
+    if trial is None:
+        raise ConfigError(f"--anytime: study {record.study_name!r} has no trial {number}")
+    report = trial.user_attrs.get(attrs.ANYTIME)
+    if not report:
+        raise ConfigError(
+            f"--anytime: trial {number} has no anytime report (only trained trials with shallow exits "
+            "have one); pick a trial from `sdsearch show --candidates`"
+        )
+    return report
 
 
 def _is_number(value: Any) -> bool:

@@ -10,6 +10,7 @@ budget). The decisions themselves are pure functions (:func:`budget_violations`,
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -125,6 +126,9 @@ def final_state(
         acc = result.get(result_key(exit_name))
         if isinstance(acc, (int, float)) and math.isfinite(acc):
             candidate = {"exit": exit_name, "accuracy": float(acc), **costs[exit_name]}
+            if exit_name == config.deploy_exit:  # metrics only training gives (expected MACs, ...)
+                candidate.update({k: float(v) for k, v in result.items() if k in METRICS and k not in candidate
+                                  and isinstance(v, (int, float))})  # fmt: skip
             if partial:
                 candidate.update(partial=True, epoch=epochs_done)
             candidates.append(candidate)
@@ -302,8 +306,9 @@ class SDOptunaSearch(Searcher):
         worker = _nested(result or {}, attrs.WORKER)
         if worker:
             ot_trial.set_user_attr(attrs.WORKER, worker)
-        if (result or {}).get(attrs.ANYTIME):
-            ot_trial.set_user_attr(attrs.ANYTIME, result[attrs.ANYTIME])
+        anytime = (result or {}).get(attrs.ANYTIME)  # JSON text (see trainable.anytime_report)
+        if isinstance(anytime, str) and outcome.state != TrialState.FAIL:
+            ot_trial.set_user_attr(attrs.ANYTIME, json.loads(anytime))
         self._study.tell(ot_trial, outcome.values, state=outcome.state)
         self._told(ot_trial)
         self.completed.append((ot_trial.number, outcome))

@@ -76,7 +76,10 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
     def report(epoch: EpochReport) -> None:
         if epoch.precision != "float32":  # keep the float32 accuracies next to the deployed precision's
             last.update({f"float32_{k}": v for k, v in list(last.items()) if k.startswith("accuracy")})
-        last.update(exit_metrics(epoch.val_accuracy, cfg.deploy_exit))
+        # An anytime deployment has its accuracy only at the end; until then the final exit's stands in.
+        deployed = cfg.deploy_exit if cfg.deploy_exit in epoch.val_accuracy else "final"
+        last.update(exit_metrics(epoch.val_accuracy, deployed))
+        last.update(epoch.extra)
         last.update(
             epoch=epoch.epoch,
             train_loss=float(epoch.train_loss),
@@ -94,9 +97,14 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
 def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None, report: Any) -> Any:
     """Build the network and loss of ``cfg`` and train them (the same path as ``sdsearch train``).
 
-    With ``deploy.quantize: int8`` a last report follows training: every exit's validation accuracy
-    as its statically quantized int8 ONNX graph scores it (calibrated on training images), so the
-    study's accuracy is the accuracy of what will actually run.
+    After training, a last report can follow, on the same epoch:
+
+    - with ``deploy.quantize: int8``, every exit's validation accuracy as its statically quantized
+      int8 ONNX graph scores it (calibrated on training images), so the study's accuracy is the
+      accuracy of what will actually run;
+    - for a network with shallow exits, the anytime report (thresholds calibrated on the validation
+      split for ``deploy.target``, or the default target) that ``show --anytime`` draws; with
+      ``deploy.exit: anytime`` its accuracy and expected MACs are the trial's.
     """
     import dataclasses
 
@@ -108,6 +116,7 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     net, loss = build(cfg, data.shape)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    anytime = cfg.deploy_exit == "anytime"
     result = fit(
         net,
         loss,
@@ -118,12 +127,43 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
         device=device,
         threads=threads,
         report=report,
-        deploy_exit=cfg.deploy_exit,
+        deploy_exit="final" if anytime else cfg.deploy_exit,
     )
-    if cfg.deploy.quantize == "int8" and not result.stopped and report is not None:
+    if result.stopped or report is None:
+        return result
+    last = result.history[-1]
+    if cfg.deploy.quantize == "int8":
         from sdsearch.deploy import int8_accuracy
 
         int8 = int8_accuracy(net, net.exits, data, seed=cfg.seed)
-        last = result.history[-1]
-        report(dataclasses.replace(last, val_accuracy=int8, accuracy=int8[cfg.deploy_exit], precision="int8"))
+        last = dataclasses.replace(last, val_accuracy=int8, accuracy=int8[cfg.deploy_exit], precision="int8")
+        report(last)
+    if len(net.exits) > 1:
+        report(anytime_report(cfg, net, data, last))
     return result
+
+
+def anytime_report(cfg: TrialConfig, net: Any, data: Dataset, last: EpochReport) -> EpochReport:
+    """``last`` with the network's anytime report; for an anytime deployment, its metrics too."""
+    import dataclasses
+    import json
+
+    from sdsearch.anytime import anytime_cost, calibrate, exit_statistics
+    from sdsearch.anytime import anytime_report as report_of
+    from sdsearch.search import attrs
+    from sdsearch.space import DEFAULT_ANYTIME_TARGET
+
+    target = cfg.deploy.target or DEFAULT_ANYTIME_TARGET
+    net.eval()
+    stats = exit_statistics(net, data.x_val, data.y_val, mean=data.mean, std=data.std)
+    cost = anytime_cost(net, input_shape=(data.shape.in_chans, *data.shape.input_size))
+    cal = calibrate(stats, cost, **{k: v for k, v in target.to_dict().items() if v is not None})
+    # JSON text: Ray flattens nested dicts in results, and the report is nested several levels deep.
+    extra: dict[str, Any] = {attrs.ANYTIME: json.dumps(report_of(cal, cost))}
+    if cfg.deploy_exit != "anytime":
+        return dataclasses.replace(last, extra=extra)
+    accuracy = cal.outcome.accuracy
+    extra.update(anytime_accuracy=accuracy, expected_macs=cal.outcome.expected_macs)
+    return dataclasses.replace(
+        last, val_accuracy={**last.val_accuracy, "anytime": accuracy}, accuracy=accuracy, extra=extra
+    )
