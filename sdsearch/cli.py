@@ -286,6 +286,11 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument(
+        "--full",
+        action="store_true",
+        help="train on train + validation for the final model (metrics.json: trained_on train+val, no val accuracy)",
+    )
+    p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: the search trial's, to reproduce it)"
     )
     p.set_defaults(handler=_train)
@@ -301,7 +306,7 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or str(Path("runs") / Path(args.config).stem)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-    result = train(args.config, out=out, epochs=args.epochs, threads=args.threads)
+    result = train(args.config, out=out, epochs=args.epochs, full=args.full, threads=args.threads)
     _console().print(f"model and metrics written to {result.out}")
     return 0
 

@@ -10,7 +10,8 @@ Batches, augmentation and normalisation happen on the training device, in :mod:`
 
 The validation split is carved from the training data, stratified and seeded by the trial seed; the
 test split is fixed (the dataset's own, or for ``digits`` a fixed stratified hold-out) and never seen
-during search.
+during search. A final run (``load_dataset(..., full=True)``) trains on the whole training part,
+validation images included.
 
 Example:
     >>> from sdsearch.config import DataConfig
@@ -79,7 +80,11 @@ class Dataset:
     Images are uint8 NCHW and labels int64; ``mean`` and ``std`` are per channel, in units of the
     image scaled to [0, 1], computed on the training split *after* the validation split was carved,
     so validation never leaks into normalisation. ``train_index`` and ``val_index`` are the
-    positions in the dataset's original training set (sorted, disjoint).
+    positions in the dataset's original training set (sorted; disjoint unless ``val_held_out`` is False).
+
+    ``val_held_out`` is False for a final run on all the data (``load_dataset(..., full=True)``):
+    the training split then holds every training image, the validation images included (and its
+    statistics), and accuracy on ``x_val`` is accuracy on images trained on, not a held-out estimate.
     """
 
     name: str
@@ -95,6 +100,7 @@ class Dataset:
     train_index: np.ndarray
     val_index: np.ndarray
     classes: tuple[str, ...] | None = None
+    val_held_out: bool = True
 
     @property
     def nbytes(self) -> int:
@@ -151,12 +157,14 @@ def describe(cfg: DataConfig) -> DataShape:
     return resolve(spec.describe)(cfg)
 
 
-def load_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
+def load_dataset(cfg: DataConfig, *, seed: int, full: bool = False) -> Dataset:
     """Load a dataset and carve a stratified, seeded validation split from its training part.
 
     Args:
         cfg: which dataset and where it lives (``data:`` of a space or trainer config).
         seed: seeds the validation split; the same seed always gives the same split.
+        full: train on the whole training part (the final run, once the search has chosen): the
+            training split keeps the validation images too, and ``val_held_out`` is False.
 
     Returns:
         The three splits as numpy arrays, with normalisation statistics of the training split.
@@ -173,6 +181,8 @@ def load_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
     x, y, x_test, y_test, classes = resolve(DATASETS.get(cfg.dataset).loader)(cfg)
     num_classes = len(classes) if classes is not None else int(max(y.max(), y_test.max())) + 1
     train_index, val_index = _stratified_split(y, cfg.val_fraction, seed=seed, key="data.val_fraction")
+    if full:
+        train_index = np.arange(len(y))
     x_train, y_train = x[train_index], y[train_index]
     mean, std = _channel_stats(x_train)
     shape = DataShape(int(x.shape[1]), int(x.shape[2]), int(x.shape[3]), num_classes)
@@ -190,6 +200,7 @@ def load_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
         train_index=train_index,
         val_index=val_index,
         classes=classes,
+        val_held_out=not full,
     )
 
 

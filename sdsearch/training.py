@@ -1,12 +1,15 @@
 """``train()``: a fully fixed config -> a trained, deployable model and its metrics on disk.
 
 This is ``sdsearch train CONFIG`` without the argument parsing. It trains on the training split
-(the validation split is still carved, for validation accuracy), measures every exit on the
-validation and test splits, and writes into ``out``:
+(the validation split is still carved, for validation accuracy), or with ``full=True`` on the whole
+training part, validation images included (the final model, as papers train theirs; its validation
+accuracy is then not held out and is written as null). It measures every exit on the test split
+and writes into ``out``:
 
     config.yaml       the exact config used (a trainer config: ``sdsearch train`` reads it back)
-    metrics.json      val/test accuracy, params, MACs and FLOPs per exit, input normalisation, wall
-                      time, epochs, device; per deployed file its size, test accuracy and latency
+    metrics.json      ``trained_on`` (``train`` or ``train+val``), val/test accuracy, params, MACs and
+                      FLOPs per exit, input normalisation, wall time, epochs, device; per deployed
+                      file its size, test accuracy and latency
     checkpoint.pt     the training network's state_dict (+ loss adapters) and the config
     model.onnx        ONNX (fp32) of ``deploy(config.deploy_exit)``
     model.int8.onnx   the same, statically quantized to int8 (calibrated on training images)
@@ -40,10 +43,12 @@ from sdsearch.metrics import METRICS
 from sdsearch.paths import output_dir
 from sdsearch.trainer import EpochReport, FitResult, build, evaluate, fit, resolve_device
 
-__all__ = ["ARTIFACTS", "TrainResult", "train"]
+__all__ = ["ARTIFACTS", "TRAINED_ON", "TrainResult", "train"]
 
 #: Files ``train`` writes.
 ARTIFACTS = ("config.yaml", "metrics.json", "checkpoint.pt", *DEPLOY_FILES.values())
+#: ``trained_on`` in metrics.json, by whether the validation split was held out.
+TRAINED_ON = {True: "train", False: "train+val"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ def train(
     *,
     out: str | os.PathLike[str],
     epochs: int | None = None,
+    full: bool = False,
     progress: bool = True,
     device: torch.device | str | None = None,
     threads: int | None = None,
@@ -70,6 +76,9 @@ def train(
         config: a :class:`TrialConfig`, or the path of a trainer-config YAML (``sdsearch export``).
         out: output folder (created; existing artifacts in it are overwritten).
         epochs: overrides ``train.epochs``; the written config.yaml records the override.
+        full: train on train + validation (``trained_on: train+val`` in metrics.json, validation
+            accuracy null): the final run once a config is chosen. Epochs stay the config's, so an
+            epoch is 1 / (1 - data.val_fraction) times as many steps.
         progress: show a rich progress bar (epochs, loss, validation accuracy).
         device: training device; default CUDA when available.
         threads: torch threads for training. CPU results are reproducible only at the same thread
@@ -98,11 +107,11 @@ def train(
     dev = resolve_device(device)
     started = time.perf_counter()
 
-    data = load_dataset(cfg.data, seed=cfg.seed)
+    data = load_dataset(cfg.data, seed=cfg.seed, full=full)
     out_dir = output_dir(out_dir, option="--out")  # after the checks that can fail on bad input
     shape = data.shape
     net, loss = build(cfg, shape)
-    with _progress_bar(progress, cfg.train.epochs, cfg.deploy_exit) as report:
+    with _progress_bar(progress, cfg.train.epochs, cfg.deploy_exit, held_out=data.val_held_out) as report:
         result = fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=dev,
                      threads=threads, report=report, deploy_exit=cfg.deploy_exit)  # fmt: skip
     # Test accuracy in float32 (no autocast, no TF32) on every device: the deployed files are float32 or int8.
@@ -187,14 +196,17 @@ def _metrics(
     seconds: float,
     threads: int,
 ) -> dict[str, Any]:
+    val = result.val_accuracy if data.val_held_out else {}  # trained on: not an estimate of anything
     exits = {
-        name: {"val_accuracy": result.val_accuracy.get(name), "test_accuracy": test.get(name), **costs[name]}
+        name: {"val_accuracy": val.get(name), "test_accuracy": test.get(name), **costs[name]}
         for name in test
     }
     deployed = exits[cfg.deploy_exit]
     return {
         "deploy_exit": cfg.deploy_exit,
         **deployed,
+        "trained_on": TRAINED_ON[data.val_held_out],
+        "train_images": len(data.y_train),
         "dtype": cfg.deploy.dtype,
         "units": {m: METRICS.get(m).unit for m in costs[cfg.deploy_exit]},
         "exits": exits,
@@ -237,9 +249,12 @@ def _write_config(cfg: TrialConfig, out_dir: Path) -> None:
 
 @contextmanager
 def _progress_bar(
-    enabled: bool, epochs: int, deploy_exit: str
+    enabled: bool, epochs: int, deploy_exit: str, *, held_out: bool = True
 ) -> Iterator[Callable[[EpochReport], None] | None]:
-    """A report callback that advances a rich progress bar, or None when ``enabled`` is False."""
+    """A report callback that advances a rich progress bar, or None when ``enabled`` is False.
+
+    Without a held-out validation split (``full``) the accuracy shown is on training images, and says so.
+    """
     if not enabled:
         yield None
         return
@@ -258,7 +273,8 @@ def _progress_bar(
         task = bar.add_task("train", total=epochs, status="")
 
         def report(rep: EpochReport) -> None:
-            status = f"loss {rep.train_loss:.4f}  val acc ({deploy_exit}) {rep.accuracy:.4f}"
+            what = "val acc" if held_out else "acc on seen val images"
+            status = f"loss {rep.train_loss:.4f}  {what} ({deploy_exit}) {rep.accuracy:.4f}"
             bar.update(task, completed=rep.epoch, status=status)
 
         yield report

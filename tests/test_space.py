@@ -156,3 +156,26 @@ def test_space_module_imports_no_heavy_library():
     code = "import sys, sdsearch.space, sdsearch.cli; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_byot_reproduction_is_a_trainer_config():
+    """Every value fixed, and the BYOT ResNet-18 CIFAR-100 setting the file's comments source."""
+    cfg = load_trial_config(ROOT / "spaces" / "byot_resnet18_cifar100.yaml")
+    model, loss, train = cfg.model, cfg.loss, cfg.train
+    assert (model.backbone.arch, model.backbone.width, model.backbone.depth) == ("resnet", 1.0, 2)
+    assert not model.backbone.zero_init_last
+    assert model.branches.placement == (1, 2, 3) and model.branches.style == "lite"
+    assert model.fusion.type == "none" and model.cbfe.location == "none"
+    assert (loss.teacher, loss.style, loss.kd_weight, loss.temperature, loss.feature_weight) == (
+        "deepest", "byot", 0.3, 3.0, 0.03
+    )  # fmt: skip
+    assert (train.epochs, train.batch_size, train.lr, train.momentum, train.weight_decay) == (
+        200,
+        128,
+        0.1,
+        0.9,
+        5e-4,
+    )
+    # The SD code divides the rate by 10 at epochs E//3, 2E//3 and E-10.
+    assert train.schedule == "step" and [round(m * train.epochs) for m in train.milestones] == [66, 133, 190]
+    assert cfg.data.dataset == "cifar100" and cfg.data.download

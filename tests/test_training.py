@@ -137,3 +137,27 @@ def test_test_accuracy_is_float32_even_inside_autocast() -> None:
         evaluate(net, x, y, mean=[0.5], std=[0.25])
         assert torch.is_autocast_enabled("cpu")  # the caller's region is restored
     assert net.autocast == [False]
+
+
+def test_full_split_trains_on_validation_images_too() -> None:
+    held = load_dataset(TINY.data, seed=0)
+    full = load_dataset(TINY.data, seed=0, full=True)
+    assert held.val_held_out and not full.val_held_out
+    assert len(full.y_train) == len(held.y_train) + len(held.y_val)
+    assert set(full.train_index) >= set(held.val_index)  # the validation images are trained on
+    assert (full.val_index == held.val_index).all() and (full.x_test == held.x_test).all()
+    assert full.mean != held.mean  # statistics of what is trained on
+
+
+def test_train_full_from_the_cli_says_which_split(run: TrainResult, tmp_path: Path, capsys) -> None:
+    from sdsearch.cli import main
+
+    out = tmp_path / "final"
+    config = run.out / "config.yaml"
+    assert main(["train", str(config), "--full", "--epochs", "1", "--threads", "1", "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run.metrics["trained_on"] == "train" and run.metrics["train_images"] == 1149
+    assert metrics["trained_on"] == "train+val" and metrics["train_images"] == 1149 + 288
+    assert metrics["val_accuracy"] is None
+    assert all(e["val_accuracy"] is None and 0 <= e["test_accuracy"] <= 1 for e in metrics["exits"].values())
