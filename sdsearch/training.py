@@ -111,9 +111,10 @@ def train(
     out_dir = output_dir(out_dir, option="--out")  # after the checks that can fail on bad input
     shape = data.shape
     net, loss = build(cfg, shape)
-    with _progress_bar(progress, cfg.train.epochs, cfg.deploy_exit, held_out=data.val_held_out) as report:
+    static = _static_exit(cfg)
+    with _progress_bar(progress, cfg.train.epochs, static, held_out=data.val_held_out) as report:
         result = fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=dev,
-                     threads=threads, report=report, deploy_exit=cfg.deploy_exit)  # fmt: skip
+                     threads=threads, report=report, deploy_exit=static)  # fmt: skip
     # Test accuracy in float32 (no autocast, no TF32) on every device: the deployed files are float32 or int8.
     test = evaluate(net, data.x_test, data.y_test, mean=data.mean, std=data.std, device=dev, amp=False)
 
@@ -131,6 +132,8 @@ def train(
     files = _deploy(net, cfg, data, out_dir)
     metrics = _metrics(cfg, data, result, test, costs, dev, files, seconds=time.perf_counter() - started,
                        threads=threads or torch.get_num_threads())  # fmt: skip
+    if cfg.deploy_exit == "anytime":
+        metrics.update(_anytime(net, cfg, data, out_dir, costs["anytime"]))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return TrainResult(out=out_dir, metrics=metrics, fit=result)
 
@@ -150,15 +153,81 @@ def _resolve_config(
     return config, provenance
 
 
+def _static_exit(cfg: TrialConfig) -> str:
+    """The exit the static files deploy: the deployed one, or the final exit beside an anytime model."""
+    return "final" if cfg.deploy_exit == "anytime" else cfg.deploy_exit
+
+
+def _anytime(
+    net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path, worst: Mapping[str, float]
+) -> dict[str, Any]:
+    """Calibrate the anytime thresholds on the validation split, score them on the test split, write
+    ``model.anytime.onnx`` and check that ONNX Runtime takes PyTorch's exit decision on every test image.
+
+    Returns the metrics.json entries of an anytime deployment: the top-level test accuracy and
+    expected MACs are the anytime model's; ``anytime`` holds the thresholds, shares and the check.
+    """
+    import numpy as np
+
+    from sdsearch.anytime import (
+        AnytimeModel,
+        anytime_cost,
+        anytime_outcome,
+        anytime_report,
+        calibrate,
+        exit_statistics,
+        run_anytime_onnx,
+        save_anytime_onnx,
+    )
+    from sdsearch.space import DEFAULT_ANYTIME_TARGET
+
+    target = (cfg.deploy.target or DEFAULT_ANYTIME_TARGET).to_dict()
+    norm = {"mean": data.mean, "std": data.std}
+    input_shape = (data.shape.in_chans, *data.shape.input_size)
+    cost = anytime_cost(net, input_shape=input_shape)
+    cal = calibrate(
+        exit_statistics(net, data.x_val, data.y_val, **norm),
+        cost,
+        **{k: v for k, v in target.items() if v is not None},
+    )
+    test = anytime_outcome(exit_statistics(net, data.x_test, data.y_test, **norm), cal.thresholds, cost)
+    report = anytime_report(cal, cost, test=test)
+    model = AnytimeModel(net, cal.thresholds).eval()
+    path = out_dir / "model.anytime.onnx"
+    status = save_anytime_onnx(model, path, input_shape=input_shape, cost=cost, **norm)
+    report["onnx"] = {"file": path.name, "status": status}
+    if status == "written":
+        _, onnx_exits = run_anytime_onnx(path, data.x_test.transpose(0, 2, 3, 1))
+        with torch.no_grad():
+            _, torch_exits = model(_normalised(data.x_test, data))
+        report["onnx"].update(
+            bytes=path.stat().st_size, exit_agreement=float(np.mean(onnx_exits == torch_exits.numpy()))
+        )
+    report["held_out"] = data.val_held_out  # False after --full: thresholds calibrated on training images
+    return {
+        "test_accuracy": test.accuracy,
+        "expected_macs": test.expected_macs,
+        **{k: worst[k] for k in worst},
+        "anytime": report,
+    }
+
+
+def _normalised(x: Any, data: Dataset) -> torch.Tensor:
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    return (torch.as_tensor(x).float() / 255 - mean) / std
+
+
 def _deploy(net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path) -> dict[str, Any]:
     """Write the deployed exit's files; their sizes, ONNX Runtime test accuracy and latency for metrics.json."""
     from sdsearch.deploy import N_CALIBRATION, calibration_images, cpu_deploy, onnx_accuracy, onnx_session
     from sdsearch.latency import onnx_latency
 
     shape = data.shape
+    static = _static_exit(cfg)
     paths = save_deploy_models(
-        cpu_deploy(net, cfg.deploy_exit), out_dir, mean=data.mean, std=data.std,
-        input_shape=(shape.in_chans, shape.height, shape.width), classes=data.classes, exit=cfg.deploy_exit,
+        cpu_deploy(net, static), out_dir, mean=data.mean, std=data.std,
+        input_shape=(shape.in_chans, shape.height, shape.width), classes=data.classes, exit=static,
         calibration=calibration_images(data.x_train, N_CALIBRATION, seed=cfg.seed),
     )  # fmt: skip
     files: dict[str, Any] = {}
@@ -198,17 +267,16 @@ def _metrics(
 ) -> dict[str, Any]:
     val = result.val_accuracy if data.val_held_out else {}  # trained on: not an estimate of anything
     exits = {
-        name: {"val_accuracy": val.get(name), "test_accuracy": test.get(name), **costs[name]}
-        for name in test
+        name: {"val_accuracy": val.get(name), "test_accuracy": test.get(name), **costs[name]} for name in test
     }
-    deployed = exits[cfg.deploy_exit]
+    deployed = exits[_static_exit(cfg)]
     return {
         "deploy_exit": cfg.deploy_exit,
         **deployed,
         "trained_on": TRAINED_ON[data.val_held_out],
         "train_images": len(data.y_train),
         "dtype": cfg.deploy.dtype,
-        "units": {m: METRICS.get(m).unit for m in costs[cfg.deploy_exit]},
+        "units": {m: METRICS.get(m).unit for m in costs[_static_exit(cfg)]},
         "exits": exits,
         "dataset": data.name,
         "input": _input_spec(data),

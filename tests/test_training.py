@@ -161,3 +161,22 @@ def test_train_full_from_the_cli_says_which_split(run: TrainResult, tmp_path: Pa
     assert metrics["trained_on"] == "train+val" and metrics["train_images"] == 1149 + 288
     assert metrics["val_accuracy"] is None
     assert all(e["val_accuracy"] is None and 0 <= e["test_accuracy"] <= 1 for e in metrics["exits"].values())
+
+
+def test_anytime_deployment_calibrates_exports_and_agrees_with_onnx_runtime(tmp_path: Path) -> None:
+    from sdsearch.config import AnytimeTarget, DeployConfig
+
+    cfg = TINY.replace(deploy=DeployConfig(exit="anytime", target=AnytimeTarget(accuracy_drop=0.02)))
+    result = train(cfg, out=tmp_path / "anytime", progress=False)
+    m = result.metrics
+    assert (result.out / "model.anytime.onnx").is_file() and (result.out / "model.onnx").is_file()
+    assert m["deploy_exit"] == "anytime" and set(m["anytime"]["thresholds"]) == {"1", "3"}
+    anytime = m["anytime"]
+    # The top line is the anytime model's test result, bounded by its worst case (every exit runs).
+    assert m["test_accuracy"] == anytime["test"]["accuracy"] and m["expected_macs"] <= m["macs"]
+    assert m["macs"] == anytime["macs"]["worst_case"]
+    assert abs(sum(anytime["test"]["exit_share"].values()) - 1.0) < 1e-9
+    assert anytime["onnx"]["status"] == "written" and anytime["onnx"]["exit_agreement"] == 1.0
+    assert (
+        anytime["val"]["accuracy"] >= anytime["val"]["deepest_accuracy"] - 0.02
+    )  # the target, on validation

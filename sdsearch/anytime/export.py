@@ -120,7 +120,7 @@ def save_anytime_onnx(
     """
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
-        return f"skipped: {' and '.join(missing)} not installed (pip install 'sdsearch[export]' onnxscript)"
+        return f"skipped: {' and '.join(missing)} not installed (pip install {' '.join(missing)})"
     import onnx
 
     if (mean is None) != (std is None):
@@ -141,7 +141,7 @@ def save_anytime_onnx(
     try:
         with torch.no_grad(), _quiet_exporter():
             torch.onnx.export(graph, (example,), str(path), dynamo=True, input_names=[input_name],
-                              output_names=["logits", "exit"], verbose=False)  # fmt: skip
+                              output_names=["logits", "exit"], verbose=False, external_data=False)  # fmt: skip
     except Exception as exc:  # an exporter bug must not lose a finished training run
         warnings.warn(f"anytime ONNX export to {path} failed: {exc}", RuntimeWarning, stacklevel=2)
         return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
