@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -368,6 +369,10 @@ def _narrowed(dims: dict[str, Dimension]) -> dict[str, Dimension]:
     return dims
 
 
+#: Optuna samplers that read only COMPLETE trials (a PRUNED trial informs none of them).
+_COMPLETE_ONLY_SAMPLERS = ("nsga2", "nsga3", "gp")
+
+
 class _Rules:
     """Rules over several keys: contradictions that make every config of a space invalid."""
 
@@ -382,6 +387,17 @@ class _Rules:
         self.nesterov()
         self.deploy()
         self.objectives()
+        self.scheduler()
+
+    def scheduler(self) -> None:
+        """Valid but probably unintended: early stopping under a sampler that cannot learn from it."""
+        if self.doc.scheduler.type != "none" and self.doc.sampler.type in _COMPLETE_ONLY_SAMPLERS:
+            warnings.warn(
+                f"{self.source}: sampler {self.doc.sampler.type} breeds only from COMPLETE trials, so the trials "
+                f"{self.doc.scheduler.type} stops teach it nothing; tpe ranks them as unpromising (sampler: tpe)",
+                UserWarning,
+                stacklevel=5,
+            )
 
     def train_dim(self, name: str) -> tuple[str, Dimension]:
         key = f"train.{name}"

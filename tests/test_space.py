@@ -179,3 +179,13 @@ def test_byot_reproduction_is_a_trainer_config():
     # The SD code divides the rate by 10 at epochs E//3, 2E//3 and E-10.
     assert train.schedule == "step" and [round(m * train.epochs) for m in train.milestones] == [66, 133, 190]
     assert cfg.data.dataset == "cifar100" and cfg.data.download
+
+
+def test_early_stopping_under_a_complete_only_sampler_warns():
+    with pytest.warns(UserWarning, match="nsga2 breeds only from COMPLETE trials"):
+        parse_space({"sampler": "nsga2", "scheduler": {"type": "moasha"}})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parse_space({"sampler": "tpe", "scheduler": {"type": "moasha"}})  # tpe learns from pruned trials
