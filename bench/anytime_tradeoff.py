@@ -29,7 +29,6 @@ from torch import nn
 
 from sdsearch.anytime import (
     AnytimeModel,
-    Uint8Normalize,
     anytime_cost,
     anytime_outcome,
     anytime_report,
@@ -41,6 +40,7 @@ from sdsearch.anytime import (
 )
 from sdsearch.config import BackboneConfig, BranchesConfig, DataConfig, ModelConfig, TrainConfig, TrialConfig
 from sdsearch.data import load_dataset
+from sdsearch.deploy import Preprocess
 from sdsearch.trainer import build, fit
 from sdsearch.units import format_value
 
@@ -57,7 +57,7 @@ def _config(args: argparse.Namespace, seed: int) -> TrialConfig:
     return TrialConfig(model=model, data=data, train=train, seed=seed)
 
 
-def _static_onnx(net: nn.Module, pre: Uint8Normalize, example: torch.Tensor, path: Path) -> None:
+def _static_onnx(net: nn.Module, pre: nn.Module, example: torch.Tensor, path: Path) -> None:
     import warnings
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -139,7 +139,7 @@ def main() -> None:
                   + "/".join(f"{100 * v:.0f}" for v in out.exit_share) + f"%  [{1000 * seconds:.0f} ms]")  # fmt: skip
         cal, out = first
         model = AnytimeModel(net, cal.thresholds).eval()
-        pre = Uint8Normalize(data.mean, data.std)
+        pre = Preprocess(data.mean, data.std)
         images = np.ascontiguousarray(data.x_test.transpose(0, 2, 3, 1))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "anytime.onnx"

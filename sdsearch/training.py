@@ -179,6 +179,7 @@ def _anytime(
         run_anytime_onnx,
         save_anytime_onnx,
     )
+    from sdsearch.deploy import normalise
     from sdsearch.space import DEFAULT_ANYTIME_TARGET
 
     target = (cfg.deploy.target or DEFAULT_ANYTIME_TARGET).to_dict()
@@ -199,7 +200,7 @@ def _anytime(
     if status == "written":
         _, onnx_exits = run_anytime_onnx(path, data.x_test.transpose(0, 2, 3, 1))
         with torch.no_grad():
-            _, torch_exits = model(_normalised(data.x_test, data))
+            _, torch_exits = model(torch.from_numpy(normalise(data.x_test, data.mean, data.std)))
         report["onnx"].update(
             bytes=path.stat().st_size, exit_agreement=float(np.mean(onnx_exits == torch_exits.numpy()))
         )
@@ -210,12 +211,6 @@ def _anytime(
         **{k: worst[k] for k in worst},
         "anytime": report,
     }
-
-
-def _normalised(x: Any, data: Dataset) -> torch.Tensor:
-    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-    std = torch.tensor(data.std).view(1, -1, 1, 1)
-    return (torch.as_tensor(x).float() / 255 - mean) / std
 
 
 def _deploy(net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path) -> dict[str, Any]:

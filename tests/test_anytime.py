@@ -13,12 +13,11 @@ from sdsearch.anytime import (
     AnytimeCost,
     AnytimeModel,
     ExitStats,
-    Uint8Normalize,
     anytime_cost,
-    anytime_deploy_cost,
     anytime_outcome,
     anytime_report,
     anytime_table,
+    anytime_worst_case_cost,
     calibrate,
     exit_indices,
     exit_statistics,
@@ -36,6 +35,7 @@ from sdsearch.config import (
 )
 from sdsearch.cost import exit_costs
 from sdsearch.data import Dataset, load_dataset
+from sdsearch.deploy import normalise
 from sdsearch.errors import ConfigError
 from sdsearch.losses import SelfDistillLoss
 from sdsearch.nn.network import SelfDistillNet
@@ -79,7 +79,7 @@ def test_stats(net: SelfDistillNet, digits: Dataset) -> ExitStats:
 
 
 def _normalised(digits: Dataset, x: np.ndarray) -> torch.Tensor:
-    return Uint8Normalize(digits.mean, digits.std, layout="NCHW")(torch.from_numpy(x))
+    return torch.from_numpy(normalise(x, digits.mean, digits.std))
 
 
 def _spread(confidence: np.ndarray) -> list[float]:
@@ -125,11 +125,14 @@ def test_cost_pieces_add_up_to_every_exits_deploy_cost(model: ModelConfig) -> No
     assert cost.worst_case == static["final"].macs + sum(cost.branch[:-1])
     anytime = AnytimeModel(meta, [0.5] * (len(model.exits) - 1), share_weights=True)
     assert cost.params == sum(p.numel() for p in anytime.parameters())
-    assert anytime_deploy_cost(model, num_classes=10, in_chans=3, input_size=(16, 16)) == cost
+    # The model with every exit running, as a budget sees it: the same MACs and parameters.
+    worst = anytime_worst_case_cost(model, num_classes=10, in_chans=3, input_size=(16, 16))
+    assert (worst.macs, worst.params) == (cost.worst_case, cost.params)
 
 
 def test_a_trained_network_costs_what_its_config_costs(net: SelfDistillNet, cost: AnytimeCost) -> None:
-    assert cost == anytime_deploy_cost(TINY, num_classes=10, in_chans=1, input_size=(8, 8))
+    meta = SelfDistillNet(TINY, num_classes=10, in_chans=1, input_size=(8, 8), device="meta")
+    assert cost == anytime_cost(meta, input_shape=(1, 8, 8))
     assert all(p.device.type == "cpu" for p in net.parameters())  # counting never moved the weights
 
 

@@ -6,8 +6,8 @@ ICPR 2016, https://arxiv.org/abs/1709.01686), so the mean cost per image falls w
 deepest exit's while accuracy stays close. The pieces, in the order a deployment uses them:
 
 - :func:`exit_statistics`: every exit's confidence and correctness on a split, one batched pass.
-- :func:`anytime_cost` (:func:`anytime_deploy_cost` from a config): MACs of each trunk segment and
-  each exit's branch + head.
+- :func:`anytime_cost`: MACs of each trunk segment and each exit's branch + head;
+  :func:`anytime_worst_case_cost`: every metric of the model with every exit running, from a config.
 - :func:`anytime_outcome`: accuracy, expected MACs and exit shares of a threshold vector.
 - :func:`sweep` and :func:`calibrate`: thresholds for ``{accuracy_drop: d}`` or ``{expected_macs: m}``
   on the validation split.
@@ -28,10 +28,8 @@ from __future__ import annotations
 from sdsearch.anytime.export import read_anytime_metadata, run_anytime_onnx, save_anytime_onnx
 from sdsearch.anytime.model import (
     AnytimeModel,
-    Uint8Normalize,
     WorstCase,
     anytime_cost,
-    anytime_deploy_cost,
     anytime_worst_case_cost,
     exit_confidence,
     exit_statistics,
@@ -57,10 +55,8 @@ __all__ = [
     "AnytimeOutcome",
     "Calibration",
     "ExitStats",
-    "Uint8Normalize",
     "WorstCase",
     "anytime_cost",
-    "anytime_deploy_cost",
     "anytime_outcome",
     "anytime_report",
     "anytime_table",

@@ -8,7 +8,7 @@ else-branch holds the rest of the trunk, so a runtime executes only the segments
 graph comes from ``torch.cond`` through the dynamo exporter (it needs ``onnxscript``).
 
 With ``mean`` and ``std`` the graph takes what a camera gives, uint8 pixels ``(1, H, W, C)`` named
-``pixels``, and computes the training normalisation itself (:class:`Uint8Normalize`), like the
+``pixels``, and computes the training normalisation itself (:class:`sdsearch.deploy.Preprocess`, as the static exports), like the
 static exports; without them it takes the normalised float32 ``(1, C, H, W)`` named ``input``.
 
 Metadata (``metadata_props``, every value JSON): ``exit`` (``"anytime"``), :data:`EXITS_KEY`,
@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.anytime.model import AnytimeModel, Uint8Normalize, exit_confidence
+from sdsearch.anytime.model import AnytimeModel, exit_confidence
 from sdsearch.anytime.policy import AnytimeCost
+from sdsearch.artifacts import INPUT_LAYOUT
+from sdsearch.deploy import Preprocess
 
 __all__ = [
     "EXITS_KEY",
-    "INPUT_LAYOUT",
     "MACS_KEY",
     "SEMANTICS_KEY",
     "THRESHOLDS_KEY",
@@ -58,7 +59,6 @@ THRESHOLDS_KEY = "anytime_thresholds"
 MACS_KEY = "anytime_exit_macs"
 SEMANTICS_KEY = "anytime_semantics"
 #: The ``input_layout`` value with preprocessing folded in (the static exports' wording).
-INPUT_LAYOUT = "NHWC uint8 (0-255); the graph computes (x / 255 - mean) / std per channel"
 _SEMANTICS = (
     "batch 1; outputs 'logits' (1, classes) of the first shallow exit whose max softmax probability is "
     "strictly greater than its threshold, else of the final exit, and 'exit' (1,) int64, its index in "
@@ -128,7 +128,7 @@ def save_anytime_onnx(
     c, h, w = input_shape
     meta: dict[str, Any] = {"exit": "anytime"}
     if mean is not None and std is not None:
-        preprocess: nn.Module | None = Uint8Normalize(mean, std)
+        preprocess: nn.Module | None = Preprocess(mean, std)
         example, input_name = torch.zeros((1, h, w, c), dtype=torch.uint8), "pixels"
         meta |= {
             "mean": [float(v) for v in mean],

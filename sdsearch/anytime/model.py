@@ -35,10 +35,8 @@ from sdsearch.trainer import EVAL_BATCH_SIZE
 
 __all__ = [
     "AnytimeModel",
-    "Uint8Normalize",
     "WorstCase",
     "anytime_cost",
-    "anytime_deploy_cost",
     "anytime_worst_case_cost",
     "exit_confidence",
     "exit_statistics",
@@ -48,37 +46,6 @@ __all__ = [
 def exit_confidence(logits: torch.Tensor) -> torch.Tensor:
     """Max softmax probability per row, in float32: the confidence every anytime decision uses."""
     return torch.softmax(logits.float(), dim=1).amax(dim=1)
-
-
-class Uint8Normalize(nn.Module):
-    """uint8 images -> the float32 NCHW input the network was trained on: ``(x / 255 - mean) / std``.
-
-    Computed as ``x * scale + shift`` with the constants of :class:`~sdsearch.loader.DeviceLoader`,
-    so an exported model folds in exactly the normalisation of training and evaluation.
-
-    Args:
-        mean, std: per-channel statistics in [0, 1] units (``Dataset.mean`` / ``.std``).
-        layout: ``"NHWC"`` (what cameras and image decoders give) or ``"NCHW"``.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], *, layout: str = "NHWC") -> None:
-        super().__init__()
-        if layout not in ("NHWC", "NCHW"):
-            raise ValueError(f"layout must be NHWC or NCHW, but got {layout!r}")
-        if len(mean) != len(std):
-            raise ValueError(f"one mean and one std per channel, but got {len(mean)} and {len(std)}")
-        self.layout = layout
-        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        c = len(mean)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std_t))
-        self.register_buffer("shift", -mean_t / std_t)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layout == "NHWC":
-            x = x.permute(0, 3, 1, 2)
-        return torch.addcmul(self.shift, x.float(), self.scale)
 
 
 class AnytimeModel(nn.Module):
@@ -238,34 +205,6 @@ def anytime_cost(net: SelfDistillNet, *, input_shape: tuple[int, int, int]) -> A
     return AnytimeCost(
         exits=model.exits, trunk=tuple(int(v) for v in trunk), branch=tuple(branch), params=params
     )
-
-
-def anytime_deploy_cost(
-    config: ModelConfig, *, num_classes: int, in_chans: int, input_size: tuple[int, int]
-) -> AnytimeCost:
-    """:func:`anytime_cost` of a config, without weights: what a search checks before training.
-
-    Builds the network on the meta device (about 0.1 s for a CIFAR ResNet-18); results are cached
-    per (config, shape), like :func:`sdsearch.cost.exit_costs`. A MACs budget on an anytime deploy
-    is a bound on :attr:`AnytimeCost.worst_case`, the cost of an image that no shallow exit lets go.
-
-    Raises:
-        ConfigError: the config cannot be built (see :class:`~sdsearch.nn.network.SelfDistillNet`).
-
-    Example:
-        >>> anytime_deploy_cost(ModelConfig(), num_classes=100, in_chans=3, input_size=(32, 32)).worst_case  # doctest: +SKIP
-    """
-    return _anytime_deploy_cost(config, num_classes, in_chans, tuple(input_size))
-
-
-@functools.lru_cache(maxsize=256)
-def _anytime_deploy_cost(
-    config: ModelConfig, num_classes: int, in_chans: int, input_size: tuple[int, int]
-) -> AnytimeCost:
-    net = SelfDistillNet(
-        config, num_classes=num_classes, in_chans=in_chans, input_size=input_size, device="meta"
-    )
-    return anytime_cost(net, input_shape=(in_chans, *input_size))
 
 
 @torch.no_grad()
