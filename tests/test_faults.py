@@ -210,3 +210,32 @@ def test_unreachable_server_error_is_masked(capsys):
     code = main(["studies", "postgresql+psycopg2://sd:s3cret@127.0.0.1:9/none"])
     err = capsys.readouterr().err
     assert code == 1 and "s3cret" not in err and "***" in err
+
+
+# -- a dataset no classifier can learn --------------------------------------------------------------
+
+
+def test_an_unlearnable_dataset_is_refused_before_any_study_or_training(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "one.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), y_train=np.zeros(40, np.int64),
+             x_test=rng.integers(0, 256, (8, 8, 8), dtype=np.uint8), y_test=np.zeros(8, np.int64))  # fmt: skip
+    doc = {**space_doc(tmp_path), "data": {"dataset": "npz", "path": str(path)}}
+    space_file = tmp_path / "one.yaml"
+    space_file.write_text(json.dumps(doc))
+    assert main(["run", str(space_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"data.path: {path}: the training split has 40 images of 1 class (0); "
+        "a classifier needs images of at least 2 classes"
+    )
+    assert not (tmp_path / "faults.db").exists()  # no study was created
+
+    config = tmp_path / "one_config.yaml"
+    fixed = {k: v for k, v in doc.items() if k not in ("space", "trials", "sampler", "storage")}
+    config.write_text(json.dumps(fixed))
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == err
+    assert not (tmp_path / "run").exists()
