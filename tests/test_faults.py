@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -210,6 +211,72 @@ def test_unreachable_server_error_is_masked(capsys):
     code = main(["studies", "postgresql+psycopg2://sd:s3cret@127.0.0.1:9/none"])
     err = capsys.readouterr().err
     assert code == 1 and "s3cret" not in err and "***" in err
+
+
+# -- a full disk -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4-MiB tmpfs of the test's own (root only), unmounted afterwards; ``fill`` fills it up."""
+    if os.geteuid() != 0:
+        pytest.skip("making a small filesystem (a tmpfs mount) needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:  # lazily when busy: this process may still hold the store open in a connection pool
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(folder):
+    """Fill the filesystem of ``folder`` to the last byte; returns the filler file."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as f:  # unbuffered: nothing is left to fail at close
+        for chunk in (65536, 1):
+            with contextlib.suppress(OSError):
+                while f.write(b"\0" * chunk):
+                    pass
+    return filler
+
+
+def test_write_atomic_on_a_full_disk_leaves_nothing_half_written(small_disk):
+    from sdsearch.errors import DiskFullError
+    from sdsearch.paths import write_atomic
+
+    write_atomic(small_disk / "metrics.json", "old")
+    fill(small_disk)
+    with pytest.raises(DiskFullError) as info:
+        write_atomic(small_disk / "metrics.json", "x" * 100_000)
+    assert str(info.value).startswith(f"{small_disk}/metrics.json: no space left on device; ")
+    assert (small_disk / "metrics.json").read_text() == "old"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "metrics.json"]
+
+
+def test_train_onto_a_full_disk_stops_with_one_line(small_disk, tmp_path, capsys):
+    from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
+    from sdsearch.space import config_to_document
+
+    cfg = TrialConfig(
+        model=ModelConfig(
+            backbone=BackboneConfig(width=0.25, depth=1), branches=BranchesConfig(placement=(3,))
+        ),
+        train=TrainConfig(epochs=1, batch_size=64),
+    )
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(config_to_document(cfg, name="tiny")))
+    fill(small_disk)
+    out = small_disk / "run"
+    assert main(["train", str(config), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    print(err)
+    assert "\n" not in err and err.startswith(f"{out}/checkpoint.pt: no space left on device; ")
+    assert list(out.iterdir()) == []  # no truncated checkpoint, no temporary file
 
 
 # -- a dataset no classifier can learn --------------------------------------------------------------
