@@ -14,6 +14,7 @@ __all__ = [
     "InfeasibleSpaceError",
     "SdsearchError",
     "SpaceError",
+    "StorageUnavailableError",
     "StudyError",
     "StudyLockedError",
     "StudySelectionError",
@@ -69,6 +70,10 @@ class StudyLockedError(StudyError):
 
 class InfeasibleSpaceError(StudyError):
     """Sampling kept drawing configs that break the budget; the space probably has no feasible config."""
+
+
+class StorageUnavailableError(StudyError):
+    """The study's database server stayed unreachable longer than the driver waits for it."""
 
 
 class DiskFullError(SdsearchError):

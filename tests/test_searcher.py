@@ -146,6 +146,26 @@ def test_ray_error_without_result_is_fail():
     assert study.trials[s["trial_number"]].state == TrialState.FAIL
 
 
+def test_a_storage_that_is_gone_stops_the_run_instead_of_failing_the_trial(monkeypatch):
+    """Raised into Tune, an error in on_trial_complete would count as the trial's failure (and be
+    re-run); the searcher keeps it for the runner, stops Tune, and leaves the trial in flight."""
+    from sdsearch.errors import StorageUnavailableError
+
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    gone = StorageUnavailableError("db: the study storage has been unreachable for 60 s")
+
+    def unreachable(*args, **kwargs):
+        raise gone
+
+    monkeypatch.setattr(study._storage, "set_trial_user_attr", unreachable)
+    assert not searcher.stopper().stop_all()
+    searcher.on_trial_complete("a", result())
+    assert searcher.fatal is gone and searcher.stopper().stop_all()
+    assert [t.number for t in searcher.in_flight] == [s["trial_number"]]
+    assert searcher.suggest("b") == "FINISHED"
+
+
 def test_early_stop_is_pruned_with_epochs_done_and_partial_candidates():
     searcher, study = make_searcher()
     s = searcher.suggest("a")

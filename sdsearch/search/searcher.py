@@ -23,9 +23,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
 from sdsearch.config import TrialConfig
-from sdsearch.errors import SdsearchError
+from sdsearch.errors import DiskFullError, SdsearchError, StorageUnavailableError
 from sdsearch.metrics import METRICS, metric_value
 from sdsearch.search import attrs
 from sdsearch.search.moasha import COSTS_KEY, trial_costs
@@ -215,6 +216,8 @@ class SDOptunaSearch(Searcher):
         self.n_rejected = 0
         self.infeasible = False
         self.completed: list[tuple[int, TrialOutcome]] = []
+        #: The storage became unreachable or full: the run must end (the runner raises this).
+        self.fatal: SdsearchError | None = None
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         """The space comes from the YAML, never from Tune's ``param_space``; accept Tune's metric."""
@@ -223,6 +226,12 @@ class SDOptunaSearch(Searcher):
     # -- Ray Searcher API --------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """Ask until a config fits the budget; rejected ones are told at once and never trained."""
+        if self.fatal is None:
+            with self._storage_faults():
+                return self._suggest(trial_id)
+        return Searcher.FINISHED
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.infeasible:
             return Searcher.FINISHED
         while self.consecutive_rejections < self._max_rejections:
@@ -272,6 +281,10 @@ class SDOptunaSearch(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Multi-objective Optuna keeps no intermediate values; heartbeats keep shared studies honest."""
+        with self._storage_faults():
+            self._on_trial_result(trial_id, result)
+
+    def _on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         ot_trial = self._trials.get(trial_id)
         if ot_trial is not None:
             self._beat(self._storage_id(ot_trial))
@@ -280,6 +293,10 @@ class SDOptunaSearch(Searcher):
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         """Tell the study exactly once, with candidates and the reason stored before ``tell``."""
+        with self._storage_faults():
+            self._on_trial_complete(trial_id, result, error)
+
+    def _on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         if trial_id in self._told_ray or trial_id not in self._pending:
             return
         ot_trial = self._trials[trial_id]
@@ -307,6 +324,22 @@ class SDOptunaSearch(Searcher):
         self._study.tell(ot_trial, outcome.values, state=outcome.state)
         self._told(ot_trial)
         self.completed.append((ot_trial.number, outcome))
+
+    @contextlib.contextmanager
+    def _storage_faults(self) -> Iterator[None]:
+        """A storage that is gone or full ends the run: keep the first such error as :attr:`fatal`
+        (the runner stops Tune, see :meth:`stopper`, and raises it) instead of raising into Tune,
+        which takes an error in ``on_trial_complete`` for the trial's own failure, logs a traceback
+        and re-runs the trial. The trial being told stays in :attr:`in_flight`."""
+        try:
+            yield
+        except (StorageUnavailableError, DiskFullError) as exc:
+            if self.fatal is None:
+                self.fatal = exc
+
+    def stopper(self) -> Stopper:
+        """A Tune ``Stopper`` that ends the whole run once :attr:`fatal` is set."""
+        return _StopOnFatal(self)
 
     def save(self, checkpoint_path: str) -> None:
         """No snapshot: the study storage is the only truth, and resume never uses Tuner.restore."""
@@ -345,11 +378,17 @@ class SDOptunaSearch(Searcher):
                 with self._lock:
                     trial_ids = list(self._untold)
                 for trial_id in trial_ids:
-                    try:
+                    try:  # the storage itself rides out a restarting database (sdsearch.search.rdb)
                         storage.record_heartbeat(trial_id)
-                    except Exception:  # a missed beat (e.g. the database restarting) is retried next interval
+                    except StorageUnavailableError:  # the driver's own calls report it, once
+                        logger.debug("no heartbeat for trial id %d: the storage is unreachable", trial_id)
+                    except Exception as exc:  # a missed beat is harmless: the next one comes in an interval
                         logger.warning(
-                            "could not record a heartbeat for trial id %d", trial_id, exc_info=True
+                            "could not record a heartbeat for trial id %d (%s: %s); trying again in %d s",
+                            trial_id,
+                            type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "",
+                            storage.get_heartbeat_interval(),
                         )
 
         thread = threading.Thread(target=beat, name="sdsearch-heartbeat", daemon=True)
@@ -408,6 +447,19 @@ class SDOptunaSearch(Searcher):
         self._told(ot_trial)
         self.consecutive_rejections += 1
         self.n_rejected += 1
+
+
+class _StopOnFatal(Stopper):
+    """Stops every trial once the searcher's storage is gone or full (module level: Tune pickles it)."""
+
+    def __init__(self, searcher: SDOptunaSearch) -> None:
+        self._searcher = searcher
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self._searcher.fatal is not None
 
 
 def heartbeat_enabled(storage: Any) -> bool:
