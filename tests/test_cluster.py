@@ -294,6 +294,22 @@ def states(engine, study: str) -> list[str]:
         return []
 
 
+def heartbeats(engine, study: str) -> dict[int, object]:
+    """number -> last heartbeat of a study's RUNNING trials (plain SQL; {} while there is no schema)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    query = text(
+        "SELECT t.number, h.heartbeat FROM trials t JOIN studies s ON s.study_id = t.study_id "
+        "JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE s.study_name = :name AND t.state = 'RUNNING'"
+    )
+    try:
+        with engine.connect() as conn:
+            return {int(n): beat for n, beat in conn.execute(query, {"name": study})}
+    except SQLAlchemyError:
+        return {}
+
+
 def start_driver(tmp_path: Path, name: str, address: str, url: str, space: dict | None = None,
                  args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:  # fmt: skip
     """One driver process; its stdout goes to ``<name>.out`` and its stderr to ``<name>.err``."""
@@ -501,3 +517,45 @@ def test_database_that_stays_down_ends_the_driver_then_a_rerun_resumes(postgres,
         assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == t.params
     assert sum(t.state.name == "COMPLETE" for t in trials) == target
     print(f"database down, then rerun: {sorted(t.state.name for t in trials)}")
+
+
+def test_lost_worker_node_reruns_its_trial_on_the_head(postgres, ray_cluster, tmp_path):
+    """The worker node dies with a trial on it: Ray re-runs that trial on the head, the store records
+    the lost attempt naming the node, and the study reaches its target on the remaining node."""
+    import optuna
+    from sqlalchemy import create_engine
+
+    from sdsearch.search import attrs
+
+    url, address, study, target = postgres["url"], ray_cluster["address"], "nodeloss", 4
+    head, worker = ray_cluster["nodes"]["head_node"], ray_cluster["nodes"]["worker_node"]
+    engine = create_engine(url)
+    # Trials train three epochs of 4 s. The searcher records a heartbeat for each result it gets, so
+    # once both trials in flight (one per node: 1 CPU each) have beaten again since they started,
+    # the worker's trial has reported an epoch, and still has one or two to go.
+    env = {"SDSEARCH_TEST_EPOCH_SECONDS": "4"}
+    drivers = [start_driver(tmp_path, "nodeloss", address, url, fault_space(study, target), env=env)]
+    proc, out = drivers[0]
+    try:
+        wait_for(lambda: len(heartbeats(engine, study)) >= 2, proc, out, 120, "two trials in flight")
+        first = heartbeats(engine, study)
+        wait_for(lambda: all(heartbeats(engine, study).get(n, first[n]) != first[n] for n in first),
+                 proc, out, 60, "a result from both trials in flight")  # fmt: skip
+        ray_cluster["kill_worker"]()
+        proc.wait(240)
+    finally:
+        engine.dispose()
+        stop(drivers)
+        ray_cluster["restart_worker"]()
+    print(f"lost node: rc {proc.returncode}; output:\n{output(out)[-2000:]}")
+    assert proc.returncode == 0, output(out)[-3000:]
+    trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+    restarted = [t for t in trials if t.user_attrs.get(attrs.RESTARTS)]
+    assert len(restarted) == 1, [t.user_attrs for t in trials]
+    (lost,) = restarted[0].user_attrs[attrs.RESTARTS]
+    print(f"lost node: trial {restarted[0].number} {restarted[0].state.name}, restarts {lost}")
+    assert lost["node"] == worker and lost["epoch"] >= 1
+    assert f"Ray node {worker[:12]}" in lost["reason"] and "was lost mid-trial" in lost["reason"]
+    assert restarted[0].state.name == "COMPLETE" and restarted[0].user_attrs[attrs.WORKER]["node"] == head
+    assert not running_trials(engine, study)
+    assert sum(t.state.name == "COMPLETE" for t in trials) == target

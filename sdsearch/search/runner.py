@@ -282,6 +282,9 @@ def _quiet_ray_env() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # A worker that dies is retried or its trial told FAIL with the reason stored; Tune's traceback of
+    # the lost actor on the console says nothing more.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
 @contextlib.contextmanager
@@ -585,6 +588,9 @@ def _fit(
             callbacks=[view] if progress else [],
             log_to_file=False,
             stop=searcher.stopper(),  # a storage that is gone or full ends the run
+            # A worker that dies (its node lost, killed for memory) is not the config's fault: Ray
+            # re-runs its trial once, from the start; the searcher records the lost attempt.
+            failure_config=tune.FailureConfig(max_failures=1),
         ),
     )
     ctx = view if progress else contextlib.nullcontext()

@@ -40,6 +40,7 @@ __all__ = [
     "driver_identity",
     "final_state",
     "heartbeat_enabled",
+    "restart_record",
     "result_key",
 ]
 
@@ -146,6 +147,22 @@ def final_state(
     return TrialOutcome(TrialState.COMPLETE, values, None, epochs_done, candidates)
 
 
+def restart_record(last: Mapping[str, Any]) -> dict[str, Any]:
+    """What :data:`attrs.RESTARTS` stores for one attempt Ray gave up on: its last result's worker,
+    epoch and why (:func:`final_state`'s wording for a dead worker)."""
+    worker = _nested(last, "worker")
+    return {
+        "epoch": _epoch(last),
+        "node": worker.get("node"),
+        "host": worker.get("host"),
+        "reason": _lost_worker(last),
+    }
+
+
+def _epoch(result: Mapping[str, Any]) -> int:
+    return int(result.get("epoch", 0) or 0)
+
+
 def _lost_worker(result: Mapping[str, Any]) -> str:
     """Why Ray reported an error: name the node the trial last reported from, and whether it is gone."""
     worker = _nested(result, "worker")
@@ -211,6 +228,9 @@ class SDOptunaSearch(Searcher):
         self._pending: dict[str, tuple[TrialConfig, Costs]] = {}
         self._told_ray: set[str] = set()
         self._untold: dict[int, optuna.trial.Trial] = {}  # asked, not yet told: storage trial id -> trial
+        # Ray trial id -> its latest result: Ray reports a worker that died without any result.
+        self._last: dict[str, dict[str, Any]] = {}
+        self._restarts: dict[str, list[dict[str, Any]]] = {}  # results before Ray re-ran a trial
         self._lock = threading.Lock()  # _pending and _untold are read by the heartbeat thread
         self.consecutive_rejections = 0
         self.n_rejected = 0
@@ -280,14 +300,24 @@ class SDOptunaSearch(Searcher):
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        """Multi-objective Optuna keeps no intermediate values; heartbeats keep shared studies honest."""
+        """Multi-objective Optuna keeps no intermediate values; heartbeats keep shared studies honest.
+
+        The latest result is kept: it names the worker when Ray later reports the trial's death
+        without one, and an epoch that does not follow it means Ray re-ran the trial after its
+        worker died (the runner allows one such retry).
+        """
         with self._storage_faults():
             self._on_trial_result(trial_id, result)
 
     def _on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         ot_trial = self._trials.get(trial_id)
-        if ot_trial is not None:
-            self._beat(self._storage_id(ot_trial))
+        if ot_trial is None:
+            return
+        last = self._last.get(trial_id)
+        if last is not None and _epoch(result) <= _epoch(last):
+            self._restarts.setdefault(trial_id, []).append(last)
+        self._last[trial_id] = dict(result)
+        self._beat(self._storage_id(ot_trial))
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -303,6 +333,9 @@ class SDOptunaSearch(Searcher):
         with self._lock:
             config, costs = self._pending.pop(trial_id)
         self._told_ray.add(trial_id)
+        last, restarts = self._last.pop(trial_id, None), self._restarts.pop(trial_id, [])
+        if result is None and error:  # Tune reports a dead worker without the trial's last result
+            result = last
         if self._storage.get_trial(self._storage_id(ot_trial)).state.is_finished():
             # Another driver judged it stale and failed it; its retry is queued, so drop this result.
             logger.warning("trial %d was finished elsewhere; its late result is dropped", ot_trial.number)
@@ -321,6 +354,8 @@ class SDOptunaSearch(Searcher):
             ot_trial.set_user_attr(attrs.WORKER, worker)
         if (result or {}).get(attrs.ANYTIME):
             ot_trial.set_user_attr(attrs.ANYTIME, result[attrs.ANYTIME])
+        if restarts:
+            ot_trial.set_user_attr(attrs.RESTARTS, [restart_record(r) for r in restarts])
         self._study.tell(ot_trial, outcome.values, state=outcome.state)
         self._told(ot_trial)
         self.completed.append((ot_trial.number, outcome))
