@@ -173,7 +173,7 @@ def open_storage(url: str, *, create: bool = False) -> SDRDBStorage:
                 return SDRDBStorage(url, **kwargs)
         except (SQLAlchemyError, RuntimeError, ValueError, ImportError, ModuleNotFoundError) as exc:
             if is_disk_full(exc):
-                raise disk_full_error(url, "creating the study storage") from None
+                raise disk_full_error(url, "creating the study storage", kept=False) from None
             attempt += 1
             # Drivers opening an empty server database together race to create Optuna's schema.
             racing = isinstance(exc, SQLAlchemyError) and re.search(r"duplicate key|already exists", str(exc))
@@ -196,19 +196,22 @@ def _retry_seconds() -> float:
     return seconds
 
 
-def disk_full_error(url: str, doing: str) -> DiskFullError:
-    """The DiskFullError of a store: its file for SQLite, its masked URL for a server."""
+def disk_full_error(url: str, doing: str, *, kept: bool = True) -> DiskFullError:
+    """The DiskFullError of a store: its file for SQLite, its masked URL for a server.
+
+    ``kept``: the store already holds the study (say that its trials are safe); False while creating it.
+    """
+    safe = "the trials it holds are kept: " if kept else ""
+    then = "run the same command to resume (trials in flight are re-run)" if kept else "run the command again"
     path = sqlite_path(url)
     if path is None:
         return DiskFullError(
             mask_url(url),
-            f"the database server ran out of space while {doing}; the trials it holds are kept: "
-            "free space on the server and run the same command to resume (trials in flight are re-run)",
+            f"the database server ran out of space while {doing}; {safe}free space on the server and {then}",
         )
     return DiskFullError(
         str(path),
-        f"the disk holding {path.parent}/ filled up while {doing}; the trials it holds are kept: "
-        "free space there and run the same command to resume (trials in flight are re-run)",
+        f"the disk holding {path.parent}/ filled up while {doing}; {safe}free space there and {then}",
     )
 
 
