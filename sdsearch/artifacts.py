@@ -7,10 +7,13 @@ torch is imported by the functions, so readers of :data:`DEPLOY_FILES` (``predic
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sdsearch.paths import write_atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,11 +71,13 @@ def save_deploy_models(
     Returns:
         :data:`DEPLOY_FILES` keys -> the written paths.
 
+    Raises:
+        DiskFullError: a file did not fit on its disk (no truncated file is left).
+
     Example:
         >>> save_deploy_models(deploy, "runs/best", mean=data.mean, std=data.std, input_shape=(1, 8, 8),
         ...                    calibration=data.x_train[:256], classes=data.classes, exit="final")  # doctest: +SKIP
     """
-    import onnx
     import torch
 
     from sdsearch import __version__
@@ -85,10 +90,12 @@ def save_deploy_models(
         set_metadata(graph, {"mean": list(mean), "std": list(std), "input_layout": INPUT_LAYOUT,
                              "classes": list(classes) if classes else None, "exit": exit,
                              "precision": precision, "sdsearch_version": __version__})  # fmt: skip
-        paths[precision] = out / DEPLOY_FILES[precision]
-        onnx.save(graph, paths[precision])
-    paths["pt2"] = out / DEPLOY_FILES["pt2"]
-    torch.export.save(export_pt2(module, mean=mean, std=std, input_shape=input_shape), paths["pt2"])
+        paths[precision] = write_atomic(out / DEPLOY_FILES[precision], graph.SerializeToString())
+    # From memory: torch.export.save writing to a file aborts the whole process (a C++ terminate)
+    # when that file's disk fills up; a write_atomic of its bytes raises DiskFullError instead.
+    buffer = io.BytesIO()
+    torch.export.save(export_pt2(module, mean=mean, std=std, input_shape=input_shape), buffer)
+    paths["pt2"] = write_atomic(out / DEPLOY_FILES["pt2"], buffer.getvalue())
     return paths
 
 
@@ -115,8 +122,11 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         **extra,
     }
-    torch.save(payload, path)
-    return path
+    buffer = (
+        io.BytesIO()
+    )  # torch.save to a path leaves a truncated file and a bare RuntimeError on a full disk
+    torch.save(payload, buffer)
+    return write_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

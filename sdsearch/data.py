@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,7 +172,10 @@ def load_dataset(cfg: DataConfig, *, seed: int, full: bool = False) -> Dataset:
 
     Raises:
         DataError: the dataset is missing (the message names the key to set and how to get it),
-            unreadable, or too small to stratify.
+            unreadable, cannot be learned (fewer than two classes, a class without training
+            images, labels beyond the classes, test classes the training split lacks), or too small
+            to stratify. Checked here so that ``sdsearch run`` refuses it before creating a study
+            and ``sdsearch train`` before training.
 
     Example:
         >>> data = load_dataset(DataConfig(dataset="digits", val_fraction=0.2), seed=0)
@@ -180,6 +184,7 @@ def load_dataset(cfg: DataConfig, *, seed: int, full: bool = False) -> Dataset:
     """
     x, y, x_test, y_test, classes = resolve(DATASETS.get(cfg.dataset).loader)(cfg)
     num_classes = len(classes) if classes is not None else int(max(y.max(), y_test.max())) + 1
+    _check_learnable(cfg, y, y_test, num_classes, classes)
     train_index, val_index = _stratified_split(y, cfg.val_fraction, seed=seed, key="data.val_fraction")
     if full:
         train_index = np.arange(len(y))
@@ -202,6 +207,71 @@ def load_dataset(cfg: DataConfig, *, seed: int, full: bool = False) -> Dataset:
         classes=classes,
         val_held_out=not full,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Can it be learned?
+
+
+def _check_learnable(
+    cfg: DataConfig, y: np.ndarray, y_test: np.ndarray, num_classes: int, classes: tuple[str, ...] | None
+) -> None:
+    """Refuse a dataset no classifier can learn, naming the key that points at it.
+
+    Raise = invalid: labels beyond the classes, fewer than two classes, test labels the training
+    split lacks, a class without training images (which covers fewer images than classes). Warn =
+    valid but probably unintended: training classes the test split lacks (their test accuracy is
+    not measured).
+    """
+    where = _where(cfg)
+
+    def names(labels: np.ndarray | list[int]) -> str:
+        shown = [classes[i] if classes is not None else str(i) for i in list(labels)[:5]]
+        more = len(labels) - len(shown)
+        return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+    for split, labels in (("training", y), ("test", y_test)):
+        if len(labels) and int(labels.max()) >= num_classes:
+            raise DataError(
+                f"{where}: the {split} split has label {int(labels.max())} but there are {num_classes} "
+                f"classes ({names(list(range(num_classes)))}); labels must be 0 to {num_classes - 1}"
+            )
+    seen = np.unique(y)
+    if len(seen) < 2:
+        only = f" ({names(seen)})" if len(seen) else ""
+        raise DataError(
+            f"{where}: the training split has {len(y)} images of {len(seen)} class{only}; "
+            "a classifier needs images of at least 2 classes"
+        )
+    unknown = sorted(set(np.unique(y_test).tolist()) - set(seen.tolist()))
+    if unknown:
+        raise DataError(
+            f"{where}: the test split has images of {len(unknown)} class(es) that the training split "
+            f"has none of ({names(unknown)}); both splits must hold the same classes"
+        )
+    empty = sorted(set(range(num_classes)) - set(seen.tolist()))
+    if empty:
+        raise DataError(
+            f"{where}: the training split has {len(y)} images for {num_classes} classes, and "
+            f"{len(empty)} of them ({names(empty)}) have none; give every class training images"
+            + (" or remove its folder" if cfg.dataset == "imagefolder" else "")
+        )
+    untested = sorted(set(seen.tolist()) - set(np.unique(y_test).tolist()))
+    if untested:
+        warnings.warn(
+            f"{where}: the test split has no images of {len(untested)} class(es) ({names(untested)}); "
+            "their test accuracy is not measured",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _where(cfg: DataConfig) -> str:
+    """``data.<key>: <value>`` of the key that locates a dataset (the registry's required key)."""
+    key = next(iter(DATASETS.get(cfg.dataset).requires), None)
+    if key is None:
+        return f"data.dataset: {cfg.dataset}"
+    return f"data.{key}: {getattr(cfg, key)}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "InfeasibleSpaceError",
     "SdsearchError",
     "SpaceError",
+    "StorageUnavailableError",
     "StudyError",
     "StudyLockedError",
     "StudySelectionError",
@@ -68,3 +70,24 @@ class StudyLockedError(StudyError):
 
 class InfeasibleSpaceError(StudyError):
     """Sampling kept drawing configs that break the budget; the space probably has no feasible config."""
+
+
+class StorageUnavailableError(StudyError):
+    """The study's database server stayed unreachable longer than the driver waits for it."""
+
+
+class DiskFullError(SdsearchError):
+    """A write ran out of space (``ENOSPC``): the store's disk, an output folder, or the database
+    server's own disk. Not bad input, so exit 1.
+
+    Args:
+        path: what was being written (a file, a folder, or a masked storage URL).
+        message: what was lost and kept, and how to go on.
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: no space left on device; {message}")

@@ -26,7 +26,7 @@ import yaml
 
 from sdsearch.config import TrialConfig
 from sdsearch.errors import ConfigError, StudyError
-from sdsearch.paths import output_file
+from sdsearch.paths import output_file, write_atomic
 from sdsearch.search import attrs
 from sdsearch.search.front import (
     Candidate,
@@ -184,7 +184,7 @@ def _write(document: Mapping[str, Any], path: Path) -> None:
     )
     path = output_file(path, option="-o")
     body = yaml.dump(dict(document), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-    path.write_text(header + body, encoding="utf-8")
+    write_atomic(path, header + body)
 
 
 class _Dumper(yaml.SafeDumper):

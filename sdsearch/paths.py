@@ -1,13 +1,21 @@
-"""Where sdsearch writes what a user asked for: refuse folders and unwritable places in one line."""
+"""Where sdsearch writes what a user asked for: refuse folders and unwritable places in one line,
+and write whole files or none, saying "no space left" naming the file when its disk is full."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
 
-from sdsearch.errors import ConfigError
+from sdsearch.errors import ConfigError, DiskFullError
 
-__all__ = ["output_dir", "output_file"]
+__all__ = ["is_disk_full", "output_dir", "output_file", "write_atomic"]
+
+#: SQLite's result code for "database or disk is full" (``sqlite3.Error.sqlite_errorcode``).
+_SQLITE_FULL = 13
+#: PostgreSQL's SQLSTATE ``disk_full`` (``psycopg2.Error.pgcode``): the server's own disk.
+_PG_DISK_FULL = "53100"
 
 
 def output_file(path: str | os.PathLike[str], *, option: str, suffix: str | None = None) -> Path:
@@ -41,6 +49,65 @@ def _make_parent(folder: Path, option: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(
+                str(folder), f"cannot create it; free space there or choose another {option}"
+            ) from None
         raise ConfigError(f"{option}: cannot create {folder}/ ({exc.strerror})") from None
     if not os.access(folder, os.W_OK):
         raise ConfigError(f"{option}: {folder}/ is not writable; choose another place")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or anything that caused it, is a write that ran out of space.
+
+    That is ``OSError`` ``ENOSPC`` / ``EDQUOT``, SQLite's "database or disk is full" (however
+    SQLAlchemy and Optuna wrap it) and PostgreSQL's ``disk_full``.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in str(e):
+            return True
+        if getattr(e, "pgcode", None) == _PG_DISK_FULL:
+            return True
+        orig = getattr(e, "orig", None)  # SQLAlchemy keeps the driver's error here
+        todo += [e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None]
+    return False
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` (str as UTF-8) to ``path`` whole or not at all.
+
+    It goes to a hidden file beside ``path`` first and replaces ``path`` only when complete, so a
+    disk that fills up leaves neither a truncated file nor a lost earlier one.
+
+    Raises:
+        DiskFullError: the disk holding ``path`` is full (named, with what was not written).
+
+    Example:
+        >>> write_atomic("runs/best/metrics.json", text)  # doctest: +SKIP
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise DiskFullError(
+                str(path),
+                f"the disk holding {path.parent}/ is full and nothing of {path.name} was written; "
+                "free space there or write elsewhere, then run the command again",
+            ) from None
+        raise
+    return path

@@ -40,7 +40,7 @@ from sdsearch.artifacts import DEPLOY_FILES, save_checkpoint, save_deploy_models
 from sdsearch.config import TrialConfig
 from sdsearch.data import Dataset, load_dataset
 from sdsearch.metrics import METRICS
-from sdsearch.paths import output_dir
+from sdsearch.paths import output_dir, write_atomic
 from sdsearch.trainer import EpochReport, FitResult, build, evaluate, fit, resolve_device
 
 __all__ = ["ARTIFACTS", "TRAINED_ON", "TrainResult", "train"]
@@ -92,6 +92,8 @@ def train(
         SpaceError: the config file is invalid or still has distributions.
         DataError: the dataset is missing.
         TrainingDivergedError: the loss became NaN or infinite.
+        DiskFullError: an artifact did not fit on the disk holding ``out`` (each file is written
+            whole or not at all; the message names it).
 
     Example:
         >>> result = train("best.yaml", out="runs/best", epochs=30)  # doctest: +SKIP
@@ -134,7 +136,7 @@ def train(
                        threads=threads or torch.get_num_threads())  # fmt: skip
     if cfg.deploy_exit == "anytime":
         metrics.update(_anytime(net, cfg, data, out_dir, costs["anytime"]))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(out=out_dir, metrics=metrics, fit=result)
 
 
@@ -307,7 +309,7 @@ def _write_config(cfg: TrialConfig, out_dir: Path) -> None:
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", out_dir.resolve().name) or "model"  # a valid study name
     document = config_to_document(cfg, name=name)
     text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None)
-    (out_dir / "config.yaml").write_text(text, encoding="utf-8")
+    write_atomic(out_dir / "config.yaml", text)
 
 
 @contextmanager

@@ -176,6 +176,63 @@ def test_npz_missing_array_is_named(tmp_path: Path) -> None:
         load_dataset(DataConfig(dataset="npz", path=str(path2)), seed=0)
 
 
+@pytest.mark.parametrize(
+    ("y_train", "y_test", "classes", "message"),
+    [
+        ([0] * 12, [0] * 4, None, "the training split has 12 images of 1 class (0); a classifier needs"),
+        ([3] * 12, [3] * 4, None, "the training split has 12 images of 1 class (3)"),
+        ([0, 1, 2, 3, 4], [0, 1], list("abcdefghij"),
+         "the training split has 5 images for 10 classes, and 5 of them (f, g, h, i, j) have none"),
+        ([0, 1] * 6, [0, 1, 2, 2], None,
+         "the test split has images of 1 class(es) that the training split has none of (2)"),
+        ([0, 1, 2] * 4, [0, 1], ["cat", "dog"], "the training split has label 2 but there are 2 classes (cat, dog)"),
+    ],
+    ids=["one-class", "one-class-not-zero", "fewer-images-than-classes", "test-class-unseen", "label-beyond-classes"],
+)  # fmt: skip
+def test_an_npz_no_classifier_can_learn_is_refused(tmp_path: Path, y_train, y_test, classes, message) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "bad.npz"
+    extra = {"classes": np.array(classes)} if classes else {}
+    np.savez(path, x_train=_images(rng, len(y_train), 8, 8, 1), y_train=np.array(y_train),
+             x_test=_images(rng, len(y_test), 8, 8, 1), y_test=np.array(y_test), **extra)  # fmt: skip
+    with pytest.raises(DataError) as info:
+        load_dataset(DataConfig(dataset="npz", path=str(path)), seed=0)
+    assert str(info.value).startswith(f"data.path: {path}: {message}") and "\n" not in str(info.value)
+
+
+def test_an_imagefolder_no_classifier_can_learn_is_refused(folder_root: Path) -> None:
+    import shutil
+
+    cfg = DataConfig(dataset="imagefolder", root=str(folder_root), val_fraction=0.5)
+    for image in (folder_root / "train" / "eel").iterdir():  # a class folder without images
+        image.unlink()
+    with pytest.raises(DataError, match=r"the test split has images of 1 class\(es\) that the training split has none of \(eel\)"):  # fmt: skip
+        load_dataset(cfg, seed=0)
+    shutil.rmtree(folder_root / "test" / "eel")
+    with pytest.raises(DataError, match=r"^data\.root: .*: the training split has 12 images for 3 classes, "
+                       r"and 1 of them \(eel\) have none; give every class training images or remove its folder"):  # fmt: skip
+        load_dataset(cfg, seed=0)
+    shutil.rmtree(folder_root / "train" / "eel")
+    shutil.rmtree(folder_root / "train" / "dog")
+    with pytest.raises(DataError, match=r"^data\.root: .*/test/dog is a class that .*/train does not have"):
+        load_dataset(cfg, seed=0)  # the loader's own check: test/dog has no train/dog
+    shutil.rmtree(folder_root / "test" / "dog")
+    with pytest.raises(
+        DataError, match=r"6 images of 1 class \(cat\); a classifier needs images of at least 2"
+    ):
+        load_dataset(cfg, seed=0)
+
+
+def test_a_test_split_missing_a_class_is_warned_about(folder_root: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder_root / "test" / "eel")
+    cfg = DataConfig(dataset="imagefolder", root=str(folder_root), val_fraction=0.5)
+    with pytest.warns(UserWarning, match=r"the test split has no images of 1 class\(es\) \(eel\)"):
+        data = load_dataset(cfg, seed=0)
+    assert data.shape.num_classes == 3
+
+
 def test_imagefolder_without_test_folder(tmp_path: Path) -> None:
     (tmp_path / "train" / "a").mkdir(parents=True)
     with pytest.raises(DataError, match=r"data\.root: .* has no test/"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -210,3 +211,383 @@ def test_unreachable_server_error_is_masked(capsys):
     code = main(["studies", "postgresql+psycopg2://sd:s3cret@127.0.0.1:9/none"])
     err = capsys.readouterr().err
     assert code == 1 and "s3cret" not in err and "***" in err
+
+
+# -- a database that goes away: the storage's guard, without a server -----------------------------
+
+
+#: What psycopg2 raises (its own OperationalError); psycopg2 itself is only in the cluster extra.
+DriverOperationalError = type("OperationalError", (Exception,), {})
+
+
+def lost(message="server closed the connection unexpectedly"):
+    """The error RDBStorage raises when its server went away mid-commit (Optuna's misleading wrapper)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        raise OperationalError("COMMIT", {}, DriverOperationalError(message))
+    except OperationalError as exc:
+        try:
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit. This typically happens due to invalid data"
+            ) from exc
+        except optuna.exceptions.StorageInternalError as wrapped:
+            return wrapped
+
+
+@pytest.fixture
+def guarded(tmp_path, monkeypatch):
+    """An SDRDBStorage that retries (SQLite here; the server is faked by failing methods), a study in
+    it, the sleeps it takes (not slept) and a clock the test moves."""
+    from sdsearch.search import rdb
+
+    storage = rdb.SDRDBStorage(f"sqlite:///{tmp_path}/g.db", retry_seconds=20)
+    study = optuna.create_study(study_name="g", storage=storage, directions=["maximize"])
+    clock = {"now": 1000.0}
+    sleeps: list[float] = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        clock["now"] += seconds
+
+    monkeypatch.setattr(rdb.time, "sleep", sleep)
+    monkeypatch.setattr(rdb.time, "monotonic", lambda: clock["now"])
+    return storage, study, sleeps
+
+
+def failing(monkeypatch, name, times, error=lost):
+    """Make ``RDBStorage.<name>`` fail ``times`` times, then work; returns the call counter."""
+    from optuna.storages import RDBStorage
+
+    real = getattr(RDBStorage, name)
+    calls = {"n": 0}
+
+    def method(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise error()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDBStorage, name, method)
+    return calls
+
+
+def test_a_restarting_database_is_ridden_out_with_backoff_and_two_notices(guarded, monkeypatch, caplog):
+    _, study, sleeps = guarded
+    trial = study.ask()
+    calls = failing(monkeypatch, "set_trial_user_attr", 3)
+    with caplog.at_level("WARNING", logger="sdsearch.search.rdb"):
+        trial.set_user_attr("k", 1)
+    assert calls["n"] == 4 and sleeps == [0.5, 1.0, 2.0]
+    assert study.trials[0].user_attrs == {"k": 1}
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 2, notices
+    assert (
+        "lost the study storage (OperationalError: server closed the connection unexpectedly)" in notices[0]
+    )
+    assert "retrying for up to 20 s" in notices[0] and "is back after 4 s" in notices[1]
+
+
+def test_optunas_cache_calls_are_guarded_too(guarded, monkeypatch):
+    """A Study puts its cache in front of the storage; the cache calls private RDBStorage methods."""
+    _, study, sleeps = guarded
+    failing(monkeypatch, "_create_new_trial", 1)
+    failing(monkeypatch, "_get_trials", 1)
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] and len(sleeps) == 2
+
+
+def test_an_outage_longer_than_the_window_ends_every_caller_with_one_line(guarded, monkeypatch):
+    from sdsearch.errors import StorageUnavailableError
+
+    storage, study, sleeps = guarded
+    trial = study.ask()
+    storage.url = "postgresql+psycopg2://sd:s3cret@db.local:5432/studies"  # what the message shows
+    failing(monkeypatch, "set_trial_user_attr", 10**6, error=lambda: lost("Connection refused"))
+    with pytest.raises(StorageUnavailableError) as info:
+        trial.set_user_attr("k", 1)
+    message = str(info.value)
+    assert message.startswith(
+        "postgresql+psycopg2://sd:***@db.local:5432/studies: the study storage has been "
+    )
+    assert "unreachable for 20 s (OperationalError: Connection refused)" in message
+    assert "run the same command to resume" in message and "SDSEARCH_STORAGE_RETRY_SECONDS" in message
+    assert "s3cret" not in message and "\n" not in message and info.value.exit_code == 1
+    assert sum(sleeps) == pytest.approx(20)
+    n = len(sleeps)  # the window belongs to the outage: the next caller (e.g. the exit path) fails at once
+    with pytest.raises(StorageUnavailableError):
+        storage.set_trial_user_attr(trial._trial_id, "k", 2)
+    assert len(sleeps) == n
+
+
+def test_a_final_state_that_committed_before_the_connection_broke_counts_as_told(guarded, monkeypatch):
+    from optuna.storages import RDBStorage
+
+    _, study, _ = guarded
+    trial = study.ask()
+    real = RDBStorage.set_trial_state_values
+    calls = {"n": 0}
+
+    def commits_then_breaks(self, *args, **kwargs):
+        calls["n"] += 1
+        done = real(self, *args, **kwargs)
+        if calls["n"] == 1:
+            raise lost()
+        return done
+
+    monkeypatch.setattr(RDBStorage, "set_trial_state_values", commits_then_breaks)
+    study.tell(trial, 0.75)  # the retry finds it COMPLETE already: no UpdateFinishedTrialError
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].values == [0.75]
+    assert calls["n"] == 2
+
+
+def test_bad_data_and_sqlite_files_are_never_retried(guarded, monkeypatch, tmp_path):
+    from sdsearch.search.rdb import SDRDBStorage
+
+    storage, _, sleeps = guarded
+    failing(monkeypatch, "get_study_user_attrs", 1, error=lambda: ValueError("not a connection problem"))
+    with pytest.raises(ValueError):
+        storage.get_study_user_attrs(storage.get_study_id_from_name("g"))
+    failing(monkeypatch, "get_all_studies", 1)
+    with pytest.raises(optuna.exceptions.StorageInternalError):  # retry_seconds=0: as Optuna raises it
+        SDRDBStorage(f"sqlite:///{tmp_path}/plain.db").get_all_studies()
+    assert sleeps == []
+
+
+def test_the_guarded_storage_pickles_with_its_window(guarded):
+    """Tune pickles the searcher, and the searcher holds the storage."""
+    import pickle
+
+    storage, _, _ = guarded
+    copy = pickle.loads(pickle.dumps(storage))
+    assert copy.retry_seconds == 20 and copy.get_study_id_from_name("g") == storage.get_study_id_from_name(
+        "g"
+    )
+
+
+def test_the_retry_window_comes_from_the_environment(monkeypatch):
+    from sdsearch.errors import ConfigError
+    from sdsearch.search.storage import DEFAULT_RETRY_SECONDS, RETRY_SECONDS_ENV, _retry_seconds
+
+    monkeypatch.delenv(RETRY_SECONDS_ENV, raising=False)
+    assert _retry_seconds() == DEFAULT_RETRY_SECONDS == 60
+    monkeypatch.setenv(RETRY_SECONDS_ENV, "7.5")
+    assert _retry_seconds() == 7.5
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv(RETRY_SECONDS_ENV, bad)
+        with pytest.raises(ConfigError, match=f"{RETRY_SECONDS_ENV}: must be a number of seconds"):
+            _retry_seconds()
+
+
+def test_tunes_wrapped_error_is_unwrapped_to_ours():
+    from ray.tune.error import TuneError
+
+    from sdsearch.errors import StorageUnavailableError
+    from sdsearch.search.runner import _our_error
+
+    ours = StorageUnavailableError("db: the study storage has been unreachable for 60 s")
+    try:
+        try:
+            raise ours
+        except StorageUnavailableError:
+            raise TuneError("Traceback (most recent call last): ...") from None
+    except TuneError as wrapped:
+        assert _our_error(wrapped) is ours
+    assert _our_error(TuneError("a trial failed")) is None
+
+
+# -- a full disk -------------------------------------------------------------------------------------
+
+
+def test_disk_full_is_recognised_however_it_is_wrapped():
+    import errno
+
+    from sqlalchemy.exc import OperationalError
+
+    from sdsearch.paths import is_disk_full
+
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    sqlite_full = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    try:
+        raise optuna.exceptions.StorageInternalError(
+            "An exception is raised during the commit."
+        ) from sqlite_full
+    except optuna.exceptions.StorageInternalError as exc:
+        assert is_disk_full(exc)
+
+    class PgDiskFull(Exception):
+        pgcode = "53100"
+
+    assert is_disk_full(OperationalError("INSERT", {}, PgDiskFull("could not extend file")))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert not is_disk_full(OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked")))
+    assert not is_disk_full(lost())
+
+
+def test_sqlite_disk_full_names_the_store(guarded, monkeypatch, tmp_path):
+    from sqlalchemy.exc import OperationalError
+
+    from sdsearch.errors import DiskFullError
+
+    _, study, sleeps = guarded
+    trial = study.ask()
+    full = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    failing(monkeypatch, "set_trial_user_attr", 1, error=lambda: full)
+    with pytest.raises(DiskFullError) as info:
+        trial.set_user_attr("k", 1)
+    assert str(info.value).startswith(
+        f"{tmp_path}/g.db: no space left on device; the disk holding {tmp_path}/"
+    )
+    assert "run the same command to resume" in str(info.value) and info.value.exit_code == 1 and not sleeps
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4-MiB tmpfs of the test's own (root only), unmounted afterwards; ``fill`` fills it up."""
+    if os.geteuid() != 0:
+        pytest.skip("making a small filesystem (a tmpfs mount) needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:  # lazily when busy: this process may still hold the store open in a connection pool
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(folder):
+    """Fill the filesystem of ``folder`` to the last byte; returns the filler file."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as f:  # unbuffered: nothing is left to fail at close
+        for chunk in (65536, 1):
+            with contextlib.suppress(OSError):
+                while f.write(b"\0" * chunk):
+                    pass
+    return filler
+
+
+def test_write_atomic_on_a_full_disk_leaves_nothing_half_written(small_disk):
+    from sdsearch.errors import DiskFullError
+    from sdsearch.paths import write_atomic
+
+    write_atomic(small_disk / "metrics.json", "old")
+    fill(small_disk)
+    with pytest.raises(DiskFullError) as info:
+        write_atomic(small_disk / "metrics.json", "x" * 100_000)
+    assert str(info.value).startswith(f"{small_disk}/metrics.json: no space left on device; ")
+    assert (small_disk / "metrics.json").read_text() == "old"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "metrics.json"]
+
+
+def test_train_onto_a_full_disk_stops_with_one_line(small_disk, tmp_path, capsys):
+    from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
+    from sdsearch.space import config_to_document
+
+    cfg = TrialConfig(
+        model=ModelConfig(
+            backbone=BackboneConfig(width=0.25, depth=1), branches=BranchesConfig(placement=(3,))
+        ),
+        train=TrainConfig(epochs=1, batch_size=64),
+    )
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(config_to_document(cfg, name="tiny")))
+    fill(small_disk)
+    out = small_disk / "run"
+    assert main(["train", str(config), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    print(err)
+    assert "\n" not in err and err.startswith(f"{out}/checkpoint.pt: no space left on device; ")
+    assert list(out.iterdir()) == []  # no truncated checkpoint, no temporary file
+
+
+@pytest.mark.ray
+def test_disk_fills_up_under_the_sqlite_store_mid_run(small_disk, tmp_path, ray_session, capfd):
+    """The store's disk fills while trials run: the run stops with one line naming the store, which
+    still opens with every trial told before; `sdsearch run` on the full disk says so too; once space
+    is freed, the same command resumes, re-running the trials that were in flight."""
+    import threading
+
+    from sdsearch.errors import DiskFullError
+
+    doc = {**space_doc(small_disk, trials=6), "storage": f"sqlite:///{small_disk}/faults.db"}
+    storage = doc["storage"]
+    db = small_disk / "faults.db"
+    seen: dict = {}
+
+    def fill_after_two():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                    rows = conn.execute("SELECT number FROM trials WHERE state = 'COMPLETE'").fetchall()
+            except sqlite3.Error:
+                rows = []
+            if len(rows) >= 2:
+                seen["complete"] = {n for (n,) in rows}
+                seen["filler"] = fill(small_disk)
+                return
+            time.sleep(0.05)
+
+    filler = threading.Thread(target=fill_after_two, daemon=True)
+    filler.start()
+    with pytest.raises(DiskFullError) as info:
+        run(parse_space(doc, source="faults.yaml"), fit_fn=FakeFit(epoch_seconds=0.3), progress=False)
+    filler.join()
+    message = str(info.value)
+    assert message.startswith(f"{db}: no space left on device; the disk holding {small_disk}/ filled up")
+    before = snapshot(storage)
+    assert {n for n, v in before.items() if v[0] == TrialState.COMPLETE} >= seen["complete"]
+
+    space_file = tmp_path / "faults.yaml"
+    space_file.write_text(json.dumps(doc))
+    assert "Traceback" not in capfd.readouterr().err  # nor Tune's, of a searcher call that failed
+    assert main(["run", str(space_file)]) == 1  # the CLI on the full disk: one line, exit 1
+    err = capfd.readouterr().err.strip()
+    print(f"{message}\n{err}\nstates: {sorted(v[0].name for v in before.values())}")
+    assert "\n" not in err and err.startswith(f"{db}: no space left on device; ")
+    assert snapshot(storage) == before
+
+    seen["filler"].unlink()
+    run(parse_space(doc, source="faults.yaml"), fit_fn=FakeFit(), progress=False)
+    after = snapshot(storage)
+    for number, (state, values, _, _) in before.items():
+        if state == TrialState.COMPLETE:
+            assert after[number][:2] == (state, values)
+    assert sum(v[0] == TrialState.COMPLETE for v in after.values()) == doc["trials"]
+    assert not [v for v in after.values() if v[0] == TrialState.RUNNING]
+    running_then = [n for n, v in before.items() if v[0] == TrialState.RUNNING]
+    assert all(after[n][0] == TrialState.FAIL and after[n][3] for n in running_then)
+
+
+# -- a dataset no classifier can learn --------------------------------------------------------------
+
+
+def test_an_unlearnable_dataset_is_refused_before_any_study_or_training(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "one.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), y_train=np.zeros(40, np.int64),
+             x_test=rng.integers(0, 256, (8, 8, 8), dtype=np.uint8), y_test=np.zeros(8, np.int64))  # fmt: skip
+    doc = {**space_doc(tmp_path), "data": {"dataset": "npz", "path": str(path)}}
+    space_file = tmp_path / "one.yaml"
+    space_file.write_text(json.dumps(doc))
+    assert main(["run", str(space_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"data.path: {path}: the training split has 40 images of 1 class (0); "
+        "a classifier needs images of at least 2 classes"
+    )
+    assert not (tmp_path / "faults.db").exists()  # no study was created
+
+    config = tmp_path / "one_config.yaml"
+    fixed = {k: v for k, v in doc.items() if k not in ("space", "trials", "sampler", "storage")}
+    config.write_text(json.dumps(fixed))
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == err
+    assert not (tmp_path / "run").exists()

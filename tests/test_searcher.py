@@ -147,6 +147,62 @@ def test_ray_error_without_result_is_fail():
     assert study.trials[s["trial_number"]].state == TrialState.FAIL
 
 
+def test_a_dead_worker_is_named_from_the_last_result(monkeypatch):
+    """Tune reports a worker that died with no result: the reason names the node of the last one."""
+    from sdsearch.search import searcher as searcher_module
+
+    monkeypatch.setattr(searcher_module, "_node_alive", lambda node: False)
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    searcher.on_trial_result("a", result(epoch=1, **{"worker/node": "f00dcafe" * 7, "worker/host": "gpu-7"}))
+    searcher.on_trial_complete("a", None, error=True)
+    trial = study.trials[s["trial_number"]]
+    assert trial.state == TrialState.FAIL and trial.user_attrs[attrs.EPOCHS_DONE] == 1
+    assert trial.user_attrs[attrs.FAIL_REASON] == (
+        "its Ray node gpu-7 (Ray node f00dcafef00d) was lost mid-trial (the node died or left the cluster)"
+    )
+
+
+def test_a_trial_ray_re_ran_records_the_lost_attempt(monkeypatch):
+    """Epochs that start over mean Ray re-ran the trial after its worker died: the store says so."""
+    from sdsearch.search import searcher as searcher_module
+
+    monkeypatch.setattr(searcher_module, "_node_alive", lambda node: node != "lost")
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    for epoch in (1, 2):
+        searcher.on_trial_result("a", result(epoch=epoch, worker={"node": "lost", "host": "w1"}))
+    for epoch in (1, 2, 3):
+        searcher.on_trial_result("a", result(epoch=epoch, worker={"node": "head", "host": "h"}))
+    searcher.on_trial_complete("a", result(epoch=3, worker={"node": "head", "host": "h"}))
+    trial = study.trials[s["trial_number"]]
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs[attrs.WORKER]["node"] == "head"
+    assert trial.user_attrs[attrs.RESTARTS] == [
+        {"epoch": 2, "node": "lost", "host": "w1",
+         "reason": "its Ray node w1 (Ray node lost) was lost mid-trial (the node died or left the cluster)"}
+    ]  # fmt: skip
+
+
+def test_a_storage_that_is_gone_stops_the_run_instead_of_failing_the_trial(monkeypatch):
+    """Raised into Tune, an error in on_trial_complete would count as the trial's failure (and be
+    re-run); the searcher keeps it for the runner, stops Tune, and leaves the trial in flight."""
+    from sdsearch.errors import StorageUnavailableError
+
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    gone = StorageUnavailableError("db: the study storage has been unreachable for 60 s")
+
+    def unreachable(*args, **kwargs):
+        raise gone
+
+    monkeypatch.setattr(study._storage, "set_trial_user_attr", unreachable)
+    assert not searcher.stopper().stop_all()
+    searcher.on_trial_complete("a", result())
+    assert searcher.fatal is gone and searcher.stopper().stop_all()
+    assert [t.number for t in searcher.in_flight] == [s["trial_number"]]
+    assert searcher.suggest("b") == "FINISHED"
+
+
 def test_early_stop_is_pruned_with_epochs_done_and_partial_candidates():
     searcher, study = make_searcher()
     s = searcher.suggest("a")

@@ -32,6 +32,9 @@ Trial user attrs:
     ``DRIVER``: ``{"host", "pid", "started"}`` of the driver that asked for the trial, so a later
     driver on the same host can tell at once that its owner is gone.
     ``WORKER``: ``{"node": ..., "pid": ..., "started": unix time, "finished": unix time}`` of the run.
+    ``RESTARTS``: list of ``{"epoch": n, "node": ..., "host": ..., "reason": one line}``, one per
+    attempt whose worker died (its Ray node lost, or killed for memory) after reporting epoch n;
+    Ray re-ran the trial from the start (once at most), and the trial's state is the last attempt's.
     ``ANYTIME``: for a trained trial with shallow exits, the accuracy / expected-MACs curve of early
     exiting on the validation split (see sdsearch.anytime).
 
@@ -68,6 +71,7 @@ INTERRUPTED = "interrupted"
 DRIVER = "driver"
 WORKER = "worker"
 ANYTIME = "anytime"
+RESTARTS = "restarts"
 
 REJECTED_BUDGET = "budget"
 REJECTED_INVALID = "invalid"

@@ -12,6 +12,8 @@ The study storage is the only truth (docs/ARCHITECTURE.md). Each invocation:
 
 Who moves a trial out of RUNNING: the searcher (rejections in ``suggest``, results in
 ``on_trial_complete``) and this module (orphans at start; trials in flight at Ctrl-C or on error).
+When the storage itself is gone or full at that point, the trials stay RUNNING and the next driver
+moves them (its same-host check finds their driver dead at once; heartbeats find the others).
 """
 
 from __future__ import annotations
@@ -30,11 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from sdsearch.data import describe
-from sdsearch.errors import InfeasibleSpaceError, SpaceError, StudyError, StudyLockedError
+from sdsearch.errors import (
+    DiskFullError,
+    InfeasibleSpaceError,
+    SdsearchError,
+    SpaceError,
+    StorageUnavailableError,
+    StudyError,
+    StudyLockedError,
+)
 from sdsearch.metrics import METRICS, directions
 from sdsearch.registry import SAMPLERS
 from sdsearch.search import attrs
-from sdsearch.search.storage import mask_url, open_storage, retry_interrupted, sqlite_path
+from sdsearch.search.storage import disk_full_error, mask_url, open_storage, retry_interrupted, sqlite_path
 from sdsearch.space import Space, diff_documents, load_space
 
 __all__ = ["RunSummary", "make_sampler", "prepare_study", "recover_orphans", "run", "study_lock"]
@@ -91,7 +101,8 @@ def study_lock(storage_url: str, study_name: str) -> Iterator[None]:
         yield
         return
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    with _disk_full_names(storage_url):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -100,11 +111,25 @@ def study_lock(storage_url: str, study_name: str) -> Iterator[None]:
             raise StudyLockedError(
                 f"study {study_name} in {path} is already running (pid {pid}); wait for it to finish or stop it"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with _disk_full_names(storage_url):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+@contextlib.contextmanager
+def _disk_full_names(storage_url: str) -> Iterator[None]:
+    """The lock file lives beside the store: a full disk there is the store's DiskFullError."""
+    from sdsearch.paths import is_disk_full
+
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise disk_full_error(storage_url, "taking the study's lock") from None
 
 
 def _free_name(existing: set[str], name: str) -> str:
@@ -257,6 +282,9 @@ def _quiet_ray_env() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # A worker that dies is retried or its trial told FAIL with the reason stored; Tune's traceback of
+    # the lost actor on the console says nothing more.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
 @contextlib.contextmanager
@@ -445,6 +473,10 @@ def _load(space: Space) -> Any:
     return dataclasses.replace(loaded, x_test=loaded.x_test[:0], y_test=loaded.y_test[:0])
 
 
+def _retire(study: Any, storage: Any, searcher: Any) -> None:
+    recover_orphans(study, storage, searcher.in_flight, "interrupted: the run stopped before the trial ended")
+
+
 def _uses_latency(space: Space) -> bool:
     return "latency" in space.objectives or "latency" in space.budget
 
@@ -495,10 +527,15 @@ def _search(
                 fit_fn=fit_fn,
                 progress=progress,
             )
-        finally:
-            recover_orphans(
-                study, storage, searcher.in_flight, "interrupted: the run stopped before the trial ended"
-            )
+            if searcher.fatal is not None:
+                raise searcher.fatal
+        except BaseException:
+            # A storage that is gone (or full) fails this too: the first error says more, and the
+            # trials left RUNNING are failed and re-run by the next driver (see _orphans).
+            with contextlib.suppress(StorageUnavailableError, DiskFullError):
+                _retire(study, storage, searcher)
+            raise
+        _retire(study, storage, searcher)
     if searcher.infeasible:
         limits = ", ".join(f"{k} <= {METRICS.get(k).format(v)}" for k, v in space.budget.items())
         raise InfeasibleSpaceError(
@@ -519,6 +556,7 @@ def _fit(
     progress: bool,
 ) -> None:
     from ray import tune
+    from ray.tune.error import TuneError
 
     from sdsearch.search.progress import LiveView
     from sdsearch.search.trainable import train_trial
@@ -549,14 +587,36 @@ def _fit(
             verbose=0,
             callbacks=[view] if progress else [],
             log_to_file=False,
+            stop=searcher.stopper(),  # a storage that is gone or full ends the run
+            # A worker that dies (its node lost, killed for memory) is not the config's fault: Ray
+            # re-runs its trial once, from the start; the searcher records the lost attempt.
+            failure_config=tune.FailureConfig(max_failures=1),
         ),
     )
     ctx = view if progress else contextlib.nullcontext()
     try:
         with ctx:
             tuner.fit()
+    except TuneError as exc:
+        ours = _our_error(exc)
+        if ours is None:
+            raise
+        raise ours from None  # the searcher's own one-line error, not Tune's traceback text
     finally:  # Tune's scratch holds a pickled storage URL (with any password): never leave it behind
         _rmtree(Path(scratch))
+
+
+def _our_error(exc: BaseException) -> SdsearchError | None:
+    """The SdsearchError (e.g. a lost or full storage) behind the TuneError that Tune raises when a
+    searcher or callback fails (it wraps the traceback as text; the original is its context)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, SdsearchError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _rmtree(path: Path) -> None:

@@ -24,9 +24,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
 from sdsearch.config import TrialConfig
-from sdsearch.errors import SdsearchError
+from sdsearch.errors import DiskFullError, SdsearchError, StorageUnavailableError
 from sdsearch.metrics import METRICS, metric_value
 from sdsearch.search import attrs
 from sdsearch.search.moasha import COSTS_KEY, trial_costs
@@ -40,6 +41,7 @@ __all__ = [
     "driver_identity",
     "final_state",
     "heartbeat_enabled",
+    "restart_record",
     "result_key",
 ]
 
@@ -149,6 +151,22 @@ def final_state(
     return TrialOutcome(TrialState.COMPLETE, values, None, epochs_done, candidates)
 
 
+def restart_record(last: Mapping[str, Any]) -> dict[str, Any]:
+    """What :data:`attrs.RESTARTS` stores for one attempt Ray gave up on: its last result's worker,
+    epoch and why (:func:`final_state`'s wording for a dead worker)."""
+    worker = _nested(last, "worker")
+    return {
+        "epoch": _epoch(last),
+        "node": worker.get("node"),
+        "host": worker.get("host"),
+        "reason": _lost_worker(last),
+    }
+
+
+def _epoch(result: Mapping[str, Any]) -> int:
+    return int(result.get("epoch", 0) or 0)
+
+
 def _lost_worker(result: Mapping[str, Any]) -> str:
     """Why Ray reported an error: name the node the trial last reported from, and whether it is gone."""
     worker = _nested(result, "worker")
@@ -214,11 +232,16 @@ class SDOptunaSearch(Searcher):
         self._pending: dict[str, tuple[TrialConfig, Costs]] = {}
         self._told_ray: set[str] = set()
         self._untold: dict[int, optuna.trial.Trial] = {}  # asked, not yet told: storage trial id -> trial
+        # Ray trial id -> its latest result: Ray reports a worker that died without any result.
+        self._last: dict[str, dict[str, Any]] = {}
+        self._restarts: dict[str, list[dict[str, Any]]] = {}  # results before Ray re-ran a trial
         self._lock = threading.Lock()  # _pending and _untold are read by the heartbeat thread
         self.consecutive_rejections = 0
         self.n_rejected = 0
         self.infeasible = False
         self.completed: list[tuple[int, TrialOutcome]] = []
+        #: The storage became unreachable or full: the run must end (the runner raises this).
+        self.fatal: SdsearchError | None = None
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         """The space comes from the YAML, never from Tune's ``param_space``; accept Tune's metric."""
@@ -227,6 +250,12 @@ class SDOptunaSearch(Searcher):
     # -- Ray Searcher API --------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """Ask until a config fits the budget; rejected ones are told at once and never trained."""
+        if self.fatal is None:
+            with self._storage_faults():
+                return self._suggest(trial_id)
+        return Searcher.FINISHED
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.infeasible:
             return Searcher.FINISHED
         while self.consecutive_rejections < self._max_rejections:
@@ -275,21 +304,42 @@ class SDOptunaSearch(Searcher):
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        """Multi-objective Optuna keeps no intermediate values; heartbeats keep shared studies honest."""
+        """Multi-objective Optuna keeps no intermediate values; heartbeats keep shared studies honest.
+
+        The latest result is kept: it names the worker when Ray later reports the trial's death
+        without one, and an epoch that does not follow it means Ray re-ran the trial after its
+        worker died (the runner allows one such retry).
+        """
+        with self._storage_faults():
+            self._on_trial_result(trial_id, result)
+
+    def _on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         ot_trial = self._trials.get(trial_id)
-        if ot_trial is not None:
-            self._beat(self._storage_id(ot_trial))
+        if ot_trial is None:
+            return
+        last = self._last.get(trial_id)
+        if last is not None and _epoch(result) <= _epoch(last):
+            self._restarts.setdefault(trial_id, []).append(last)
+        self._last[trial_id] = dict(result)
+        self._beat(self._storage_id(ot_trial))
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         """Tell the study exactly once, with candidates and the reason stored before ``tell``."""
+        with self._storage_faults():
+            self._on_trial_complete(trial_id, result, error)
+
+    def _on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         if trial_id in self._told_ray or trial_id not in self._pending:
             return
         ot_trial = self._trials[trial_id]
         with self._lock:
             config, costs = self._pending.pop(trial_id)
         self._told_ray.add(trial_id)
+        last, restarts = self._last.pop(trial_id, None), self._restarts.pop(trial_id, [])
+        if result is None and error:  # Tune reports a dead worker without the trial's last result
+            result = last
         if self._storage.get_trial(self._storage_id(ot_trial)).state.is_finished():
             # Another driver judged it stale and failed it; its retry is queued, so drop this result.
             logger.warning("trial %d was finished elsewhere; its late result is dropped", ot_trial.number)
@@ -309,9 +359,27 @@ class SDOptunaSearch(Searcher):
         anytime = (result or {}).get(attrs.ANYTIME)  # JSON text (see trainable.anytime_report)
         if isinstance(anytime, str) and outcome.state != TrialState.FAIL:
             ot_trial.set_user_attr(attrs.ANYTIME, json.loads(anytime))
+        if restarts:
+            ot_trial.set_user_attr(attrs.RESTARTS, [restart_record(r) for r in restarts])
         self._study.tell(ot_trial, outcome.values, state=outcome.state)
         self._told(ot_trial)
         self.completed.append((ot_trial.number, outcome))
+
+    @contextlib.contextmanager
+    def _storage_faults(self) -> Iterator[None]:
+        """A storage that is gone or full ends the run: keep the first such error as :attr:`fatal`
+        (the runner stops Tune, see :meth:`stopper`, and raises it) instead of raising into Tune,
+        which takes an error in ``on_trial_complete`` for the trial's own failure, logs a traceback
+        and re-runs the trial. The trial being told stays in :attr:`in_flight`."""
+        try:
+            yield
+        except (StorageUnavailableError, DiskFullError) as exc:
+            if self.fatal is None:
+                self.fatal = exc
+
+    def stopper(self) -> Stopper:
+        """A Tune ``Stopper`` that ends the whole run once :attr:`fatal` is set."""
+        return _StopOnFatal(self)
 
     def save(self, checkpoint_path: str) -> None:
         """No snapshot: the study storage is the only truth, and resume never uses Tuner.restore."""
@@ -350,11 +418,17 @@ class SDOptunaSearch(Searcher):
                 with self._lock:
                     trial_ids = list(self._untold)
                 for trial_id in trial_ids:
-                    try:
+                    try:  # the storage itself rides out a restarting database (sdsearch.search.rdb)
                         storage.record_heartbeat(trial_id)
-                    except Exception:  # a missed beat (e.g. the database restarting) is retried next interval
+                    except StorageUnavailableError:  # the driver's own calls report it, once
+                        logger.debug("no heartbeat for trial id %d: the storage is unreachable", trial_id)
+                    except Exception as exc:  # a missed beat is harmless: the next one comes in an interval
                         logger.warning(
-                            "could not record a heartbeat for trial id %d", trial_id, exc_info=True
+                            "could not record a heartbeat for trial id %d (%s: %s); trying again in %d s",
+                            trial_id,
+                            type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "",
+                            storage.get_heartbeat_interval(),
                         )
 
         thread = threading.Thread(target=beat, name="sdsearch-heartbeat", daemon=True)
@@ -413,6 +487,19 @@ class SDOptunaSearch(Searcher):
         self._told(ot_trial)
         self.consecutive_rejections += 1
         self.n_rejected += 1
+
+
+class _StopOnFatal(Stopper):
+    """Stops every trial once the searcher's storage is gone or full (module level: Tune pickles it)."""
+
+    def __init__(self, searcher: SDOptunaSearch) -> None:
+        self._searcher = searcher
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self._searcher.fatal is not None
 
 
 def heartbeat_enabled(storage: Any) -> bool:

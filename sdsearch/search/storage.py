@@ -2,11 +2,13 @@
 
 The Optuna storage is the only persistent truth of a study (docs/ARCHITECTURE.md), so this module never
 creates a database when it only reads, never writes into a file that is not an Optuna store, and
-never prints a password.
+never prints a password. The storages it opens are :class:`~sdsearch.search.rdb.SDRDBStorage`:
+they ride out a database server that restarts and name a full disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -16,14 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sdsearch.errors import StudyError, StudySelectionError
+from sdsearch.errors import ConfigError, DiskFullError, StudyError, StudySelectionError
 from sdsearch.search import attrs
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from sdsearch.search.rdb import SDRDBStorage
+
 __all__ = [
+    "DEFAULT_RETRY_SECONDS",
+    "RETRY_SECONDS_ENV",
+    "disk_full_error",
     "list_studies",
     "mask_url",
     "open_storage",
@@ -32,6 +39,18 @@ __all__ = [
     "sqlite_path",
     "storage_url",
 ]
+
+#: How long a driver keeps retrying a database server it lost, in seconds (an environment variable).
+RETRY_SECONDS_ENV = "SDSEARCH_STORAGE_RETRY_SECONDS"
+#: *design*: a minute covers a server restart or a fail-over, and stays well inside the heartbeat
+#: grace period (120 s) minus one interval (30 s), so other drivers never take the trials of a
+#: driver that is waiting for the server for those of a dead one.
+DEFAULT_RETRY_SECONDS = 60.0
+#: libpq settings (psycopg2) that bound each attempt: a connect to a host that is down (no refusal,
+#: no reply) fails in 10 s, and a query whose server vanished in about 25 s, instead of the kernel's
+#: minutes, so the retry window means what it says.
+_LIBPQ_TIMEOUTS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                   "keepalives_interval": 5, "keepalives_count": 3}  # fmt: skip
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _OPTUNA_TABLES = {"studies", "trials", "version_info"}
@@ -106,18 +125,25 @@ def _check_sqlite_file(path: Path, url: str, *, create: bool) -> None:
         raise StudyError(f"{url}: {path} is read-only; fix its permissions or choose another --storage")
 
 
-def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, create: bool = False) -> SDRDBStorage:
     """Open an Optuna RDB storage with clear errors; with ``create=False`` nothing is ever created.
 
     SQLite stores get a long busy timeout (trials are told from one driver, but readers such as
     ``sdsearch show`` may look at the same time). Server databases get heartbeats so that several
-    drivers can share a study and a dead driver's trials can be recognised as stale.
+    drivers can share a study and a dead driver's trials can be recognised as stale, and a server
+    that goes away is retried for ``SDSEARCH_STORAGE_RETRY_SECONDS`` (default 60).
 
     Raises:
         StudyError: the storage is missing (when reading), foreign, corrupted or not writable.
+        DiskFullError: creating the store ran out of space.
+        ConfigError: ``SDSEARCH_STORAGE_RETRY_SECONDS`` is not a number of seconds.
     """
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from sdsearch.paths import is_disk_full
+    from sdsearch.search.rdb import SDRDBStorage
 
     url = storage_url(url)
     path = sqlite_path(url)
@@ -126,12 +152,17 @@ def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStora
         _check_sqlite_file(path, url, create=create)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     elif not url.startswith("sqlite"):
+        # A server that restarted leaves dead pooled connections: test each before use.
+        engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        with contextlib.suppress(ArgumentError):
+            if make_url(url).get_driver_name() == "psycopg2":
+                engine_kwargs["connect_args"] = dict(_LIBPQ_TIMEOUTS)
         kwargs.update(
             heartbeat_interval=30,
             grace_period=120,
             heartbeat_stale_trial_callback=_retry_once(),
-            # A server that restarted leaves dead pooled connections: test each before use.
-            engine_kwargs={"pool_pre_ping": True},
+            engine_kwargs=engine_kwargs,
+            retry_seconds=_retry_seconds(),
         )
     attempts = 1 if path is not None else 5
     attempt = 0
@@ -139,8 +170,10 @@ def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStora
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-                return optuna.storages.RDBStorage(url, **kwargs)
+                return SDRDBStorage(url, **kwargs)
         except (SQLAlchemyError, RuntimeError, ValueError, ImportError, ModuleNotFoundError) as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(url, "creating the study storage", kept=False) from None
             attempt += 1
             # Drivers opening an empty server database together race to create Optuna's schema.
             racing = isinstance(exc, SQLAlchemyError) and re.search(r"duplicate key|already exists", str(exc))
@@ -148,6 +181,38 @@ def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStora
                 reason = _mask_in(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
                 raise StudyError(f"{mask_url(url)}: cannot open the study storage ({reason})") from None
             time.sleep(0.2 * attempt)
+
+
+def _retry_seconds() -> float:
+    text = os.environ.get(RETRY_SECONDS_ENV)
+    if text is None:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{RETRY_SECONDS_ENV}: must be a number of seconds >= 0, got {text!r}")
+    return seconds
+
+
+def disk_full_error(url: str, doing: str, *, kept: bool = True) -> DiskFullError:
+    """The DiskFullError of a store: its file for SQLite, its masked URL for a server.
+
+    ``kept``: the store already holds the study (say that its trials are safe); False while creating it.
+    """
+    safe = "the trials it holds are kept: " if kept else ""
+    then = "run the same command to resume (trials in flight are re-run)" if kept else "run the command again"
+    path = sqlite_path(url)
+    if path is None:
+        return DiskFullError(
+            mask_url(url),
+            f"the database server ran out of space while {doing}; {safe}free space on the server and {then}",
+        )
+    return DiskFullError(
+        str(path),
+        f"the disk holding {path.parent}/ filled up while {doing}; {safe}free space there and {then}",
+    )
 
 
 def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str]:
