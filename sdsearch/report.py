@@ -12,6 +12,7 @@ fast, and the figure is drawn on its own Agg canvas (no pyplot global state).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -23,7 +24,7 @@ from rich.text import Text
 
 from sdsearch.config import LEAVES
 from sdsearch.metrics import METRICS, limit_of
-from sdsearch.paths import output_file
+from sdsearch.paths import output_file, write_atomic
 from sdsearch.search.front import Candidate, Front, pareto_front
 from sdsearch.space import leaf_value
 
@@ -103,20 +104,17 @@ def front_json(front: Front) -> list[dict[str, Any]]:
 
 def write_json(front: Front, path: str | Path) -> Path:
     """Write :func:`front_json` to ``path``; returns the path."""
-    path = output_file(path, option="--json")
-    path.write_text(json.dumps(front_json(front), indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_atomic(output_file(path, option="--json"), json.dumps(front_json(front), indent=2) + "\n")
 
 
 def write_csv(front: Front, path: str | Path) -> Path:
     """Write :func:`front_records` as CSV (header = :func:`columns`); None becomes an empty cell."""
-    path = output_file(path, option="--csv")
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns(front)))
-        writer.writeheader()
-        for row in front_records(front):
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns(front)))
+    writer.writeheader()
+    for row in front_records(front):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return write_atomic(output_file(path, option="--csv"), text.getvalue())
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
@@ -294,8 +292,7 @@ def plot_front(front: Front, path: str | Path, *, dpi: int = 150) -> Path:
         f"candidates on the fronts, {len(front.trials)} trained trials; budget {front.describe_budget().replace('<=', '≤')}",
         fontsize=12,
     )
-    fig.savefig(path, dpi=dpi)
-    return path
+    return _save_png(fig, path, dpi)
 
 
 def _panel(ax: Axes, front: Front, metric: str) -> None:
@@ -439,5 +436,11 @@ def plot_anytime_of(
     from sdsearch.anytime import plot_anytime
 
     path = output_file(path, option="--plot", suffix=".png")
-    plot_anytime(report, title=title).savefig(path, dpi=dpi)
-    return path
+    return _save_png(plot_anytime(report, title=title), path, dpi)
+
+
+def _save_png(fig: Any, path: Path, dpi: int) -> Path:
+    """Render to memory, then write whole: a full disk leaves no torn PNG (see write_atomic)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return write_atomic(path, buffer.getvalue())

@@ -30,6 +30,7 @@ import importlib.util
 import json
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ from sdsearch.anytime.model import AnytimeModel, exit_confidence
 from sdsearch.anytime.policy import AnytimeCost
 from sdsearch.artifacts import INPUT_LAYOUT
 from sdsearch.deploy import Preprocess
+from sdsearch.paths import write_atomic
 
 __all__ = [
     "EXITS_KEY",
@@ -139,13 +141,18 @@ def save_anytime_onnx(
         preprocess, example, input_name = None, torch.zeros((1, c, h, w)), "input"
     graph = _AnytimeGraph(_cpu_copy(model), preprocess).eval()
     try:
-        with torch.no_grad(), _quiet_exporter():
-            torch.onnx.export(graph, (example,), str(path), dynamo=True, input_names=[input_name],
+        with (
+            torch.no_grad(),
+            _quiet_exporter(),
+            tempfile.TemporaryDirectory(prefix="sdsearch-anytime-") as tmp,
+        ):
+            scratch = Path(tmp) / "anytime.onnx"  # exported aside, then written whole (see write_atomic)
+            torch.onnx.export(graph, (example,), str(scratch), dynamo=True, input_names=[input_name],
                               output_names=["logits", "exit"], verbose=False, external_data=False)  # fmt: skip
+            proto = onnx.load(str(scratch))
     except Exception as exc:  # an exporter bug must not lose a finished training run
         warnings.warn(f"anytime ONNX export to {path} failed: {exc}", RuntimeWarning, stacklevel=2)
         return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    proto = onnx.load(str(path))
     _localise_initializers(proto.graph)
     meta |= {
         EXITS_KEY: list(model.exits),
@@ -159,7 +166,7 @@ def save_anytime_onnx(
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, str(path))
+    write_atomic(path, proto.SerializeToString())
     return "written"
 
 
