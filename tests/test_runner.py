@@ -88,9 +88,12 @@ def test_second_driver_is_refused(tmp_path, ray_session):
         run(space, fit_fn=FakeFit(), progress=False)
 
 
-def test_infeasible_budget_ends_with_a_clear_error(tmp_path, ray_session):
+def test_infeasible_budget_ends_with_a_clear_error(tmp_path, ray_session, monkeypatch):
+    from sdsearch.search import searcher
+
+    monkeypatch.setattr(searcher, "MAX_CONSECUTIVE_REJECTIONS", 40)  # the rule, not 500 SQLite tells
     space = make_space(tmp_path, budget={"params": 10})
-    with pytest.raises(InfeasibleSpaceError, match="broke the budget"):
+    with pytest.raises(InfeasibleSpaceError, match="40 configs in a row broke the budget"):
         run(space, fit_fn=FakeFit(), progress=False)
 
 

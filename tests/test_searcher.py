@@ -418,7 +418,9 @@ def test_quantized_trial_reports_int8_accuracy_last():
     data = load_dataset(cfg.data, seed=0)
     reports = []
     fit_config(cfg, data, threads=1, report=reports.append)
-    assert [r.precision for r in reports] == ["float32", "int8"]
-    assert reports[-1].epoch == reports[0].epoch == 1  # the same epoch, measured on the int8 graphs
-    assert set(reports[-1].val_accuracy) == {"2", "final"}
-    assert reports[-1].accuracy == reports[-1].val_accuracy["final"]
+    # the epoch's float32 report, the int8 graphs' on the same epoch, then that one with the anytime report
+    assert [r.precision for r in reports] == ["float32", "int8", "int8"]
+    int8 = reports[1]
+    assert int8.epoch == reports[0].epoch == 1 and set(int8.val_accuracy) == {"2", "final"}
+    assert int8.accuracy == int8.val_accuracy["final"]
+    assert reports[2].val_accuracy == int8.val_accuracy and attrs.ANYTIME in reports[2].extra

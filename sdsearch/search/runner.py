@@ -497,6 +497,7 @@ def _search(
     """Train ``missing`` trials through one fresh Tuner; in-flight trials are retired on any exit."""
     from sdsearch.config import TrialConfig
     from sdsearch.measure import DeployMetrics
+    from sdsearch.search import searcher as searching
     from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
 
     cost_fn = DeployMetrics(dataset.shape, latency=_uses_latency(space))
@@ -512,6 +513,7 @@ def _search(
         objectives=space.objectives,
         budget=space.budget,
         cost_fn=cost_fn,
+        max_rejections=searching.MAX_CONSECUTIVE_REJECTIONS,
     )
     store_bytes = max(256 * 2**20, 3 * dataset.nbytes)
     with ray_session(address, object_store_bytes=store_bytes), searcher.heartbeats():
