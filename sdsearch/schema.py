@@ -55,7 +55,7 @@ from sdsearch.metrics import METRICS, budget_metrics
 from sdsearch.registry import SAMPLERS, did_you_mean
 from sdsearch.units import parse
 
-__all__ = ["DISTRIBUTIONS", "SCHEDULERS", "SpaceDocument", "error_message", "json_schema"]
+__all__ = ["DISTRIBUTIONS", "SCHEDULERS", "SpaceDocument", "describe", "error_message", "json_schema"]
 
 DISTRIBUTIONS = ("choice", "int", "float", "subset")
 SCHEDULERS = ("none", "asha", "moasha")
@@ -437,7 +437,7 @@ def _path(error: Any) -> str:
 
 def _text(error: Any) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    got = _describe(value)
+    got = describe(value)
     if kind == "union_tag_invalid":
         tag = str(ctx.get("tag", "")).lstrip(_TAG)
         fits = [t.strip("' ").lstrip(_TAG) for t in str(ctx.get("expected_tags", "")).split(",")]
@@ -471,7 +471,7 @@ def _text(error: Any) -> str:
         "missing": "is required",
     }
     if kind == "mapping":
-        return f"expected a mapping of {ctx.get('allowed')}, got {_describe(ctx.get('input', value))}"
+        return f"expected a mapping of {ctx.get('allowed')}, got {describe(ctx.get('input', value))}"
     return messages.get(kind) or re.sub(r"^Value error, ", "", error["msg"])
 
 
@@ -479,7 +479,8 @@ def _g(number: Any) -> str:
     return f"{number:g}" if isinstance(number, (int, float)) else str(number)
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A value as messages name it: ``a mapping``, ``text 'x'``, ``float 0.5``."""
     if value is None:
         return "nothing"
     return {dict: "a mapping", list: "a list", str: f"text {value!r}", bool: f"{value}".lower()}.get(

@@ -39,7 +39,14 @@ from sdsearch.config import (
 )
 from sdsearch.errors import SpaceError
 from sdsearch.metrics import METRICS, quality_metrics, stored_limits
-from sdsearch.schema import ResourcesSetting, SamplerSetting, SchedulerSetting, SpaceDocument, error_message
+from sdsearch.schema import (
+    ResourcesSetting,
+    SamplerSetting,
+    SchedulerSetting,
+    SpaceDocument,
+    describe,
+    error_message,
+)
 
 __all__ = [
     "DEFAULT_ANYTIME_TARGET",
@@ -483,7 +490,7 @@ def parse_space(document: Any, *, source: str = "<string>", default_name: str = 
         raise SpaceError(
             source,
             "",
-            f"the document must be a mapping with keys such as name, space, train; got {_kind(document)}",
+            f"the document must be a mapping with keys such as name, space, train; got {describe(document)}",
         )
     try:
         doc = SpaceDocument.model_validate(document)
@@ -513,14 +520,6 @@ def parse_space(document: Any, *, source: str = "<string>", default_name: str = 
         dims=dims,
         document=_plain(dict(document)),
         provenance=doc.provenance,
-    )
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: f"text {value!r}", bool: f"{value}".lower()}.get(
-        type(value), f"{type(value).__name__} {value!r}"
     )
 
 

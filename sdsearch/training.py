@@ -173,26 +173,18 @@ def _anytime(
 
     from sdsearch.anytime import (
         AnytimeModel,
-        anytime_cost,
         anytime_outcome,
         anytime_report,
-        calibrate,
+        calibrate_network,
         exit_statistics,
         run_anytime_onnx,
         save_anytime_onnx,
     )
     from sdsearch.deploy import normalise
-    from sdsearch.space import DEFAULT_ANYTIME_TARGET
 
-    target = (cfg.deploy.target or DEFAULT_ANYTIME_TARGET).to_dict()
     norm = {"mean": data.mean, "std": data.std}
     input_shape = (data.shape.in_chans, *data.shape.input_size)
-    cost = anytime_cost(net, input_shape=input_shape)
-    cal = calibrate(
-        exit_statistics(net, data.x_val, data.y_val, **norm),
-        cost,
-        **{k: v for k, v in target.items() if v is not None},
-    )
+    cal, cost = calibrate_network(net, data, cfg.deploy.target)
     test = anytime_outcome(exit_statistics(net, data.x_test, data.y_test, **norm), cal.thresholds, cost)
     report = anytime_report(cal, cost, test=test)
     model = AnytimeModel(net, cal.thresholds).eval()

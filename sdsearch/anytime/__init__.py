@@ -31,6 +31,7 @@ from sdsearch.anytime.model import (
     WorstCase,
     anytime_cost,
     anytime_worst_case_cost,
+    calibrate_network,
     exit_confidence,
     exit_statistics,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "anytime_table",
     "anytime_worst_case_cost",
     "calibrate",
+    "calibrate_network",
     "exit_confidence",
     "exit_indices",
     "exit_statistics",

@@ -38,6 +38,7 @@ __all__ = [
     "WorstCase",
     "anytime_cost",
     "anytime_worst_case_cost",
+    "calibrate_network",
     "exit_confidence",
     "exit_statistics",
 ]
@@ -205,6 +206,20 @@ def anytime_cost(net: SelfDistillNet, *, input_shape: tuple[int, int, int]) -> A
     return AnytimeCost(
         exits=model.exits, trunk=tuple(int(v) for v in trunk), branch=tuple(branch), params=params
     )
+
+
+def calibrate_network(net: SelfDistillNet, data: Any, target: Any = None) -> tuple[Any, AnytimeCost]:
+    """Thresholds for ``target`` (an ``AnytimeTarget``; None: the default accuracy drop) calibrated
+    on ``data``'s validation split, and the network's per-exit MACs: what a trial and
+    ``sdsearch train`` both do after training."""
+    from sdsearch.anytime.policy import calibrate
+    from sdsearch.space import DEFAULT_ANYTIME_TARGET
+
+    goal = (target or DEFAULT_ANYTIME_TARGET).to_dict()
+    net.eval()
+    stats = exit_statistics(net, data.x_val, data.y_val, mean=data.mean, std=data.std)
+    cost = anytime_cost(net, input_shape=(data.shape.in_chans, *data.shape.input_size))
+    return calibrate(stats, cost, **{k: v for k, v in goal.items() if v is not None}), cost
 
 
 @torch.no_grad()

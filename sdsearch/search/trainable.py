@@ -148,16 +148,11 @@ def anytime_report(cfg: TrialConfig, net: Any, data: Dataset, last: EpochReport)
     import dataclasses
     import json
 
-    from sdsearch.anytime import anytime_cost, calibrate, exit_statistics
     from sdsearch.anytime import anytime_report as report_of
+    from sdsearch.anytime import calibrate_network
     from sdsearch.search import attrs
-    from sdsearch.space import DEFAULT_ANYTIME_TARGET
 
-    target = cfg.deploy.target or DEFAULT_ANYTIME_TARGET
-    net.eval()
-    stats = exit_statistics(net, data.x_val, data.y_val, mean=data.mean, std=data.std)
-    cost = anytime_cost(net, input_shape=(data.shape.in_chans, *data.shape.input_size))
-    cal = calibrate(stats, cost, **{k: v for k, v in target.to_dict().items() if v is not None})
+    cal, cost = calibrate_network(net, data, cfg.deploy.target)
     # JSON text: Ray flattens nested dicts in results, and the report is nested several levels deep.
     extra: dict[str, Any] = {attrs.ANYTIME: json.dumps(report_of(cal, cost))}
     if cfg.deploy_exit != "anytime":
