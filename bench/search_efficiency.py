@@ -41,7 +41,6 @@ Run:  .venv/bin/python bench/search_efficiency.py [--seconds 120] [--seeds 3] [-
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -137,12 +136,13 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
     sampler = (
         optuna.samplers.RandomSampler(seed=seed) if method == "random" else make_sampler(space, seed=seed)
     )
-    study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler, storage=storage)
     log = RunLog(method, seed)
     searcher = None
     if method == "sdsearch":
-        searcher = SDOptunaSearch(SpaceSampler(space), study=study, objectives=OBJECTIVES, budget=space.budget,
-                                  cost_fn=cost_fn)  # fmt: skip
+        searcher = SDOptunaSearch(SpaceSampler(space), study=study, storage=storage, objectives=OBJECTIVES,
+                                  budget=space.budget, cost_fn=cost_fn)  # fmt: skip
     i = 0
     while log.elapsed < budget_s:
         t0 = clock()
@@ -175,8 +175,8 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 exits = []
             else:
-                study.tell(trial, [acc[cfg.deploy_exit], d.params, d.macs])
-                exits = [{"exit": e, "accuracy": float(acc[e]), "params": int(c.params), "macs": int(c.macs)}
+                study.tell(trial, [acc[cfg.deploy_exit], d["params"], d["macs"]])
+                exits = [{"exit": e, "accuracy": float(acc[e]), "params": int(c["params"]), "macs": int(c["macs"])}
                          for e, c in costs.items()]  # fmt: skip
         i += 1
         # measured non-training seconds of this iteration + the (possibly cached) training seconds
@@ -352,8 +352,8 @@ def main() -> None:
     import optuna
     import torch
 
-    from sdsearch.cost import exit_costs
     from sdsearch.data import load_dataset
+    from sdsearch.measure import DeployMetrics
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -363,9 +363,7 @@ def main() -> None:
     dataset = load_dataset(space0.data, seed=space0.seed)  # the split seed is fixed; trial seeds vary
     shape = dataset.shape
 
-    def cost_fn(cfg: Any) -> Any:
-        return exit_costs(cfg.model, num_classes=shape.num_classes, in_chans=shape.in_chans,
-                          input_size=(shape.height, shape.width))  # fmt: skip
+    cost_fn = DeployMetrics(shape)  # config -> exit -> metric -> value, what the runner passes the searcher
 
     print(f"dataset {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_val)} val, "
           f"{shape.in_chans}x{shape.height}x{shape.width}; budget {dict(space0.budget)}; epochs {args.epochs}, "
@@ -374,7 +372,7 @@ def main() -> None:
     # warm-up (untimed): PyTorch's first-use costs and the cost counter's first call
     warm = Trainer(dataset, args.threads, clock)
     first = _first_config(space0)
-    warm(first.replace(train=dataclasses.replace(first.train, epochs=1)))
+    warm(first.replace(train=first.train.replace(epochs=1)))
     cost_fn(first)
 
     logs: list[RunLog] = []
