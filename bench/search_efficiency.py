@@ -52,13 +52,14 @@ seconds. ``--plot hv.png`` draws mean HV against search seconds.
 
 Run:  .venv/bin/python bench/search_efficiency.py [--seconds 120] [--seeds 3] [--epochs 4]
       [--grace-epochs 1] [--reduction-factor 3] [--methods tpe sdsearch ...]
-      [--npz cifar10_12k.npz --train-images 2000] [--plot hv.png]
+      [--npz cifar10_12k.npz --train-images 2000] [--plot hv.png] [--save runs.json | --load runs.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import dataclasses
 import json
 import math
 import os
@@ -393,10 +394,12 @@ def report(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds:
     )
     ratios: dict[str, list[str]] = {label: [] for label in rows}
     reached: dict[str, list[float]] = {label: [] for label in rows}
+    refs = []
     for s in seeds:
         base = by[("tpe", s)]
         target = hv_at(base, budget_s, budget, exits=False)
         t_base = time_to_reach(base, target, budget, exits=False, limit=budget_s)
+        refs.append(f"seed {s}: {target:.3f} at {t_base or 0:.0f} s")
         for label, (method, exits) in rows.items():
             if target <= 0 or not t_base:
                 ratios[label].append("n/a")
@@ -407,6 +410,7 @@ def report(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds:
             else:
                 ratios[label].append(f"{t / t_base:.2f}")
                 reached[label].append(t / t_base)
+    print(f"  (TPE's final HV and when it reached it: {'; '.join(refs)})")
     for label in rows:
         r = reached[label]
         gm = math.exp(statistics.mean(math.log(max(x, 1e-9)) for x in r)) if r else float("nan")
@@ -496,8 +500,6 @@ def build_space(args: argparse.Namespace, seed: int) -> Any:
 
 def subset_train(dataset: Any, n: int | None) -> Any:
     """The first ``n`` images per class-balanced draw of the training split (fixed seed); all if None."""
-    import dataclasses
-
     import numpy as np
 
     if n is None or n >= len(dataset.y_train):
@@ -548,7 +550,18 @@ def main() -> None:
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="what a search second is: CPU time of this process (default) or wall time")  # fmt: skip
     parser.add_argument("--plot", default=None, help="write a PNG of HV vs search seconds")
+    parser.add_argument("--save", default=None, help="write the runs (every trial's time and exits) as JSON")
+    parser.add_argument("--load", default=None,
+                        help="report (and --plot) the runs of a --save file instead of searching")  # fmt: skip
     args = parser.parse_args()
+    if args.load:
+        saved = json.loads(Path(args.load).read_text())
+        logs = [_log_from_dict(d) for d in saved["runs"]]
+        print(saved["settings"])
+        report(logs, saved["budget"], saved["seconds"], saved["seeds"])
+        if args.plot:
+            plot(logs, saved["budget"], saved["seconds"], saved["seeds"], args.plot)
+        return
     npz = args.npz is not None
     defaults = {"epochs": (4, 8), "batch_size": (32, 64), "depth": (None, 1), "budget_macs": ("0.5M", "8M"),
                 "train_images": (None, 2000), "val_fraction": (0.2, 0.1)}  # fmt: skip
@@ -585,12 +598,13 @@ def main() -> None:
     cost_fn = DeployMetrics(shape)  # config -> exit -> metric -> value, what the runner passes the searcher
     rungs = ", ".join(f"{r:g}" for r in rung_levels(args.grace_epochs, args.reduction_factor, args.epochs))
 
-    print(f"dataset {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_val)} val, "
+    settings = (f"dataset {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_val)} val, "
           f"{shape.in_chans}x{shape.height}x{shape.width}; budget {dict(space0.budget)}; depth "
           f"{args.depth or 'searched'}; epochs {args.epochs}, batch {args.batch_size}; asha/moasha grace "
           f"{args.grace_epochs}, eta {args.reduction_factor:g}, rungs at epochs {rungs} (max_t {args.epochs}); "
           f"{args.seconds:g} s ({args.clock} clock, {args.threads} thread) per method per seed; seeds {seeds}; "
-          f"methods {', '.join(args.methods)}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"methods {', '.join(args.methods)}")  # fmt: skip
+    print(f"{settings}; load average {os.getloadavg()[0]:.2f}")
     # warm-up (untimed): PyTorch's first-use costs and the cost counter's first call; then one
     # epoch of a config that fits the budget, to size the search budget in full trials
     warm = Trainer(dataset, args.threads, clock)
@@ -621,9 +635,19 @@ def main() -> None:
               f"took {statistics.median(fulls) if fulls else float('nan'):.0f} s (median of {len(fulls)})", flush=True)  # fmt: skip
     print(f"total wall time {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.2f}")
     print()
+    if args.save:
+        runs = [{k: v for k, v in dataclasses.asdict(lg).items() if not k.startswith("_")} for lg in logs]
+        doc = {"settings": settings, "budget": dict(space0.budget), "seconds": args.seconds, "seeds": seeds,
+               "runs": runs}  # fmt: skip
+        Path(args.save).write_text(json.dumps(doc))
+        print(f"wrote {args.save}")
     report(logs, dict(space0.budget), args.seconds, seeds)
     if args.plot:
         plot(logs, dict(space0.budget), args.seconds, seeds, args.plot)
+
+
+def _log_from_dict(d: dict[str, Any]) -> RunLog:
+    return RunLog(**{**d, "events": [Event(**e) for e in d["events"]]})
 
 
 def _first_config(space: Any, cost_fn: Any) -> Any:
