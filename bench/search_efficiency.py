@@ -2,8 +2,8 @@
 
 Every method searches the same space (``spaces/iot_budget.yaml``'s space, short trials: ``--epochs``,
 default 2, batch 32) on digits (or ``--npz``) under the same edge budget (default params <= 100k,
-MACs <= 0.5M on digits, 8M on 32x32 ``--npz`` images: about half of the space is over budget;
-``--budget-params 60k`` rejects about 80 %) for the same budget of *search seconds* per seed, in one
+MACs <= 0.5M on digits, 8M on 32x32 ``--npz`` images: about 20 % of the space's random configs
+are over budget on digits; ``--budget-params 60k`` rejects about 30 %) for the same budget of *search seconds* per seed, in one
 process, without Ray (so the strategy is measured, not Ray):
 
 * **sdsearch**: :class:`sdsearch.search.searcher.SDOptunaSearch` driven directly (``suggest`` ->
