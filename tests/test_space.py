@@ -179,3 +179,24 @@ def test_byot_reproduction_is_a_trainer_config():
     # The SD code divides the rate by 10 at epochs E//3, 2E//3 and E-10.
     assert train.schedule == "step" and [round(m * train.epochs) for m in train.milestones] == [66, 133, 190]
     assert cfg.data.dataset == "cifar100" and cfg.data.download
+
+
+@pytest.mark.parametrize("name", ["iot_budget", "mcu_sram"])
+def test_cpu_spaces_budget_admits_most_configs_and_binds(name):
+    """The CPU spaces' own budgets: most sampled configs train, and the limit still rejects some."""
+    from sdsearch.data import describe
+    from sdsearch.measure import DeployMetrics
+    from sdsearch.search.searcher import budget_violations
+
+    space = load_space(ROOT / "spaces" / f"{name}.yaml")
+    metrics = DeployMetrics(describe(space.data))
+    study = _study()
+    admitted = 0
+    n = 40
+    for _ in range(n):
+        trial = study.ask()
+        cfg = space.suggest(trial)
+        deployed = metrics(cfg)[cfg.deploy_exit]
+        admitted += all(v <= 0 for v in budget_violations(deployed, space.budget).values())
+        study.tell(trial, 0.0)
+    assert n // 2 <= admitted < n
