@@ -2,8 +2,9 @@
 
 Every method searches the same space (``spaces/iot_budget.yaml``'s space) on digits (or ``--npz``,
 e.g. CIFAR-10) under the same edge budget (default params <= 100k, MACs <= 0.5M on digits, 8M on
-32x32 ``--npz`` images: about half of the space is over budget) for the same budget of *search
-seconds* per seed, in one process, without Ray (so the strategy is measured, not Ray):
+32x32 ``--npz`` images; each method's line reports how many configs it rejected or trained over
+budget) for the same budget of *search seconds* per seed, in one process, without Ray (so the
+strategy is measured, not Ray):
 
 * **tpe**: plain Optuna multi-objective TPE (the space's sampler options, same seed, same space
   via ``Space.suggest``; objectives accuracy/params/macs of the deployed exit) training *every*

@@ -189,3 +189,24 @@ def test_early_stopping_under_a_complete_only_sampler_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         parse_space({"sampler": "tpe", "scheduler": {"type": "moasha"}})  # tpe learns from pruned trials
+
+
+@pytest.mark.parametrize("name", ["iot_budget", "mcu_sram"])
+def test_cpu_spaces_budget_admits_most_configs_and_binds(name):
+    """The CPU spaces' own budgets: most sampled configs train, and the limit still rejects some."""
+    from sdsearch.data import describe
+    from sdsearch.measure import DeployMetrics
+    from sdsearch.search.searcher import budget_violations
+
+    space = load_space(ROOT / "spaces" / f"{name}.yaml")
+    metrics = DeployMetrics(describe(space.data))
+    study = _study()
+    admitted = 0
+    n = 40
+    for _ in range(n):
+        trial = study.ask()
+        cfg = space.suggest(trial)
+        deployed = metrics(cfg)[cfg.deploy_exit]
+        admitted += all(v <= 0 for v in budget_violations(deployed, space.budget).values())
+        study.tell(trial, 0.0)
+    assert n // 2 <= admitted < n
