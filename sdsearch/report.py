@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "columns",
+    "config_table",
     "front_json",
     "front_records",
     "front_report",
@@ -153,30 +154,51 @@ def _shown_leaves(front: Front, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def front_table(front: Front) -> Table:
-    """The selected front as a table, cheapest first; the knee row is bold and tagged."""
+    """The selected front's figures, cheapest first; the knee row is bold and tagged."""
     knee, best = front.knee, front.best
     what = "(trial, exit) candidates" if front.candidates else "trials (deployed exit)"
     metrics = _shown_metrics(front)
     table = Table(title=f"{front.study_name}: Pareto front of {what}", caption=_caption(front, metrics))
     for column in ("trial", "exit", *(METRICS.get(m).heading(front.dtype) for m in metrics)):
-        table.add_column(column, justify="right")
-    names = columns(front)
-    rows = [_record(c, names, knee=c is knee) for c in front.front]
-    leaves = _shown_leaves(front, rows)
-    for key in leaves:
-        table.add_column(key)
+        # Figures are what the table is for: a narrow terminal wraps the caption, never a number.
+        table.add_column(column, justify="right", no_wrap=True)
     table.add_column("")
-    for c, r in zip(front.front, rows, strict=True):
+    for c in front.front:
         tags = [f"best {METRICS.get(m).label}" for m, b in best.items() if b is c]
         table.add_row(
             str(c.trial),
             c.exit,
             *(METRICS.get(m).format(metric_or_none(c, m)) for m in metrics),
-            *("-" if r[k] is None else str(r[k]) for k in leaves),
             ", ".join((["knee"] if c is knee else []) + tags),
             style="bold" if c is knee else None,
         )
     return table
+
+
+def config_table(front: Front) -> Table:
+    """The configs behind the front, one column per trial (a front has few trials and a config many
+    keys, so this way round fits a terminal)."""
+    trials = list(dict.fromkeys(c.trial for c in front.front))
+    first = {c.trial: c for c in reversed(front.front)}
+    names = columns(front)
+    rows = {t: _record(first[t], names, knee=False) for t in trials}
+    table = Table(title="their configs (searched keys)")
+    table.add_column("key", no_wrap=True)
+    for t in trials:
+        table.add_column(f"trial {t}", justify="right", overflow="fold")
+    for key in _shown_leaves(front, list(rows.values())):
+        table.add_row(key, *(_format_value(rows[t][key]) for t in trials))
+    return table
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "-"  # the key does not apply to this config
+    if value == "":
+        return "(none)"  # an empty subset, e.g. no exit branches
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _caption(front: Front, metrics: list[str]) -> str:
@@ -218,6 +240,8 @@ def front_report(front: Front) -> Group:
     )
     best = Text("\n".join(_best_line(front, m, c) for m, c in front.best.items()))
     parts: list[Any] = [header, front_table(front), counts, best]
+    if front.front:
+        parts.append(config_table(front))
     if front.partial:
         parts.insert(2, partial_table(front))
     return Group(*parts)

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from sdsearch.report import (
     columns,
+    config_table,
     front_json,
     front_records,
     front_report,
@@ -88,6 +89,29 @@ def test_report_renders_table_counts_and_best(front: Front) -> None:
     for searched in ("backbone.arch", "branches.placement"):  # the leaves the study searched
         assert searched in text
     assert "stopped early" in text  # the pruned trial's partial candidates, apart from the front
+
+
+def test_numbers_are_never_cut_and_configs_go_one_column_per_trial(front: Front) -> None:
+    """On an 80-column terminal every figure is printed whole; the config table has a column per
+    trial on the front (not per candidate) and a row per searched key."""
+    console = Console(record=True, width=80, color_system=None)
+    console.print(front_report(front))
+    text = console.export_text()
+    assert "…" not in text
+    for c in front.front:
+        assert f"{100 * c.accuracy:.2f}%" in text
+    table = config_table(front)
+    trials = {c.trial for c in front.front}
+    assert [col.header for col in table.columns[1:]] == [
+        f"trial {t}" for t in dict.fromkeys(c.trial for c in front.front)
+    ]
+    assert len(table.columns) == 1 + len(trials)
+    keys = list(table.columns[0].cells)
+    assert "backbone.arch" in keys and "train.weight_decay" not in keys  # searched keys only
+    placement = keys.index("branches.placement")
+    by_trial = {record["trial"]: record for record in front_records(front)}
+    for col, t in zip(table.columns[1:], dict.fromkeys(c.trial for c in front.front), strict=True):
+        assert list(col.cells)[placement] == (by_trial[t]["branches.placement"] or "(none)")
 
 
 def test_plot_writes_a_png(front: Front, tmp_path: Path) -> None:
