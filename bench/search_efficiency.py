@@ -171,7 +171,9 @@ class Trainer:
 
         stopped = any(step(e) for e in range(1, len(curve.accuracy) + 1))  # any() stops at the first True
         if not stopped and state["done"] < epochs and curve.failure is None:
-            self._train(cfg, curve, step)
+            self._train(
+                cfg, curve, step, lambda seconds: state.__setitem__("charged", state["charged"] + seconds)
+            )
         failure = None
         if state["done"] < epochs and curve.failure is not None and len(curve.accuracy) == state["done"]:
             failure = curve.failure[0]
@@ -180,8 +182,11 @@ class Trainer:
         done = state["done"]
         return Trained(done, curve.accuracy[done - 1] if done else None, state["charged"], fresh, failure)
 
-    def _train(self, cfg: Any, curve: Curve, step: Callable[[int], bool]) -> None:
-        """Train from scratch until ``step`` says stop or the epochs are done, extending ``curve``."""
+    def _train(
+        self, cfg: Any, curve: Curve, step: Callable[[int], bool], charge: Callable[[float], None]
+    ) -> None:
+        """Train from scratch until ``step`` says stop or the epochs are done, extending ``curve``;
+        ``charge`` bills seconds that belong to an epoch already stepped through."""
         from sdsearch.search.trainable import fit_config
 
         known = len(curve.accuracy)
@@ -189,6 +194,14 @@ class Trainer:
 
         def report(r: Any) -> bool:
             now = self.clock()
+            if known < r.epoch == len(curve.accuracy):
+                # A follow-up on the last epoch (the anytime calibration, int8 scores): a real trial
+                # pays for it, so its seconds join that epoch's (charged now, and on every replay).
+                curve.accuracy[-1] = dict(r.val_accuracy)
+                curve.seconds[-1] += now - mark[0]
+                charge(now - mark[0])
+                mark[0] = self.clock()
+                return False
             if r.epoch <= known:  # a replay: same seed and threads give the same numbers, so only check
                 self.epochs_replayed += 1
                 self.mismatches += dict(r.val_accuracy) != curve.accuracy[r.epoch - 1]
