@@ -22,6 +22,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from sdsearch.anytime import (
     anytime_outcome,
     anytime_report,
     calibrate,
+    exit_indices,
     exit_statistics,
     plot_anytime,
     run_anytime_onnx,
@@ -40,7 +42,7 @@ from sdsearch.anytime import (
 )
 from sdsearch.config import BackboneConfig, BranchesConfig, DataConfig, ModelConfig, TrainConfig, TrialConfig
 from sdsearch.data import load_dataset
-from sdsearch.deploy import Preprocess
+from sdsearch.deploy import cpu_deploy, onnx_graphs, onnx_session
 from sdsearch.trainer import build, fit
 from sdsearch.units import format_value
 
@@ -57,22 +59,16 @@ def _config(args: argparse.Namespace, seed: int) -> TrialConfig:
     return TrialConfig(model=model, data=data, train=train, seed=seed)
 
 
-def _static_onnx(net: nn.Module, pre: nn.Module, example: torch.Tensor, path: Path) -> None:
-    import warnings
-
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(nn.Sequential(pre, net).eval(), (example,), str(path), dynamo=True,
-                          input_names=["input"], output_names=["logits"], verbose=False)  # fmt: skip
+def _static_onnx(net: nn.Module, exit: str, data: Any, path: Path) -> None:
+    """``exit`` deployed alone, as the float32 graph ``sdsearch train`` writes as ``model.onnx``."""
+    s = data.shape
+    graph = onnx_graphs(cpu_deploy(net, exit), mean=data.mean, std=data.std,
+                        input_shape=(s.in_chans, *s.input_size))["float32"]  # fmt: skip
+    path.write_bytes(graph.SerializeToString())
 
 
 def _per_image_seconds(path: Path, images: np.ndarray) -> float:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, threads=1)
     name = session.get_inputs()[0].name
     for image in images[:20]:  # warm-up
         session.run(None, {name: image[None]})
@@ -139,21 +135,17 @@ def main() -> None:
                   + "/".join(f"{100 * v:.0f}" for v in out.exit_share) + f"%  [{1000 * seconds:.0f} ms]")  # fmt: skip
         cal, out = first
         model = AnytimeModel(net, cal.thresholds).eval()
-        pre = Preprocess(data.mean, data.std)
         images = np.ascontiguousarray(data.x_test.transpose(0, 2, 3, 1))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "anytime.onnx"
             status = save_anytime_onnx(
                 model, path, input_shape=(s.in_chans, *s.input_size), mean=data.mean, std=data.std, cost=cost
             )
-            example = torch.zeros((1, *images.shape[1:]), dtype=torch.uint8)
             statics = {e: Path(tmp) / f"exit_{e}.onnx" for e in (net.exits[0], "final")}
             for e, p in statics.items():
-                _static_onnx(net.deploy(e).eval(), pre, example, p)
+                _static_onnx(net, e, data, p)
             _, exits = run_anytime_onnx(path, images)
-            with torch.no_grad():
-                _, ref = model(torch.addcmul(pre.shift, torch.from_numpy(data.x_test).float(), pre.scale))
-            agree = (exits == ref.numpy()).mean()
+            agree = (exits == exit_indices(test.confidence, model.thresholds.numpy())).mean()
             times: dict[str, list[float]] = {"anytime": [], **{e: [] for e in statics}}
             for _ in range(args.repeats):
                 times["anytime"].append(_per_image_seconds(path, images))

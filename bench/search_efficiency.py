@@ -638,7 +638,7 @@ def main() -> None:
         for method in [m for m in RUN_ORDER if m in args.methods]:
             log = search(method, space, seed, args.seconds, trainer, cost_fn, clock, args)
             logs.append(log)
-            print(f"  seed {seed} {method:<16} full {len(log.events) + 0:>3}, pruned {log.pruned:>3}, failed "
+            print(f"  seed {seed} {method:<16} full {sum(e.t <= args.seconds for e in log.events):>3}, pruned {log.pruned:>3}, failed "
                   f"{log.failed}, rejected {log.rejected:>3}, epochs {log.epochs:>4}, infeasible-trained "
                   f"{sum(not feasible(e.deployed, space.budget) for e in log.events):>3}, final HV "
                   f"{hv_at(log, args.seconds, space.budget, exits=method in SCHEDULERS):.3f}; "

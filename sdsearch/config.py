@@ -437,6 +437,12 @@ class TrialConfig(Record):
         """The deployed exit's name (``deploy.exit``)."""
         return self.deploy.exit
 
+    @property
+    def static_exit(self) -> str:
+        """The exit a single static model deploys: ``deploy.exit``, or the final exit for an anytime
+        deployment (whose accuracy exists only after calibration)."""
+        return "final" if self.deploy.exit == "anytime" else self.deploy.exit
+
     def leaf_values(self) -> dict[str, Any]:
         """Every searchable leaf's value, by key (``{"backbone.width": 0.25, ...}``)."""
         out: dict[str, Any] = {}

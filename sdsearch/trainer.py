@@ -259,20 +259,38 @@ def evaluate(
         amp: bf16 autocast (CUDA only). Without it the evaluation is strict float32 even inside
             a caller's autocast region, and on CUDA without TF32 convolutions and matmuls.
     """
+    loader = eval_loader(net, x, y, mean=mean, std=std, batch_size=batch_size, device=device,
+                         channels_last=channels_last)  # fmt: skip
+    amp = amp and loader.device.type == "cuda"
+    with contextlib.nullcontext() if amp else strict_float32(loader.device):
+        return _evaluate(net, loader, amp=amp)
+
+
+def eval_loader(
+    net: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = EVAL_BATCH_SIZE,
+    device: torch.device | str | None = None,
+    channels_last: bool = False,
+) -> DeviceLoader:
+    """The set-up every evaluation pass shares: ``net`` moved to ``device`` (default: where its
+    parameters are) and a loader of normalised ``x, y`` batches there."""
     if device is None:
         param = next(net.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     dev = torch.device(device)
     net.to(dev)
-    loader = DeviceLoader(x, y, batch_size=batch_size, mean=mean, std=std, device=dev,
-                          channels_last=channels_last)  # fmt: skip
-    amp = amp and dev.type == "cuda"
-    with contextlib.nullcontext() if amp else _strict_float32(dev):
-        return _evaluate(net, loader, amp=amp)
+    return DeviceLoader(
+        x, y, batch_size=batch_size, mean=mean, std=std, device=dev, channels_last=channels_last
+    )
 
 
 @contextlib.contextmanager
-def _strict_float32(device: torch.device) -> Iterator[None]:
+def strict_float32(device: torch.device) -> Iterator[None]:
     """No autocast on ``device``, and on CUDA IEEE float32 convolutions and matmuls (no TF32), then restore."""
     with torch.autocast(device.type, enabled=False):
         if device.type != "cuda":

@@ -57,7 +57,12 @@ def net(digits: Dataset) -> SelfDistillNet:
     torch.manual_seed(0)
     net = SelfDistillNet(TINY, num_classes=10, in_chans=1, input_size=(8, 8))
     fit(
-        net, SelfDistillLoss(LossConfig(), net), digits, TrainConfig(epochs=8, batch_size=64, lr=0.05), seed=0
+        net,
+        SelfDistillLoss(LossConfig(), net),
+        digits,
+        TrainConfig(epochs=8, batch_size=64, lr=0.05),
+        seed=0,
+        device="cpu",  # the checks below run on CPU tensors, on every machine
     )
     # fit leaves the net channels-last; deployment and the checks below use the default format.
     return net.to(memory_format=torch.contiguous_format).eval()
@@ -161,8 +166,10 @@ def test_thresholds_of_one_give_the_deepest_exit_and_every_exit_running(
         assert out.accuracy == stats.exit_accuracy["final"]
         assert out.expected_macs == worst == cost.worst_case
         assert out.exit_share == (0.0, 0.0, 0.0, 1.0)
-    by_name = anytime_outcome(test_stats, {"3": 1.0, "1": 1.0, "2": 1.0}, cost)
-    assert by_name == anytime_outcome(test_stats, [1.0, 1.0, 1.0], cost)
+    # Thresholds keyed by exit name are put in depth order (distinct values, so an order mix-up shows).
+    by_name = anytime_outcome(test_stats, {"3": 0.9, "1": 0.5, "2": 0.7}, cost)
+    assert by_name == anytime_outcome(test_stats, [0.5, 0.7, 0.9], cost)
+    assert by_name != anytime_outcome(test_stats, [0.9, 0.5, 0.7], cost)
 
 
 def test_thresholds_of_zero_give_exit_one(cost: AnytimeCost, val: ExitStats, test_stats: ExitStats) -> None:

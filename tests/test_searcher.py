@@ -424,3 +424,21 @@ def test_quantized_trial_reports_int8_accuracy_last():
     assert int8.epoch == reports[0].epoch == 1 and set(int8.val_accuracy) == {"2", "final"}
     assert int8.accuracy == int8.val_accuracy["final"]
     assert reports[2].val_accuracy == int8.val_accuracy and attrs.ANYTIME in reports[2].extra
+
+
+def test_quantized_anytime_trial_scores_its_static_exit_in_int8_then_the_anytime_model():
+    """deploy.exit: anytime with quantize: int8: the int8 report stands on the final exit (no static
+    graph is called 'anytime'), and the anytime report that follows carries the trial's accuracy."""
+    from sdsearch.data import load_dataset
+    from sdsearch.search.trainable import fit_config
+
+    cfg = TrialConfig.from_dict({
+        "model": {"backbone": {"arch": "mobilenetv2", "width": 0.125, "depth": 1}, "branches": {"placement": [2]}},
+        "train": {"epochs": 1, "batch_size": 64},
+        "deploy": {"quantize": "int8", "exit": "anytime"},
+    })  # fmt: skip
+    reports = []
+    fit_config(cfg, load_dataset(cfg.data, seed=0), threads=1, report=reports.append)
+    assert [r.precision for r in reports] == ["float32", "int8", "int8"]
+    assert reports[1].accuracy == reports[1].val_accuracy["final"]
+    assert reports[2].accuracy == reports[2].val_accuracy["anytime"] and attrs.ANYTIME in reports[2].extra

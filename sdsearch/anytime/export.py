@@ -43,7 +43,7 @@ from torch import nn
 from sdsearch.anytime.model import AnytimeModel, exit_confidence
 from sdsearch.anytime.policy import AnytimeCost
 from sdsearch.artifacts import INPUT_LAYOUT
-from sdsearch.deploy import Preprocess
+from sdsearch.deploy import Preprocess, onnx_session
 from sdsearch.paths import write_atomic
 
 __all__ = [
@@ -188,11 +188,7 @@ def run_anytime_onnx(path: str | os.PathLike[str], images: np.ndarray) -> tuple[
     Returns:
         The logits ``(N, num_classes)`` and exit indices ``(N,)`` ONNX Runtime computed.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # the exporter leaves unused initializers that ORT warns about
-    session = ort.InferenceSession(str(Path(path)), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(Path(path), threads=1)
     name = session.get_inputs()[0].name
     logits, exits = [], []
     for image in images:

@@ -29,9 +29,8 @@ from torch import nn
 from sdsearch.anytime.policy import AnytimeCost, ExitStats, _ordered, _thresholds
 from sdsearch.config import ModelConfig
 from sdsearch.cost import module_cost
-from sdsearch.loader import DeviceLoader
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.trainer import EVAL_BATCH_SIZE
+from sdsearch.trainer import EVAL_BATCH_SIZE, eval_loader, strict_float32
 
 __all__ = [
     "AnytimeModel",
@@ -249,22 +248,19 @@ def exit_statistics(
         >>> stats.exit_accuracy                                                               # doctest: +SKIP
         {'1': 0.93, '2': 0.95, '3': 0.96, 'final': 0.97}
     """
-    if device is None:
-        param = next(net.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    dev = torch.device(device)
-    net.to(dev)
-    loader = DeviceLoader(x, y, batch_size=batch_size, mean=mean, std=std, device=dev)
+    loader = eval_loader(net, x, y, mean=mean, std=std, batch_size=batch_size, device=device)
     if loader.num_samples == 0:
         raise ValueError("cannot collect exit statistics on an empty split")
     was_training = net.training
     model = AnytimeModel(net, [1.0] * (len(net.exits) - 1), share_weights=True).eval()
     confidence, correct = [], []
+    # Thresholds sit near 1.0, so confidences must be the float32 ones deployment computes (no TF32).
     try:
-        for xb, yb in loader:
-            logits = model.forward_exits(xb)
-            confidence.append(torch.stack([exit_confidence(z) for z in logits], dim=1).cpu())
-            correct.append(torch.stack([z.argmax(dim=1) == yb for z in logits], dim=1).cpu())
+        with strict_float32(loader.device):
+            for xb, yb in loader:
+                logits = model.forward_exits(xb)
+                confidence.append(torch.stack([exit_confidence(z) for z in logits], dim=1).cpu())
+                correct.append(torch.stack([z.argmax(dim=1) == yb for z in logits], dim=1).cpu())
     finally:
         net.train(was_training)
     return ExitStats(

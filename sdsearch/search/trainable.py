@@ -116,7 +116,6 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     net, loss = build(cfg, data.shape)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    anytime = cfg.deploy_exit == "anytime"
     result = fit(
         net,
         loss,
@@ -127,7 +126,7 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
         device=device,
         threads=threads,
         report=report,
-        deploy_exit="final" if anytime else cfg.deploy_exit,
+        deploy_exit=cfg.static_exit,
     )
     if result.stopped or report is None:
         return result
@@ -136,7 +135,7 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
         from sdsearch.deploy import int8_accuracy
 
         int8 = int8_accuracy(net, net.exits, data, seed=cfg.seed)
-        last = dataclasses.replace(last, val_accuracy=int8, accuracy=int8[cfg.deploy_exit], precision="int8")
+        last = dataclasses.replace(last, val_accuracy=int8, accuracy=int8[cfg.static_exit], precision="int8")
         report(last)
     if len(net.exits) > 1:
         report(anytime_report(cfg, net, data, last))
