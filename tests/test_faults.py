@@ -591,3 +591,17 @@ def test_an_unlearnable_dataset_is_refused_before_any_study_or_training(tmp_path
     assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip() == err
     assert not (tmp_path / "run").exists()
+
+
+def test_server_timeouts_bound_an_attempt_but_the_url_keeps_its_own():
+    """libpq timeouts are added for a PostgreSQL server; one the URL sets is not overridden (SQLAlchemy
+    lets connect_args win over the URL's query), and SQLite gets none of them."""
+    from sdsearch.search.storage import server_engine_kwargs
+
+    for url in ("postgresql+psycopg2://u:p@db/study", "postgresql://u:p@db/study"):  # psycopg2, psycopg 3
+        plain = server_engine_kwargs(url)
+        assert plain["pool_pre_ping"] and plain["connect_args"]["connect_timeout"] == 10
+        assert plain["connect_args"]["keepalives"] == 1
+    own = server_engine_kwargs("postgresql+psycopg2://u:p@db/study?connect_timeout=30")
+    assert "connect_timeout" not in own["connect_args"] and own["connect_args"]["keepalives"] == 1
+    assert "connect_args" not in server_engine_kwargs("mysql+pymysql://u:p@db/study")

@@ -442,3 +442,40 @@ def test_quantized_anytime_trial_scores_its_static_exit_in_int8_then_the_anytime
     assert [r.precision for r in reports] == ["float32", "int8", "int8"]
     assert reports[1].accuracy == reports[1].val_accuracy["final"]
     assert reports[2].accuracy == reports[2].val_accuracy["anytime"] and attrs.ANYTIME in reports[2].extra
+
+
+def test_reports_repeating_the_last_epoch_are_one_attempt_and_a_new_start_is_another():
+    """The int8, anytime and failure reports follow the last epoch on the same epoch: not a re-run.
+    A report from a worker that started later is one, whatever its epoch."""
+    searcher, study = make_searcher()
+    s = searcher.suggest("a")
+    first, second = (
+        {"node": "n1", "host": "w1", "started": 100.0},
+        {"node": "n2", "host": "w2", "started": 200.0},
+    )
+    for epoch in (1, 2, 2, 2):
+        searcher.on_trial_result("a", result(epoch=epoch, worker=first))
+    searcher.on_trial_complete("a", result(epoch=2, worker=first))
+    assert attrs.RESTARTS not in study.trials[s["trial_number"]].user_attrs
+
+    s = searcher.suggest("b")
+    searcher.on_trial_result("b", result(epoch=1, worker=first))
+    searcher.on_trial_result("b", result(epoch=1, worker=second))  # re-run, lost at its first epoch
+    searcher.on_trial_result("b", result(epoch=2, worker=second))
+    searcher.on_trial_complete("b", result(epoch=2, worker=second))
+    restarts = study.trials[s["trial_number"]].user_attrs[attrs.RESTARTS]
+    assert [(r["epoch"], r["node"]) for r in restarts] == [(1, "n1")]
+
+
+def test_after_a_fatal_storage_error_results_and_completions_are_not_told(monkeypatch):
+    """Once the run is stopping, Tune hands in the trials it cut short: telling them would store
+    partial trials as trained; they stay in flight for the next driver to re-run."""
+    from sdsearch.errors import StorageUnavailableError
+
+    searcher, study = make_searcher()
+    a, b = searcher.suggest("a"), searcher.suggest("b")
+    searcher.fatal = StorageUnavailableError("db: the study storage has been unreachable for 60 s")
+    searcher.on_trial_result("b", result(epoch=1))
+    searcher.on_trial_complete("b", result(epoch=1))
+    assert study.trials[b["trial_number"]].state == TrialState.RUNNING
+    assert sorted(t.number for t in searcher.in_flight) == sorted([a["trial_number"], b["trial_number"]])

@@ -121,7 +121,7 @@ def final_state(
     - otherwise COMPLETE with the deployed exit's objective values.
     """
     result = result or {}
-    epochs_done = int(result.get("epoch", 0) or 0)
+    epochs_done = _epoch(result)
     partial = epochs_done < config.train.epochs
     candidates = []
     for exit_name in costs:
@@ -165,6 +165,19 @@ def restart_record(last: Mapping[str, Any]) -> dict[str, Any]:
 
 def _epoch(result: Mapping[str, Any]) -> int:
     return int(result.get("epoch", 0) or 0)
+
+
+def _new_attempt(result: Mapping[str, Any], last: Mapping[str, Any]) -> bool:
+    """Whether ``result`` comes from a re-run of the trial, not from the attempt that sent ``last``.
+
+    An attempt is known by its worker's start time: one attempt may report an epoch twice (the int8
+    scores, the anytime report and a failure all follow the last epoch on the same epoch). Without
+    start times, an epoch going back means a re-run.
+    """
+    now, before = _nested(result, "worker").get("started"), _nested(last, "worker").get("started")
+    if now is not None and before is not None:
+        return now != before
+    return _epoch(result) < _epoch(last)
 
 
 def _lost_worker(result: Mapping[str, Any]) -> str:
@@ -310,6 +323,8 @@ class SDOptunaSearch(Searcher):
         without one, and an epoch that does not follow it means Ray re-ran the trial after its
         worker died (the runner allows one such retry).
         """
+        if self.fatal is not None:  # the run is stopping: the next driver re-runs what is in flight
+            return
         with self._storage_faults():
             self._on_trial_result(trial_id, result)
 
@@ -318,7 +333,7 @@ class SDOptunaSearch(Searcher):
         if ot_trial is None:
             return
         last = self._last.get(trial_id)
-        if last is not None and _epoch(result) <= _epoch(last):
+        if last is not None and _new_attempt(result, last):
             self._restarts.setdefault(trial_id, []).append(last)
         self._last[trial_id] = dict(result)
         self._beat(self._storage_id(ot_trial))
@@ -327,6 +342,8 @@ class SDOptunaSearch(Searcher):
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         """Tell the study exactly once, with candidates and the reason stored before ``tell``."""
+        if self.fatal is not None:  # Tune's stop hands in cut-short trials: they must stay in flight
+            return
         with self._storage_faults():
             self._on_trial_complete(trial_id, result, error)
 
@@ -420,7 +437,7 @@ class SDOptunaSearch(Searcher):
                 for trial_id in trial_ids:
                     try:  # the storage itself rides out a restarting database (sdsearch.search.rdb)
                         storage.record_heartbeat(trial_id)
-                    except StorageUnavailableError:  # the driver's own calls report it, once
+                    except (StorageUnavailableError, DiskFullError):  # the driver's own calls report it, once
                         logger.debug("no heartbeat for trial id %d: the storage is unreachable", trial_id)
                     except Exception as exc:  # a missed beat is harmless: the next one comes in an interval
                         logger.warning(

@@ -46,7 +46,7 @@ RETRY_SECONDS_ENV = "SDSEARCH_STORAGE_RETRY_SECONDS"
 #: grace period (120 s) minus one interval (30 s), so other drivers never take the trials of a
 #: driver that is waiting for the server for those of a dead one.
 DEFAULT_RETRY_SECONDS = 60.0
-#: libpq settings (psycopg2) that bound each attempt: a connect to a host that is down (no refusal,
+#: libpq settings (psycopg2 and psycopg 3) that bound each attempt: a connect to a host that is down (no refusal,
 #: no reply) fails in 10 s, and a query whose server vanished in about 25 s, instead of the kernel's
 #: minutes, so the retry window means what it says.
 _LIBPQ_TIMEOUTS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
@@ -59,6 +59,23 @@ _OPTUNA_TABLES = {"studies", "trials", "version_info"}
 def storage_url(source: str) -> str:
     """A storage URL for ``source``: URLs pass through, ``*.db`` paths become ``sqlite:///path``."""
     return source if "://" in source else f"sqlite:///{source}"
+
+
+def server_engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for a database server: a restarted server leaves dead pooled
+    connections, so each is tested before use; libpq connect and keepalive timeouts bound an attempt
+    against a host that is down, except those the URL sets itself (``connect_args`` would win)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    with contextlib.suppress(ArgumentError):
+        parsed = make_url(url)
+        if parsed.get_driver_name() in ("psycopg2", "psycopg"):  # both pass libpq keywords through
+            engine_kwargs["connect_args"] = {
+                k: v for k, v in _LIBPQ_TIMEOUTS.items() if k not in parsed.query
+            }
+    return engine_kwargs
 
 
 def mask_url(url: str) -> str:
@@ -139,8 +156,7 @@ def open_storage(url: str, *, create: bool = False) -> SDRDBStorage:
         ConfigError: ``SDSEARCH_STORAGE_RETRY_SECONDS`` is not a number of seconds.
     """
     import optuna
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from sdsearch.paths import is_disk_full
     from sdsearch.search.rdb import SDRDBStorage
@@ -152,16 +168,11 @@ def open_storage(url: str, *, create: bool = False) -> SDRDBStorage:
         _check_sqlite_file(path, url, create=create)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     elif not url.startswith("sqlite"):
-        # A server that restarted leaves dead pooled connections: test each before use.
-        engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        with contextlib.suppress(ArgumentError):
-            if make_url(url).get_driver_name() == "psycopg2":
-                engine_kwargs["connect_args"] = dict(_LIBPQ_TIMEOUTS)
         kwargs.update(
             heartbeat_interval=30,
             grace_period=120,
             heartbeat_stale_trial_callback=_retry_once(),
-            engine_kwargs=engine_kwargs,
+            engine_kwargs=server_engine_kwargs(url),
             retry_seconds=_retry_seconds(),
         )
     attempts = 1 if path is not None else 5
