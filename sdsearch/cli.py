@@ -395,10 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    if not args.debug:
-        warnings.showwarning = _one_line_warning
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():  # restores the caller's warning display afterwards
+            if not args.debug:
+                warnings.showwarning = _one_line_warning
+            return args.handler(args)
     except SdsearchError as exc:
         if args.debug:
             raise

@@ -443,6 +443,13 @@ class _Rules:
                 )
             if deploy.quantize != "none":
                 raise self.fail("deploy.quantize", "int8 quantization of anytime models is not supported yet")
+            budget = {m for m, v in dict(self.doc.budget).items() if v is not None}
+            if "latency" in set(self.doc.objectives) | budget:
+                raise self.fail(
+                    "deploy.exit",
+                    "the latency of anytime models is not measured yet: drop latency from objectives and "
+                    "budget, or deploy a static exit",
+                )
         elif deploy.exit != "final":
             stage = int(deploy.exit)
             if not (placement.is_fixed and stage in placement.value):

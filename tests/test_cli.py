@@ -183,3 +183,24 @@ def test_output_paths_that_are_folders_or_files_are_bad_input(tmp_path, capsys):
         output_dir(tmp_path / "file", option="--out")
     assert folder.value.exit_code == file.value.exit_code == 2
     assert output_file(tmp_path / "plot", option="--plot", suffix=".png").name == "plot.png"
+
+
+def test_main_puts_the_callers_warning_display_back(tmp_path, capsys):
+    """main() shows warnings as one line while it runs, and leaves a caller's display as it was."""
+    import warnings
+
+    before = warnings.showwarning
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndata: {dataset: digits}\nsampler: nsga2\nscheduler: {type: moasha}\n")
+    assert main(["validate", str(path)]) == 0
+    assert "warning: " in capsys.readouterr().err  # nsga2 with a scheduler warns, as one line
+    assert warnings.showwarning is before
+
+
+def test_costs_known_only_after_training_fall_back_to_their_worst_case():
+    from sdsearch.metrics import metric_value
+
+    assert metric_value({"macs": 5.0}, "expected_macs") == 5.0
+    assert metric_value({"macs": 5.0, "expected_macs": 2.0}, "expected_macs") == 2.0
+    assert metric_value({"accuracy": 0.9}, "anytime_accuracy") == 0.9
+    assert metric_value({"macs": 5.0}, "flops") == 10.0

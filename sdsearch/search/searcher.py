@@ -479,15 +479,11 @@ class SDOptunaSearch(Searcher):
 
     def _rejected_values(self, deployed: Mapping[str, float]) -> list[float]:
         """Objective values of a config that never trains: accuracy 0 and its real costs (a cost known
-        only after training, such as expected MACs, takes its worst case, the MACs)."""
-        values = []
-        for o in self._objectives:
-            if METRICS.get(o).direction == "maximize":
-                values.append(0.0)
-            else:
-                value = metric_value(deployed, o)
-                values.append(float(value if value is not None else metric_value(deployed, "macs")))
-        return values
+        only after training, such as expected MACs, takes its metric's fallback, the worst case)."""
+        return [
+            0.0 if METRICS.get(o).direction == "maximize" else float(metric_value(deployed, o))
+            for o in self._objectives
+        ]
 
     def _reject(
         self, ot_trial: optuna.trial.Trial, why: str, message: str | None, values: list[float] | None
