@@ -121,11 +121,19 @@ class StudyBuilder:
         self._n += 1
         return (searcher or self.searcher).suggest(str(self._n))
 
-    def trained(self, deployed: Exit, exits: dict[str, Exit] | None = None, *, arch: str = "resnet") -> None:
-        """A trained COMPLETE trial: deployed exit ``final`` plus shallow ``exits``."""
+    def trained(
+        self,
+        deployed: Exit,
+        exits: dict[str, Exit] | None = None,
+        *,
+        arch: str = "resnet",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """A trained COMPLETE trial: deployed exit ``final`` plus shallow ``exits``; ``extra`` joins
+        its last result (e.g. the anytime report the trainable sends)."""
         planned = {**(exits or {}), "final": deployed}
         self._ask(planned, arch)
-        self.searcher.on_trial_complete(str(self._n), _result(planned, EPOCHS))
+        self.searcher.on_trial_complete(str(self._n), {**_result(planned, EPOCHS), **(extra or {})})
 
     def rejected(self, params: int, macs: int) -> None:
         """A config over the budget: the searcher tells it at once (COMPLETE, accuracy 0, constraints > 0)."""

@@ -467,3 +467,35 @@ def test_report_and_plot(cost: AnytimeCost, val: ExitStats, test_stats: ExitStat
     console.print(anytime_table(report))
     text = console.export_text()
     assert "final" in text and "expected" in text and "test share" in text
+
+
+def test_show_anytime_prints_draws_and_refuses_what_has_no_report(
+    cost: AnytimeCost, val: ExitStats, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sdsearch show --anytime N` on a study whose trial stored the report the trainable sends: the
+    JSON is that report, the table and PNG come out; a missing trial or report is one line, exit 2."""
+    from _front_study import StudyBuilder, storage_url
+
+    from sdsearch.cli import main
+    from sdsearch.search import attrs
+
+    report = anytime_report(calibrate(val, cost, accuracy_drop=0.005), cost)
+    url = storage_url(tmp_path)
+    study = StudyBuilder(url)
+    study.trained(
+        (0.9, 40_000, 1_200_000), {"1": (0.6, 5_000, 300_000)}, extra={attrs.ANYTIME: json.dumps(report)}
+    )
+    study.trained((0.8, 20_000, 800_000))  # no shallow exit: no report
+    capsys.readouterr()
+
+    assert main(["show", url, "--anytime", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
+    png = tmp_path / "out" / "anytime.png"
+    assert main(["show", url, "--anytime", "0", "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "test share" not in text and "final" in text and f"plot written to {png}" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for number, why in ((7, "has no trial 7"), (1, "trial 1 has no anytime report")):
+        assert main(["show", url, "--anytime", str(number)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
