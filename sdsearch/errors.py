@@ -7,6 +7,8 @@ Messages follow one rule: *where* (file and key path), *what is wrong*, *what is
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 __all__ = [
     "ConfigError",
     "DataError",
@@ -18,7 +20,23 @@ __all__ = [
     "StudyError",
     "StudyLockedError",
     "StudySelectionError",
+    "causes",
 ]
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything behind it, each once: its ``__cause__`` and ``__context__`` and, inside
+    SQLAlchemy's wrappers, the driver's own error (``.orig``). Libraries (Optuna, Tune, SQLAlchemy)
+    wrap the error that explains a failure; this is the one walk every check of it takes."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
 
 
 class SdsearchError(Exception):

@@ -8,7 +8,7 @@ import errno
 import os
 from pathlib import Path
 
-from sdsearch.errors import ConfigError, DiskFullError
+from sdsearch.errors import ConfigError, DiskFullError, causes
 
 __all__ = ["is_disk_full", "output_dir", "output_file", "write_atomic"]
 
@@ -64,21 +64,13 @@ def is_disk_full(exc: BaseException) -> bool:
     That is ``OSError`` ``ENOSPC`` / ``EDQUOT``, SQLite's "database or disk is full" (however
     SQLAlchemy and Optuna wrap it) and PostgreSQL's ``disk_full``.
     """
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in causes(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in str(e):
             return True
         if getattr(e, "pgcode", None) == _PG_DISK_FULL:
             return True
-        orig = getattr(e, "orig", None)  # SQLAlchemy keeps the driver's error here
-        todo += [e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None]
     return False
 
 

@@ -417,6 +417,29 @@ def assert_one_line_error(err: str, password: str, *needles: str) -> str:
     return line
 
 
+def stop_database_mid_study(postgres, engine, proc, out, study: str, *, complete: int) -> dict:
+    """Wait for ``complete`` COMPLETE trials and two in flight, then stop the server; returns the
+    finished trials as they stood (what must still be there afterwards)."""
+
+    def ready() -> bool:
+        now = states(engine, study)
+        return now.count("COMPLETE") >= complete and now.count("RUNNING") >= 2
+
+    wait_for(ready, proc, out, 120, f"{complete} trials complete and two in flight")
+    engine.dispose()
+    before = finished(postgres["url"], study)
+    postgres["stop"]()
+    return before
+
+
+def assert_nothing_lost(url: str, engine, study: str, before: dict) -> dict:
+    """Every trial finished before the fault is unchanged and none is left RUNNING; returns them all."""
+    after = finished(url, study)
+    assert all(after[n] == before[n] for n in before), (before, after)
+    assert not running_trials(engine, study)
+    return after
+
+
 def test_database_restart_mid_study_is_ridden_out(postgres, ray_cluster, tmp_path):
     """The server stops for 15 s with two trials in flight: the driver waits for it, tells the trials
     that finished meanwhile once it is back, and reaches its target; nothing is lost or left RUNNING."""
@@ -430,11 +453,7 @@ def test_database_restart_mid_study_is_ridden_out(postgres, ray_cluster, tmp_pat
     drivers = [start_driver(tmp_path, "ride", address, url, fault_space(study, target))]
     proc, out = drivers[0]
     try:
-        wait_for(lambda: states(engine, study).count("COMPLETE") >= 2 and running_trials(engine, study) >= 2,
-                 proc, out, 120, "two trials complete and two in flight")  # fmt: skip
-        engine.dispose()
-        before = finished(url, study)
-        postgres["stop"]()
+        before = stop_database_mid_study(postgres, engine, proc, out, study, complete=2)
         time.sleep(15)
         postgres["start"]()
         proc.wait(180)
@@ -448,9 +467,7 @@ def test_database_restart_mid_study_is_ridden_out(postgres, ray_cluster, tmp_pat
     assert f"{masked}: lost the study storage (OperationalError: " in err and "retrying for up to 60 s" in err
     assert f"{masked}: the study storage is back after" in err
 
-    after = finished(url, study)
-    assert all(after[n] == before[n] for n in before), (before, after)  # nothing COMPLETE was lost
-    assert not running_trials(engine, study)
+    after = assert_nothing_lost(url, engine, study, before)
     assert [s for s, _ in after.values()].count("COMPLETE") == target == len(after), after
     import optuna
 
@@ -476,11 +493,7 @@ def test_database_that_stays_down_ends_the_driver_then_a_rerun_resumes(postgres,
     proc, out = drivers[0]
     started = False
     try:
-        wait_for(lambda: states(engine, study).count("COMPLETE") >= 1 and running_trials(engine, study) >= 2,
-                 proc, out, 120, "a trial complete and two in flight")  # fmt: skip
-        engine.dispose()
-        before = finished(url, study)
-        postgres["stop"]()
+        before = stop_database_mid_study(postgres, engine, proc, out, study, complete=1)
         stopped = time.monotonic()
         proc.wait(90)
         took = time.monotonic() - stopped
@@ -506,9 +519,7 @@ def test_database_that_stays_down_ends_the_driver_then_a_rerun_resumes(postgres,
 
     rerun = drivers[1]
     assert rerun[0].returncode == 0, output(rerun[1])[-3000:]
-    after = finished(url, study)
-    assert all(after[n] == before[n] for n in before), (before, after)
-    assert not running_trials(engine, study)
+    assert_nothing_lost(url, engine, study, before)
     trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
     interrupted = [t for t in trials if t.user_attrs.get(attrs.INTERRUPTED)]
     assert len(interrupted) == left_running and all(t.state.name == "FAIL" for t in interrupted)

@@ -605,3 +605,20 @@ def test_server_timeouts_bound_an_attempt_but_the_url_keeps_its_own():
     own = server_engine_kwargs("postgresql+psycopg2://u:p@db/study?connect_timeout=30")
     assert "connect_timeout" not in own["connect_args"] and own["connect_args"]["keepalives"] == 1
     assert "connect_args" not in server_engine_kwargs("mysql+pymysql://u:p@db/study")
+
+
+def test_causes_walks_cause_context_and_the_drivers_error_once_each():
+    from sdsearch.errors import causes
+
+    driver = OSError(28, "No space left on device")
+    wrapper = RuntimeError("(sqlite3.OperationalError) ...")
+    wrapper.orig = driver  # how SQLAlchemy keeps the driver's error
+    try:
+        try:
+            raise wrapper
+        except RuntimeError as exc:
+            raise ValueError("storage failed") from exc
+    except ValueError as exc:
+        top = exc
+    top.__context__.__context__ = top  # a cycle must not loop
+    assert list(causes(top)) == [top, wrapper, driver]

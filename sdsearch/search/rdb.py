@@ -22,7 +22,7 @@ from typing import Any
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 
-from sdsearch.errors import StorageUnavailableError
+from sdsearch.errors import StorageUnavailableError, causes
 from sdsearch.paths import is_disk_full
 from sdsearch.search.storage import RETRY_SECONDS_ENV, _mask_in, disk_full_error, mask_url
 
@@ -169,7 +169,7 @@ def lost_connection(exc: BaseException) -> bool:
     """
     from sqlalchemy import exc as sa
 
-    for e in _chain(exc):
+    for e in causes(exc):
         if isinstance(e, sa.DBAPIError) and e.connection_invalidated:
             return True
         if isinstance(e, (sa.OperationalError, sa.InterfaceError)):
@@ -177,24 +177,11 @@ def lost_connection(exc: BaseException) -> bool:
     return False
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc``, what caused it, and each driver error inside SQLAlchemy's wrappers."""
-    seen: list[BaseException] = []
-    e: BaseException | None = exc
-    while e is not None and e not in seen:
-        seen.append(e)
-        orig = getattr(e, "orig", None)
-        if isinstance(orig, BaseException) and orig not in seen:
-            seen.append(orig)
-        e = e.__cause__ or e.__context__
-    return seen
-
-
 def _reason(exc: BaseException) -> str:
     """The database driver's own first line, masked (Optuna's commit message blames the data)."""
     from sqlalchemy import exc as sa
 
-    for e in _chain(exc):
+    for e in causes(exc):
         if isinstance(e, sa.DBAPIError) and e.orig is not None:
             exc = e.orig
             break

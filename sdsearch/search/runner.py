@@ -40,6 +40,7 @@ from sdsearch.errors import (
     StorageUnavailableError,
     StudyError,
     StudyLockedError,
+    causes,
 )
 from sdsearch.metrics import METRICS, directions
 from sdsearch.registry import SAMPLERS
@@ -611,14 +612,7 @@ def _fit(
 def _our_error(exc: BaseException) -> SdsearchError | None:
     """The SdsearchError (e.g. a lost or full storage) behind the TuneError that Tune raises when a
     searcher or callback fails (it wraps the traceback as text; the original is its context)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, SdsearchError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
+    return next((e for e in causes(exc) if isinstance(e, SdsearchError)), None)
 
 
 def _rmtree(path: Path) -> None:
