@@ -500,7 +500,10 @@ def build_space(args: argparse.Namespace, seed: int) -> Any:
 
     doc = yaml.safe_load(SPACE_FILE.read_text())
     doc.update(
-        name="bench_efficiency", seed=seed, budget={"params": args.budget_params, "macs": args.budget_macs}
+        name="bench_efficiency",
+        seed=seed,
+        objectives=list(OBJECTIVES),  # what every method optimises and the HV measures
+        budget={"params": args.budget_params, "macs": args.budget_macs},
     )
     doc["train"] = {**doc["train"], "epochs": args.epochs, "batch_size": args.batch_size}
     if args.depth is not None:
@@ -552,7 +555,7 @@ def main() -> None:
     parser.add_argument("--reduction-factor", type=float, default=3.0, help="eta of asha/moasha (3)")
     parser.add_argument("--budget-params", default="100k", help="params limit of the deployed model (100k)")
     parser.add_argument("--budget-macs", default=None,
-                        help="MACs limit of the deployed model (0.5M on digits, 8M with --npz: ~half the space fits)")  # fmt: skip
+                        help="MACs limit of the deployed model (0.5M on digits, 8M with --npz)")  # fmt: skip
     parser.add_argument("--npz", type=Path, default=None,
                         help="an .npz dataset (e.g. CIFAR-10), relative to the repo or absolute; "
                              "skipped with a message when absent")  # fmt: skip
@@ -617,7 +620,7 @@ def main() -> None:
           f"{args.depth or 'searched'}; epochs {args.epochs}, batch {args.batch_size}; asha/moasha grace "
           f"{args.grace_epochs}, eta {args.reduction_factor:g}, rungs at epochs {rungs} (max_t {args.epochs}); "
           f"{args.seconds:g} s ({args.clock} clock, {args.threads} thread) per method per seed; seeds {seeds}; "
-          f"methods {', '.join(args.methods)}")  # fmt: skip
+          f"methods {', '.join(args.methods)}; {SPACE_FILE.name} as of spec {space0.spec_hash()}")  # fmt: skip
     print(f"{settings}; load average {os.getloadavg()[0]:.2f}")
     # warm-up (untimed): PyTorch's first-use costs and the cost counter's first call; then one
     # epoch of a config that fits the budget, to size the search budget in full trials
