@@ -178,16 +178,16 @@ def front_table(front: Front) -> Table:
 def config_table(front: Front) -> Table:
     """The configs behind the front, one column per trial (a front has few trials and a config many
     keys, so this way round fits a terminal)."""
-    trials = list(dict.fromkeys(c.trial for c in front.front))
-    first = {c.trial: c for c in reversed(front.front)}
     names = columns(front)
-    rows = {t: _record(first[t], names, knee=False) for t in trials}
+    rows: dict[int, dict[str, Any]] = {}  # trial -> its config, in front order (a trial's exits share one)
+    for c in front.front:
+        rows.setdefault(c.trial, _record(c, names, knee=False))
     table = Table(title="their configs (searched keys)")
     table.add_column("key", no_wrap=True)
-    for t in trials:
+    for t in rows:
         table.add_column(f"trial {t}", justify="right", overflow="fold")
     for key in _shown_leaves(front, list(rows.values())):
-        table.add_row(key, *(_format_value(rows[t][key]) for t in trials))
+        table.add_row(key, *(_format_value(row[key]) for row in rows.values()))
     return table
 
 

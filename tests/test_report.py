@@ -114,6 +114,13 @@ def test_numbers_are_never_cut_and_configs_go_one_column_per_trial(front: Front)
         assert list(col.cells)[placement] == (by_trial[t]["branches.placement"] or "(none)")
 
 
+def test_config_values_are_short_and_say_when_a_key_does_not_apply():
+    from sdsearch.report import _format_value
+
+    assert _format_value(0.03125) == "0.03125" and _format_value(0.015762437178) == "0.01576"
+    assert _format_value(None) == "-" and _format_value("") == "(none)" and _format_value(3) == "3"
+
+
 def test_plot_writes_a_png(front: Front, tmp_path: Path) -> None:
     path = plot_front(front, tmp_path / "plots" / "front.png", dpi=60)
     data = path.read_bytes()

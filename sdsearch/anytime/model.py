@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.anytime.policy import AnytimeCost, ExitStats, _ordered, _thresholds
+from sdsearch.anytime.policy import AnytimeCost, Calibration, ExitStats, _ordered, _thresholds, calibrate
 from sdsearch.config import ModelConfig
 from sdsearch.cost import module_cost
 from sdsearch.nn.network import SelfDistillNet
@@ -207,11 +207,10 @@ def anytime_cost(net: SelfDistillNet, *, input_shape: tuple[int, int, int]) -> A
     )
 
 
-def calibrate_network(net: SelfDistillNet, data: Any, target: Any = None) -> tuple[Any, AnytimeCost]:
+def calibrate_network(net: SelfDistillNet, data: Any, target: Any = None) -> tuple[Calibration, AnytimeCost]:
     """Thresholds for ``target`` (an ``AnytimeTarget``; None: the default accuracy drop) calibrated
     on ``data``'s validation split, and the network's per-exit MACs: what a trial and
     ``sdsearch train`` both do after training."""
-    from sdsearch.anytime.policy import calibrate
     from sdsearch.space import DEFAULT_ANYTIME_TARGET
 
     goal = (target or DEFAULT_ANYTIME_TARGET).to_dict()
