@@ -28,23 +28,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.anytime import (
-    AnytimeModel,
-    anytime_cost,
-    anytime_outcome,
-    anytime_report,
-    calibrate,
-    exit_indices,
-    exit_statistics,
-    plot_anytime,
-    run_anytime_onnx,
-    save_anytime_onnx,
+from sdsearch.anytime.model import AnytimeModel, anytime_cost, exit_statistics
+from sdsearch.anytime.onnx import run_anytime_onnx, save_anytime_onnx
+from sdsearch.anytime.policy import anytime_outcome, anytime_report, calibrate, exit_indices
+from sdsearch.anytime.view import plot_anytime
+from sdsearch.core.config import (
+    BackboneConfig,
+    BranchesConfig,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    TrialConfig,
 )
-from sdsearch.config import BackboneConfig, BranchesConfig, DataConfig, ModelConfig, TrainConfig, TrialConfig
-from sdsearch.data import load_dataset
-from sdsearch.deploy import cpu_deploy, onnx_graphs, onnx_session
-from sdsearch.trainer import build, fit
-from sdsearch.units import format_value
+from sdsearch.core.units import format_value
+from sdsearch.data.datasets import load_dataset
+from sdsearch.graphs.onnx import onnx_graphs
+from sdsearch.graphs.runtime import cpu_deploy, onnx_session
+from sdsearch.train.fit import build, fit
 
 
 def _count(value: float) -> str:

@@ -16,9 +16,9 @@ import warnings
 import numpy as np
 import torch
 
-from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig
-from sdsearch.deploy import export_onnx
-from sdsearch.latency import measure_latency
+from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig
+from sdsearch.cost.latency import measure_latency
+from sdsearch.graphs.onnx import export_onnx
 from sdsearch.nn.network import SelfDistillNet
 
 SHAPES = (("digits 1x8x8", (1, 8, 8)), ("cifar 3x32x32", (3, 32, 32)))

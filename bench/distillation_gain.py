@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from sdsearch.config import (
+from sdsearch.core.config import (
     BackboneConfig,
     BranchesConfig,
     DataConfig,
@@ -42,8 +42,8 @@ from sdsearch.config import (
     TrainConfig,
     TrialConfig,
 )
-from sdsearch.data import Dataset, load_dataset
-from sdsearch.trainer import build, evaluate, fit
+from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.train.fit import build, evaluate, fit
 
 ARMS = ("plain", "self-distilled")
 

@@ -237,24 +237,24 @@ def _warm_worker() -> None:
     """Worker setup hook (prototype): import what a trial needs while the driver is still busy."""
     import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer step / nn.init otherwise)
 
-    import sdsearch.losses
+    import sdsearch.nn.losses
     import sdsearch.nn.network
     import sdsearch.search.trainable
-    import sdsearch.trainer  # noqa: F401
+    import sdsearch.train.fit  # noqa: F401
 
 
 def _warm_driver() -> None:
     """Driver warm-up (prototype): what the first budget check would otherwise import."""
     import torch._dynamo  # noqa: F401
 
-    import sdsearch.cost
+    import sdsearch.cost.trace
     import sdsearch.nn.network  # noqa: F401
 
 
 def make_space(tmp: Path, *, trials: int, epochs: int, seed: int, cpus: int) -> Any:
     import yaml
 
-    from sdsearch.space import parse_space
+    from sdsearch.space.space import parse_space
 
     doc = yaml.safe_load(SPACE_FILE.read_text())
     doc.update(
@@ -275,11 +275,11 @@ def child_run(args: argparse.Namespace) -> None:
     import ray
     from ray import tune
 
-    import sdsearch.cost
-    import sdsearch.data
-    from sdsearch.search import attrs
+    import sdsearch.cost.trace
+    import sdsearch.data.datasets
     from sdsearch.search.runner import run
     from sdsearch.search.searcher import SDOptunaSearch
+    from sdsearch.store import attrs
 
     imports = time.time() - t
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -313,8 +313,8 @@ def child_run(args: argparse.Namespace) -> None:
     timers.wrap(tune.Tuner, "fit", "Tuner.fit")
     timers.wrap(SDOptunaSearch, "suggest", "suggest")
     timers.wrap(SDOptunaSearch, "on_trial_complete", "on_trial_complete")
-    timers.wrap(sdsearch.cost, "exit_costs", "exit_costs")
-    timers.wrap(sdsearch.data, "load_dataset", "load_dataset")
+    timers.wrap(sdsearch.cost.trace, "exit_costs", "exit_costs")
+    timers.wrap(sdsearch.data.datasets, "load_dataset", "load_dataset")
 
     with tempfile.TemporaryDirectory(prefix="sdsearch-overhead-") as tmp:
         space = make_space(Path(tmp), trials=args.trials, epochs=args.epochs, seed=args.seed, cpus=args.cpus)
@@ -413,13 +413,13 @@ def main() -> None:
     import ray
     import torch
 
-    import sdsearch.data
-    from sdsearch.config import TrialConfig
+    import sdsearch.data.datasets
+    from sdsearch.core.config import TrialConfig
     from sdsearch.search.trainable import fit_config
 
     space = make_space(Path(tempfile.gettempdir()), trials=args.trials, epochs=args.epochs, seed=args.seed,
                        cpus=args.cpus)  # fmt: skip
-    dataset = sdsearch.data.load_dataset(space.data, seed=space.seed)
+    dataset = sdsearch.data.datasets.load_dataset(space.data, seed=space.seed)
     print(f"(b) in-process loop over the same {len(a.trained)} configs; load {_load()}", flush=True)
     inproc: list[float] = []
     same: list[bool] = []

@@ -30,12 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.config import BackboneConfig, BranchesConfig, DataConfig, LossConfig, ModelConfig, TrainConfig
-from sdsearch.data import Dataset, augment_policy, load_dataset
-from sdsearch.loader import DeviceLoader
-from sdsearch.losses import SelfDistillLoss
+from sdsearch.core.config import (
+    BackboneConfig,
+    BranchesConfig,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from sdsearch.data.datasets import Dataset, augment_policy, load_dataset
+from sdsearch.data.loader import DeviceLoader
+from sdsearch.nn.losses import SelfDistillLoss
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.trainer import fit
+from sdsearch.train.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = REPO.parent / "shared" / "data" / "cifar10_12k.npz"

@@ -34,11 +34,11 @@ from typing import Any
 
 import optuna
 
-from sdsearch.config import TrialConfig
-from sdsearch.search.runner import prepare_study
+from sdsearch.core.config import TrialConfig
 from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
-from sdsearch.search.storage import open_storage
-from sdsearch.space import parse_space
+from sdsearch.search.study import prepare_study
+from sdsearch.space.space import parse_space
+from sdsearch.store.storage import open_storage
 
 OBJECTIVES = ("accuracy", "params", "macs")
 BUDGET = {"params": 60_000.0, "macs": 2_000_000.0}
@@ -154,7 +154,7 @@ class StudyBuilder:
 
 
 def _limit(metric: str, value: float) -> Any:
-    from sdsearch.metrics import METRICS
+    from sdsearch.core.metrics import METRICS
 
     return (
         f"{value}B"

@@ -9,22 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from sdsearch.anytime import (
+from sdsearch.anytime.model import AnytimeModel, anytime_cost, exit_statistics
+from sdsearch.anytime.policy import (
     AnytimeCost,
-    AnytimeModel,
     ExitStats,
-    anytime_cost,
     anytime_outcome,
     anytime_report,
-    anytime_table,
-    anytime_worst_case_cost,
     calibrate,
     exit_indices,
-    exit_statistics,
-    plot_anytime,
     sweep,
 )
-from sdsearch.config import (
+from sdsearch.anytime.view import anytime_table, plot_anytime
+from sdsearch.core.config import (
     BackboneConfig,
     BranchesConfig,
     CBFEConfig,
@@ -33,13 +29,14 @@ from sdsearch.config import (
     ModelConfig,
     TrainConfig,
 )
-from sdsearch.cost import exit_costs
-from sdsearch.data import Dataset, load_dataset
-from sdsearch.deploy import normalise
-from sdsearch.errors import ConfigError
-from sdsearch.losses import SelfDistillLoss
+from sdsearch.core.errors import ConfigError
+from sdsearch.cost.trace import exit_costs
+from sdsearch.cost.worst_case import every_exit_cost as anytime_worst_case_cost
+from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.graphs.preprocess import normalise
+from sdsearch.nn.losses import SelfDistillLoss
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.trainer import evaluate, fit
+from sdsearch.train.fit import evaluate, fit
 
 TINY = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1))
 SHAPE = (1, 8, 8)
@@ -398,7 +395,7 @@ def test_onnx_exit_decisions_equal_pytorch_on_every_test_image(
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    from sdsearch.anytime import read_anytime_metadata, run_anytime_onnx, save_anytime_onnx
+    from sdsearch.anytime.onnx import read_anytime_metadata, run_anytime_onnx, save_anytime_onnx
 
     thresholds = _spread(test_stats.confidence)
     model = AnytimeModel(net, thresholds).eval()
@@ -477,7 +474,7 @@ def test_show_anytime_prints_draws_and_refuses_what_has_no_report(
     from _front_study import StudyBuilder, storage_url
 
     from sdsearch.cli import main
-    from sdsearch.search import attrs
+    from sdsearch.store import attrs
 
     report = anytime_report(calibrate(val, cost, accuracy_drop=0.005), cost)
     url = storage_url(tmp_path)

@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdsearch import losses
-from sdsearch.config import (
+from sdsearch.core.config import (
     BackboneConfig,
     BranchesConfig,
     CBFEConfig,
@@ -16,9 +15,10 @@ from sdsearch.config import (
     LossConfig,
     ModelConfig,
 )
-from sdsearch.losses import SelfDistillLoss, kd_loss
+from sdsearch.core.registry import FUSIONS
+from sdsearch.nn import losses
+from sdsearch.nn.losses import SelfDistillLoss, kd_loss
 from sdsearch.nn.network import SDOutput, SelfDistillNet
-from sdsearch.registry import FUSIONS
 
 FUSION_TYPES = FUSIONS.names()
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig
-from sdsearch.cost import DTYPE_BYTES, DTYPES, Cost, deploy_cost, exit_costs, module_cost
-from sdsearch.errors import ConfigError
+from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.units import DTYPE_BYTES, DTYPES
+from sdsearch.cost.trace import Cost, deploy_cost, exit_costs, module_cost
 from sdsearch.nn.backbones import BasicBlock
 from sdsearch.nn.blocks import CBFE
 from sdsearch.nn.network import SelfDistillNet

@@ -1,4 +1,4 @@
-"""Tables, CSV / JSON and plots of a front (sdsearch.report)."""
+"""Tables, CSV / JSON and plots of a front (sdsearch.results.report)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from _front_study import StudyBuilder, standard_study, storage_url
 from rich.console import Console
 
-from sdsearch.report import (
+from sdsearch.results.front import Front
+from sdsearch.results.read import load_front
+from sdsearch.results.report import (
     columns,
     config_table,
     front_json,
@@ -21,7 +23,6 @@ from sdsearch.report import (
     write_csv,
     write_json,
 )
-from sdsearch.search.front import Front, load_front
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -115,7 +116,7 @@ def test_numbers_are_never_cut_and_configs_go_one_column_per_trial(front: Front)
 
 
 def test_config_values_are_short_and_say_when_a_key_does_not_apply():
-    from sdsearch.report import _format_value
+    from sdsearch.results.report import _format_value
 
     assert _format_value(0.03125) == "0.03125" and _format_value(0.015762437178) == "0.01576"
     assert _format_value(None) == "-" and _format_value("") == "(none)" and _format_value(3) == "3"

@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sdsearch.errors import ConfigError
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.registry import BACKBONES
 from sdsearch.nn.blocks import ConvNormAct, init_weights, make_divisible
-from sdsearch.registry import BACKBONES
 
 __all__ = [
     "BasicBlock",
