@@ -192,7 +192,8 @@ def test_output_paths_that_are_folders_or_files_are_bad_input(tmp_path, capsys):
     space.write_text("name: s\nstorage: s.txt\n")
     assert main(["validate", str(space)]) == 2
     yaml_err = capsys.readouterr().err
-    assert main(["run", "spaces/iot_budget.yaml", "--storage", "s.txt"]) == 2
+    space.write_text("name: s\n")
+    assert main(["run", str(space), "--storage", "s.txt"]) == 2
     flag_err = capsys.readouterr().err
     # One storage rule for the YAML and --storage, with one message naming both forms.
     assert yaml_err.split("storage: ", 1)[1] == flag_err.removeprefix("--storage: ")
