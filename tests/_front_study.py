@@ -35,6 +35,8 @@ from typing import Any
 import optuna
 
 from sdsearch.core.config import TrialConfig
+from sdsearch.core.exits import FINAL
+from sdsearch.search import result_keys as keys
 from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
 from sdsearch.search.study import prepare_study
 from sdsearch.space.space import parse_space
@@ -166,8 +168,8 @@ def _limit(metric: str, value: float) -> Any:
 
 
 def _result(exits: dict[str, Exit], epoch: int) -> dict[str, Any]:
-    accuracies = {f"accuracy_{e}": acc for e, (acc, _, _) in exits.items()}
-    return {"accuracy": exits["final"][0], **accuracies, "epoch": epoch}
+    accuracies = {e: acc for e, (acc, _, _) in exits.items()}
+    return {**keys.exit_metrics(accuracies, FINAL), keys.EPOCH: epoch}
 
 
 def standard_study(url: str, name: str = "toy") -> StudyBuilder:

@@ -179,9 +179,9 @@ def test_output_paths_that_are_folders_or_files_are_bad_input(tmp_path, capsys):
     from sdsearch.core.files import output_dir, output_file
 
     (tmp_path / "file").write_text("x")
-    with pytest.raises(Exception, match="^out: .* is a folder") as folder:
+    with pytest.raises(Exception, match=r"^out: .* is a folder") as folder:
         output_file(tmp_path, key="out")
-    with pytest.raises(Exception, match="^out: .* is a file") as file:
+    with pytest.raises(Exception, match=r"^out: .* is a file") as file:
         output_dir(tmp_path / "file", key="out")
     assert folder.value.exit_code == file.value.exit_code == 2
     assert output_file(tmp_path / "plot", key="plot", suffix=".png").name == "plot.png"

@@ -135,6 +135,7 @@ def test_config_metrics_reads_a_trainer_config(tmp_path) -> None:
         backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1),
         branches=BranchesConfig(placement=(1, 3), style="lite"),
     )
+
     def expected(**shape: object) -> dict[str, dict[str, float]]:
         return {e: cost_values(c) for e, c in exit_costs(model, **shape).items()}  # type: ignore[arg-type]
 

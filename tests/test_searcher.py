@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from sdsearch.core.config import TrialConfig
 from sdsearch.core.metrics import directions
+from sdsearch.search import result_keys as keys
 from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler, budget_violations, final_state
 from sdsearch.space.space import parse_space
 from sdsearch.store import attrs
@@ -65,14 +66,8 @@ def trial_id(study, number):
 
 
 def result(acc=0.8, epoch=3, **extra):
-    return {
-        "accuracy": acc,
-        "accuracy_1": 0.5,
-        "accuracy_2": 0.6,
-        "accuracy_final": acc,
-        "epoch": epoch,
-        **extra,
-    }
+    """A last result as the trainable reports it (the keys are result_keys', never spelled here)."""
+    return {**keys.exit_metrics({"1": 0.5, "2": 0.6, "final": acc}, "final"), keys.EPOCH: epoch, **extra}
 
 
 def test_budget_violations():
@@ -243,7 +238,7 @@ def test_final_state_keeps_shallow_candidates_of_pruned_trials():
     cfg = TrialConfig.from_dict({"model": {"branches": {"placement": [1]}}, "train": {"epochs": 5}})
     costs = {"1": {"params": 1, "macs": 2}, "final": {"params": 3, "macs": 4}}
     out = final_state(
-        {"accuracy": 0.5, "accuracy_1": 0.4, "accuracy_final": 0.5, "epoch": 2},
+        {**keys.exit_metrics({"1": 0.4, "final": 0.5}, "final"), keys.EPOCH: 2},
         error=False,
         config=cfg,
         costs=costs,

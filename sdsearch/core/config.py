@@ -65,7 +65,6 @@ __all__ = [
 ]
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Conditions and value sets, as data the schema, the sampler and the docs read.
 

@@ -28,7 +28,9 @@ def output_file(path: str | os.PathLike[str], *, key: str, suffix: str | None = 
     if suffix and not p.suffix:
         p = p.with_suffix(suffix)
     if p.is_dir():
-        raise ConfigError(f"{p} is a folder; give a file name such as {p / ('out' + (suffix or ''))}", key=key)
+        raise ConfigError(
+            f"{p} is a folder; give a file name such as {p / ('out' + (suffix or ''))}", key=key
+        )
     _make_parent(p.parent, key)
     if p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"{p} is read-only; choose another file", key=key)
@@ -49,7 +51,9 @@ def _make_parent(folder: Path, key: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         if is_disk_full(exc):
-            raise DiskFullError(str(folder), "cannot create it; free space there or write elsewhere") from None
+            raise DiskFullError(
+                str(folder), "cannot create it; free space there or write elsewhere"
+            ) from None
         raise ConfigError(f"cannot create {folder}/ ({exc.strerror})", key=key) from None
     if not os.access(folder, os.W_OK):
         raise ConfigError(f"{folder}/ is not writable; choose another place", key=key)

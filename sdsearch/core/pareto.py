@@ -88,6 +88,7 @@ def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -
             kept.append(int(i))
     return sorted(kept)
 
+
 def nondominated_sort(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[int]]:
     """Non-dominated fronts, best first (NSGA-II's fast non-dominated sort).
 
@@ -127,6 +128,7 @@ def nondominated_sort(points: Sequence[Sequence[float]], directions: Sequence[st
         current = np.flatnonzero(n_dominators == 0)
     return fronts
 
+
 def crowding_distance(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
     """NSGA-II crowding distance of each point within the set (call it on one front).
 
@@ -158,6 +160,7 @@ def crowding_distance(points: Sequence[Sequence[float]], directions: Sequence[st
         if span > 0 and math.isfinite(span):
             distance[order[1:-1]] += (ordered[2:] - ordered[:-2]) / span
     return distance.tolist()
+
 
 def hypervolume(
     points: Sequence[Sequence[float]],
@@ -196,6 +199,7 @@ def hypervolume(
         raise ValueError(f"ideal {list(ideal)} and reference {list(reference)} span no volume")
     return volume / box
 
+
 def knee_point(
     points: Sequence[Sequence[float]],
     directions: Sequence[str],
@@ -230,6 +234,7 @@ def knee_point(
     span = np.where(hi > lo, hi - lo, 1.0)
     distance = np.sqrt((((arr - lo) / span) ** 2).sum(axis=1))
     return int(np.argmin(distance))
+
 
 def _hv(points: np.ndarray, ref: np.ndarray) -> float:
     """Hypervolume of minimisation points, all strictly below ``ref``, by slicing the last axis."""

@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class DataShape:
     """What a network needs to know about a dataset: input channels, size and classes."""
@@ -266,9 +265,7 @@ def _where(cfg: DataConfig) -> str:
 # Splits and statistics.
 
 
-def stratified_split(
-    y: np.ndarray, fraction: float, *, seed: int, key: str
-) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, fraction: float, *, seed: int, key: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(y))

@@ -216,8 +216,7 @@ class _Batches:
 
     def __init__(self, x: np.ndarray, batch_size: int = 64) -> None:
         self._batches: Iterator[dict[str, np.ndarray]] = (
-            {NETWORK_INPUT: np.ascontiguousarray(x[i : i + batch_size])}
-            for i in range(0, len(x), batch_size)
+            {NETWORK_INPUT: np.ascontiguousarray(x[i : i + batch_size])} for i in range(0, len(x), batch_size)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -420,5 +420,3 @@ def trial_candidates(trial: FrozenTrial, objectives: Sequence[str]) -> list[Cand
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-

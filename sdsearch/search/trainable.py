@@ -70,7 +70,9 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
 
     def report(epoch: EpochReport) -> None:
         if epoch.precision != "float32":  # keep the float32 accuracies next to the deployed precision's
-            last.update({keys.FLOAT32_PREFIX + k: v for k, v in list(last.items()) if k.startswith(keys.ACCURACY)})
+            last.update(
+                {keys.FLOAT32_PREFIX + k: v for k, v in list(last.items()) if k.startswith(keys.ACCURACY)}
+            )
         # An anytime deployment has its accuracy only at the end; until then the final exit's stands in.
         deployed = cfg.deploy_exit if cfg.deploy_exit in epoch.val_accuracy else FINAL
         last.update(keys.exit_metrics(epoch.val_accuracy, deployed))
@@ -146,6 +148,7 @@ def anytime_report(cfg: TrialConfig, net: Any, data: Dataset, last: EpochReport)
 
     from sdsearch.anytime.model import calibrate_network
     from sdsearch.anytime.policy import anytime_report as report_of
+
     cal, cost = calibrate_network(net, data, cfg.deploy.target)
     # JSON text: Ray flattens nested dicts in results, and the report is nested several levels deep.
     extra: dict[str, Any] = {keys.ANYTIME: json.dumps(report_of(cal, cost))}

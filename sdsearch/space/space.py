@@ -504,5 +504,3 @@ def parse_space(document: Any, *, source: str = "<string>", default_name: str = 
         document=plain(dict(document)),
         provenance=doc.provenance,
     )
-
-

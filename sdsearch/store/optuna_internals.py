@@ -28,7 +28,9 @@ CACHED_STORAGE_BACKEND_CALLS = ("_create_new_trial", "_set_trial_param", "_get_b
 def storage_methods() -> set[str]:
     """Names of every method a study may call on an ``RDBStorage``: those of ``BaseStorage`` and of
     the heartbeat interface, and the private ones ``_CachedStorage`` calls."""
-    declared = {name for base in (BaseStorage, BaseHeartbeat) for name, v in vars(base).items() if callable(v)}
+    declared = {
+        name for base in (BaseStorage, BaseHeartbeat) for name, v in vars(base).items() if callable(v)
+    }
     return {
         name
         for name in declared | set(CACHED_STORAGE_BACKEND_CALLS)

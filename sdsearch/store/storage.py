@@ -183,4 +183,7 @@ def study_names(url: str) -> list[str]:
     """The names of the studies a storage holds (never creates it)."""
     import optuna
 
-    return [s.study_name for s in optuna.study.get_all_study_summaries(open_storage(url), include_best_trial=False)]
+    return [
+        s.study_name
+        for s in optuna.study.get_all_study_summaries(open_storage(url), include_best_trial=False)
+    ]

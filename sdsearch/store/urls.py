@@ -46,7 +46,9 @@ def storage_url(value: str | None, *, study_name: str | None = None) -> str:
     """
     if value is None:
         if study_name is None:
-            raise ConfigError("a storage is required (a database URL, or a path ending in .db)", key="storage")
+            raise ConfigError(
+                "a storage is required (a database URL, or a path ending in .db)", key="storage"
+            )
         return default_storage(study_name)
     text = str(value).strip()
     if _SCHEME.match(text):
