@@ -193,8 +193,9 @@ def _add_show(sub: Any) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from sdsearch.results.plot import plot_front
     from sdsearch.results.read import load_front
-    from sdsearch.results.report import front_json, front_report, plot_front, write_csv
+    from sdsearch.results.report import front_json, front_report, write_csv
 
     if args.anytime is not None:
         return _show_anytime(args)
@@ -216,8 +217,8 @@ def _show(args: argparse.Namespace) -> int:
 
 def _show_anytime(args: argparse.Namespace) -> int:
     from sdsearch.anytime.view import anytime_table
+    from sdsearch.results.plot import plot_anytime_of
     from sdsearch.results.read import anytime_of, read_study
-    from sdsearch.results.report import plot_anytime_of
 
     report = anytime_of(read_study(args.source, study_name=args.study_name), args.anytime)
     if args.json:

@@ -456,9 +456,21 @@ def test_report_and_plot(cost: AnytimeCost, val: ExitStats, test_stats: ExitStat
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("static exits" in s for s in labels) and any("chosen" in s for s in labels)
     assert any("swept" in s for s in labels) and any("test split" in s for s in labels)
+    points = {c.get_label(): c.get_offsets() for c in ax.collections}
+    assert len(points["static exits: deploy model alone (validation)"]) == len(report["exits"])
+    assert len(points["same thresholds, test split"]) == 1
+    (curve,) = [line for line in ax.get_lines() if line.get_label().startswith("one shared threshold")]
+    assert len(curve.get_xdata()) == len(report["sweep"])
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    (worst,) = [line for label, line in lines.items() if label.startswith("worst case")]
+    assert list(worst.get_xdata()) == [cost.worst_case] * 2  # vertical, at every exit's MACs
+    (floor,) = [line for label, line in lines.items() if label.startswith("target")]
+    assert list(floor.get_ydata()) == [100 * (report["val"]["deepest_accuracy"] - 0.005)] * 2  # horizontal
     fig.savefig(tmp_path / "anytime.png", dpi=60)
     assert (tmp_path / "anytime.png").stat().st_size > 1000
-    plot_anytime(anytime_report(calibrate(val, cost, expected_macs=cost.deploy[-1]), cost))  # budget variant
+    budget = plot_anytime(anytime_report(calibrate(val, cost, expected_macs=cost.deploy[-1]), cost))
+    (limit,) = [line for line in budget.axes[0].get_lines() if line.get_label().startswith("target")]
+    assert list(limit.get_xdata()) == [cost.deploy[-1]] * 2  # a MACs budget is a vertical line
 
     console = Console(record=True, width=160)
     console.print(anytime_table(report))

@@ -28,6 +28,7 @@ __all__ = [
     "Metric",
     "budget_metrics",
     "cost_metrics",
+    "describe_limits",
     "directions",
     "limit_of",
     "metric_value",
@@ -210,3 +211,10 @@ def stored_limits(budget: Mapping[str, float]) -> dict[str, float]:
 def limit_of(name: str, budget: Mapping[str, float]) -> float | None:
     """The limit a stored-metric budget puts on metric ``name`` (a MACs limit bounds FLOPs at 2x)."""
     return metric_value(budget, name)
+
+
+def describe_limits(budget: Mapping[str, float]) -> str:
+    """A budget in words with units, e.g. ``macs <= 2M, peak_memory <= 64 KiB`` (``none`` when empty)."""
+    if not budget:
+        return "none"
+    return ", ".join(f"{m} <= {METRICS.get(m).format(v)}" for m, v in budget.items())

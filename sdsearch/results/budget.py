@@ -22,7 +22,7 @@ from sdsearch.core.errors import ConfigError
 from sdsearch.core.metrics import METRICS, budget_metrics, stored_limits
 from sdsearch.core.units import parse
 
-__all__ = ["describe_limits", "effective_budget", "parse_budget_items", "parse_limits"]
+__all__ = ["effective_budget", "parse_budget_items", "parse_limits"]
 
 _EXAMPLES = "e.g. macs=1M, peak_memory=64KiB, latency=5ms"
 
@@ -85,10 +85,3 @@ def effective_budget(study: Mapping[str, float], extra: Mapping[str, Any] | None
     for metric, limit in parse_limits(extra).items():
         limits[metric] = min(limit, limits.get(metric, math.inf))
     return limits
-
-
-def describe_limits(budget: Mapping[str, float]) -> str:
-    """A budget in words with units, e.g. ``macs <= 2M, peak_memory <= 64 KiB`` (``none`` when empty)."""
-    if not budget:
-        return "none"
-    return ", ".join(f"{m} <= {METRICS.get(m).format(v)}" for m, v in budget.items())

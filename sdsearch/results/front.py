@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from sdsearch.core.errors import ConfigError, StudyError
 from sdsearch.core.exits import FINAL, exit_order
-from sdsearch.core.metrics import METRICS, limit_of, metric_value
+from sdsearch.core.metrics import METRICS, describe_limits, limit_of, metric_value
 from sdsearch.core.pareto import hypervolume, knee_point, pareto_front
-from sdsearch.results.budget import describe_limits, effective_budget
+from sdsearch.results.budget import effective_budget
 from sdsearch.store import attrs
 
 if TYPE_CHECKING:

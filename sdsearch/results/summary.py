@@ -33,7 +33,7 @@ def space_summary(space: Space) -> Group:
                 ("ok ", "bold green"), (space.source, "bold"), ": trainer config (every value fixed); ", data
             )
         )
-    from sdsearch.results.budget import describe_limits
+    from sdsearch.core.metrics import describe_limits
 
     budget = describe_limits(space.budget)
     head = Text.assemble(

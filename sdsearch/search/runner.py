@@ -37,9 +37,8 @@ from sdsearch.core.errors import (
     StorageUnavailableError,
     causes,
 )
-from sdsearch.core.metrics import directions
+from sdsearch.core.metrics import describe_limits, directions
 from sdsearch.data.datasets import describe
-from sdsearch.results.budget import describe_limits
 from sdsearch.search import result_keys as keys
 from sdsearch.search.study import find_orphans, prepare_study, recover_orphans, study_lock
 from sdsearch.space.load import load_space
