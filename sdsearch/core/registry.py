@@ -99,6 +99,11 @@ class Registry(Generic[T]):
         self._entry_points: dict[str, Any] | None = None
         self.import_strings = import_strings
 
+    @property
+    def entry_point_group(self) -> str | None:
+        """The entry-point group whose plugins join this registry (``sdsearch.backbones``), if any."""
+        return self._entry_point_group
+
     # -- names -----------------------------------------------------------------------------------
     def names(self) -> list[str]:
         """Registered names (built-ins first, then runtime registrations, then plugins)."""
