@@ -12,7 +12,7 @@ branches after stages 1-3, trained as the shipped digits space trains) and then:
   deepest exit's static ONNX model with the same preprocessing (best of ``--repeats`` rounds,
   rounds interleaved, one thread).
 
-Run:  .venv/bin/python bench/anytime_tradeoff.py [--seeds 0 1 2] [--epochs 8] [--plot anytime.png]
+Run:  .venv/bin/python bench/anytime_tradeoff.py [--seeds 0 1 2] [--epochs 8] [--plot anytime.png] [--smoke]
       .venv/bin/python bench/anytime_tradeoff.py --npz PATH   # an npz dataset instead of digits
 """
 
@@ -95,7 +95,10 @@ def main() -> None:
                         help="expected-MACs budgets as fractions of the deepest exit's deploy MACs")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plot", default=None, help="write the first seed's anytime plot here")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (what CI runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.epochs, args.drops, args.budgets, args.repeats = [0], 1, [0.005], [0.5], 1
     torch.set_num_threads(1)
 
     for seed in args.seeds:

@@ -16,7 +16,7 @@ Also: the first call in a fresh process (one-time imports) and a cache hit. The 
 under 50 ms per config. Times are wall clock; (a)'s process CPU time is printed too, since on a
 busy machine the wall clock also counts waiting for a core.
 
-Run:  .venv/bin/python bench/cost_speed.py [--configs N] [--seed S]
+Run:  .venv/bin/python bench/cost_speed.py [--configs N] [--seed S] [--smoke]
 """
 
 from __future__ import annotations
@@ -82,7 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", type=int, default=30, help="random configs per space (default 30)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (what CI runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.configs = 2
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
 

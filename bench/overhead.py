@@ -69,7 +69,7 @@ several times (OpenMP threads wait on each other when a core is taken away); ``-
 steadier figures there. The 1-minute load average is printed before each part.
 
 Run:  .venv/bin/python bench/overhead.py [--trials 5] [--epochs 50] [--cpus 2] [--prototype nice0] [--no-warmup]
-      [--quick]
+      [--smoke]
 """
 
 from __future__ import annotations
@@ -386,15 +386,15 @@ def main() -> None:
                              + "; ".join(f"{k}: {v}" for k, v in PROTOTYPES.items()))  # fmt: skip
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the untimed 1-trial run that warms file caches (then (a) is a cold start)")  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials of 1 epoch")
+    parser.add_argument("--smoke", action="store_true", help="2 trials of 1 epoch, no warm-up run (what CI runs)")
     parser.add_argument("--child-variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_variant is not None:
         child_run(args)
         return
-    if args.quick:
-        args.trials, args.epochs = 3, 1
+    if args.smoke:
+        args.trials, args.epochs, args.no_warmup = 2, 1, True
 
     print(f"load average (1 min) at start: {_load()}  cores: {os.cpu_count()}")
     if not args.no_warmup:

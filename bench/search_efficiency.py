@@ -54,6 +54,7 @@ seconds. ``--plot hv.png`` draws mean HV against search seconds.
 Run:  .venv/bin/python bench/search_efficiency.py [--seconds 120] [--seeds 3] [--epochs 4]
       [--grace-epochs 1] [--reduction-factor 3] [--methods tpe sdsearch ...]
       [--npz cifar10_12k.npz --train-images 2000] [--plot hv.png] [--save runs.json | --load runs.json]
+      [--smoke]
 """
 
 from __future__ import annotations
@@ -571,7 +572,11 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="write the runs (every trial's time and exits) as JSON")
     parser.add_argument("--load", default=None,
                         help="report (and --plot) the runs of a --save file instead of searching")  # fmt: skip
+    parser.add_argument("--smoke", action="store_true",
+                        help="one seed, 8 search seconds per method, 1-epoch trials on digits (what CI runs)")  # fmt: skip
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.seconds, args.epochs, args.npz = 1, 8.0, 1, None
     if args.load:
         saved = json.loads(Path(args.load).read_text())
         logs = [_log_from_dict(d) for d in saved["runs"]]
