@@ -2,7 +2,7 @@
 
 Both arms train the same backbone (default: ResNet width 0.25, depth 1) on the same data, for the
 same epochs, batch size, optimizer and schedule, with the same seeds, through the path every
-search trial and ``sdsearch train`` take (``trainer.build`` and ``trainer.fit``):
+search trial and ``sdsearch train`` take (``sdsearch.train.fit.build`` and ``fit``):
 
 * **plain**: the backbone and its final head only: ``branches.placement: []``, ``kd_weight: 0``,
   ``feature_weight: 0``, so the loss is the final exit's cross-entropy.

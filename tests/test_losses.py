@@ -108,7 +108,7 @@ def test_teachers_are_detached_and_pick_students() -> None:
 def expected_loss(
     out: SDOutput, y: torch.Tensor, cfg: LossConfig, adapters: dict[str, torch.nn.Conv2d]
 ) -> dict[str, torch.Tensor]:
-    """The loss of losses.py's docstring written out by hand (plain softmax sums, an einsum for the
+    """The loss of nn/losses.py's docstring written out by hand (plain softmax sums, an einsum for the
     1×1 convs), with the teacher explicitly detached; nothing is shared with ``SelfDistillLoss``."""
     sd = cfg.style == "sd"
     exits = list(out.logits)

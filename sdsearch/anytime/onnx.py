@@ -8,7 +8,7 @@ else-branch holds the rest of the trunk, so a runtime executes only the segments
 graph comes from ``torch.cond`` through the dynamo exporter (it needs ``onnxscript``).
 
 With ``mean`` and ``std`` the graph takes what a camera gives, uint8 pixels ``(1, H, W, C)`` named
-``pixels``, and computes the training normalisation itself (:class:`sdsearch.graphs.onnx.Preprocess`, as the static exports), like the
+``pixels``, and computes the training normalisation itself (:class:`sdsearch.graphs.preprocess.Preprocess`), like the
 static exports; without them it takes the normalised float32 ``(1, C, H, W)`` named ``input``.
 
 Metadata (``metadata_props``, every value JSON): ``exit`` (``"anytime"``), :data:`EXITS_KEY`,
@@ -119,8 +119,7 @@ def save_anytime_onnx(
 
     Returns:
         What happened, for metrics: ``"written"``, ``"skipped: ..."`` (onnx or onnxscript missing)
-        or ``"failed: ..."`` (the exporter raised; a warning says why), as
-        :func:`sdsearch.deploy.artifacts.save_onnx` does.
+        or ``"failed: ..."`` (the exporter raised; a warning says why).
     """
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:

@@ -196,7 +196,7 @@ class Calibration:
 
     @property
     def thresholds(self) -> dict[str, float]:
-        """Threshold per shallow exit name: what :class:`~sdsearch.anytime.AnytimeModel` takes."""
+        """Threshold per shallow exit name: what :class:`~sdsearch.anytime.model.AnytimeModel` takes."""
         return dict(zip(self.outcome.exits[:-1], self.outcome.thresholds, strict=True))
 
 
@@ -495,7 +495,7 @@ def anytime_report(
     then ``worst_case`` and ``params``), ``val`` (the calibration outcome plus ``deepest_accuracy``
     and ``exit_accuracy``), ``test`` (the same thresholds on the test split, or None) and ``sweep``
     (``[threshold, accuracy, expected_macs]`` per shared threshold on the validation split,
-    cheapest first). :func:`~sdsearch.anytime.plot_anytime` draws it.
+    cheapest first). :func:`~sdsearch.anytime.view.plot_anytime` draws it.
     """
     out = calibration.outcome
     if tuple(out.exits) != tuple(macs.exits):

@@ -155,8 +155,8 @@ class SelfDistillNet(nn.Module):
             {
                 e: create_branch(
                     config.branches.style,
-                    chs[int(e) - 1],
-                    sizes[int(e) - 1],
+                    chs[exit_stage(e) - 1],
+                    sizes[exit_stage(e) - 1],
                     chs[-1],
                     sizes[-1],
                     cbfe_ratio=ratio if loc == "branch" else None,
