@@ -44,7 +44,7 @@ from sdsearch.core.units import format_value
 from sdsearch.data.datasets import load_dataset
 from sdsearch.graphs.onnx import onnx_graphs
 from sdsearch.graphs.runtime import cpu_deploy, onnx_session
-from sdsearch.train.fit import build, fit
+from sdsearch.training.fit import build, fit
 
 
 def _count(value: float) -> str:

@@ -2,7 +2,7 @@
 
 Both arms train the same backbone (default: ResNet width 0.25, depth 1) on the same data, for the
 same epochs, batch size, optimizer and schedule, with the same seeds, through the path every
-search trial and ``sdsearch train`` take (``sdsearch.train.fit.build`` and ``fit``):
+search trial and ``sdsearch train`` take (``sdsearch.training.fit.build`` and ``fit``):
 
 * **plain**: the backbone and its final head only: ``branches.placement: []``, ``kd_weight: 0``,
   ``feature_weight: 0``, so the loss is the final exit's cross-entropy.
@@ -44,7 +44,7 @@ from sdsearch.core.config import (
     TrialConfig,
 )
 from sdsearch.data.datasets import Dataset, load_dataset
-from sdsearch.train.fit import build, evaluate, fit
+from sdsearch.training.fit import build, evaluate, fit
 
 ARMS = ("plain", "self-distilled")
 
@@ -108,7 +108,9 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (CPU results repeat only at the same count)"
     )
-    p.add_argument("--smoke", action="store_true", help="seconds on digits, one seed, one epoch (what CI runs)")
+    p.add_argument(
+        "--smoke", action="store_true", help="seconds on digits, one seed, one epoch (what CI runs)"
+    )
     args = p.parse_args()
     if args.smoke:
         args.epochs, args.seeds, args.batch_size = 1, 1, 64

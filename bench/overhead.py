@@ -240,7 +240,7 @@ def _warm_worker() -> None:
     import sdsearch.nn.losses
     import sdsearch.nn.network
     import sdsearch.search.trainable
-    import sdsearch.train.fit  # noqa: F401
+    import sdsearch.training.fit  # noqa: F401
 
 
 def _warm_driver() -> None:
@@ -386,7 +386,9 @@ def main() -> None:
                              + "; ".join(f"{k}: {v}" for k, v in PROTOTYPES.items()))  # fmt: skip
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the untimed 1-trial run that warms file caches (then (a) is a cold start)")  # fmt: skip
-    parser.add_argument("--smoke", action="store_true", help="2 trials of 1 epoch, no warm-up run (what CI runs)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 trials of 1 epoch, no warm-up run (what CI runs)"
+    )
     parser.add_argument("--child-variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

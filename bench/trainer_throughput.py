@@ -42,7 +42,7 @@ from sdsearch.data.datasets import Dataset, augment_policy, load_dataset
 from sdsearch.data.loader import DeviceLoader
 from sdsearch.nn.losses import SelfDistillLoss
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.train.fit import fit
+from sdsearch.training.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = REPO.parent / "shared" / "data" / "cifar10_12k.npz"
@@ -178,7 +178,14 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="a few seconds on digits (what CI runs)")
     args = p.parse_args()
     if args.smoke:
-        args.npz, args.steps, args.warmup, args.batch_size, args.workers, args.repeats = None, 2, 1, 32, [0], 1
+        args.npz, args.steps, args.warmup, args.batch_size, args.workers, args.repeats = (
+            None,
+            2,
+            1,
+            32,
+            [0],
+            1,
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -36,7 +36,7 @@ from sdsearch.data.datasets import Dataset, load_dataset
 from sdsearch.graphs.preprocess import normalise
 from sdsearch.nn.losses import SelfDistillLoss
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.train.fit import evaluate, fit
+from sdsearch.training.fit import evaluate, fit
 
 TINY = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1))
 SHAPE = (1, 8, 8)

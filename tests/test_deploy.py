@@ -21,7 +21,7 @@ from sdsearch.graphs import onnx as deploy_onnx
 from sdsearch.graphs.onnx import calibration_images, export_onnx, onnx_graphs
 from sdsearch.graphs.runtime import cpu_deploy, int8_accuracy, onnx_accuracy, onnx_session
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.train.fit import build, evaluate, fit
+from sdsearch.training.fit import build, evaluate, fit
 
 SMALL = TrialConfig(
     model=ModelConfig(

@@ -4,6 +4,9 @@ and ``sdsearch --help``."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import re
 import subprocess
 import sys
@@ -17,12 +20,22 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 HEAVY = ("torch", "ray", "optuna", "onnx", "onnxruntime", "matplotlib")
 
 
+def _import_every_module() -> None:
+    for info in pkgutil.walk_packages(sdsearch.__path__, "sdsearch."):
+        if info.name != "sdsearch.__main__":
+            importlib.import_module(info.name)
+
+
 @pytest.mark.parametrize("name", sdsearch.__all__)
 def test_every_public_name_resolves(name: str) -> None:
-    value = getattr(sdsearch, name)
-    assert value is not None
-    if name != "__version__":
-        assert callable(value)
+    """Also once every module is imported: a subpackage named like a public function (a ``train/``
+    folder beside ``sdsearch.train()``) would replace the function on the package."""
+    for _ in range(2):
+        value = getattr(sdsearch, name)
+        assert value is not None
+        if name != "__version__":
+            assert callable(value) and not inspect.ismodule(value), f"sdsearch.{name} is {value!r}"
+        _import_every_module()
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

@@ -120,7 +120,7 @@ def test_test_accuracy_is_float32_even_inside_autocast() -> None:
 
     import numpy as np
 
-    from sdsearch.train.fit import evaluate
+    from sdsearch.training.fit import evaluate
 
     class Recorder(torch.nn.Module):
         def __init__(self) -> None:

@@ -26,7 +26,7 @@ from sdsearch.anytime.policy import AnytimeCost, Calibration, ExitStats, _ordere
 from sdsearch.core.config import DEFAULT_ANYTIME_TARGET
 from sdsearch.cost.trace import module_cost
 from sdsearch.nn.network import AllExitsModel, SelfDistillNet
-from sdsearch.train.fit import EVAL_BATCH_SIZE, eval_loader, strict_float32
+from sdsearch.training.fit import EVAL_BATCH_SIZE, eval_loader, strict_float32
 
 __all__ = ["AnytimeModel", "anytime_cost", "calibrate_network", "exit_confidence", "exit_statistics"]
 

@@ -44,7 +44,7 @@ from sdsearch.core.metrics import METRICS
 from sdsearch.data.datasets import Dataset, load_dataset
 from sdsearch.deploy.artifacts import save_checkpoint, save_deploy_models
 from sdsearch.graphs.contract import DEPLOY_FILES
-from sdsearch.train.fit import EpochReport, FitResult, build, evaluate, fit, resolve_device
+from sdsearch.training.fit import EpochReport, FitResult, build, evaluate, fit, resolve_device
 
 __all__ = ["ARTIFACTS", "TRAINED_ON", "TrainResult", "train"]
 
@@ -89,7 +89,7 @@ def train(
             of an exported config), else torch's choice.
 
     Returns:
-        The output folder, the metrics and the :class:`~sdsearch.train.fit.FitResult`.
+        The output folder, the metrics and the :class:`~sdsearch.training.fit.FitResult`.
 
     Raises:
         SpaceError: the config file is invalid or still has distributions.

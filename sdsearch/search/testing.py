@@ -75,7 +75,7 @@ class FakeFit:
 
                 raise torch.OutOfMemoryError("simulated: CUDA out of memory. Tried to allocate 2.00 GiB")
             if failure == "nan" and epoch == 2:
-                from sdsearch.train.fit import TrainingDivergedError
+                from sdsearch.training.fit import TrainingDivergedError
 
                 raise TrainingDivergedError("loss", epoch=epoch, step=7, lr=cfg.train.lr, value=float("nan"))
             accuracy = {

@@ -18,7 +18,7 @@ from sdsearch.search import result_keys as keys
 
 if TYPE_CHECKING:
     from sdsearch.data.datasets import Dataset
-    from sdsearch.train.fit import EpochReport
+    from sdsearch.training.fit import EpochReport
 
 __all__ = ["fit_config", "train_trial", "worker_info"]
 
@@ -110,7 +110,7 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     import torch
 
     from sdsearch.data.datasets import load_dataset
-    from sdsearch.train.fit import build, fit
+    from sdsearch.training.fit import build, fit
 
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     net, loss = build(cfg, data.shape)
