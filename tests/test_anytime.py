@@ -31,7 +31,7 @@ from sdsearch.core.config import (
 )
 from sdsearch.core.errors import ConfigError
 from sdsearch.cost.trace import exit_costs
-from sdsearch.cost.worst_case import every_exit_cost as anytime_worst_case_cost
+from sdsearch.cost.worst_case import every_exit_cost
 from sdsearch.data.datasets import Dataset, load_dataset
 from sdsearch.graphs.preprocess import normalise
 from sdsearch.nn.losses import SelfDistillLoss
@@ -128,7 +128,7 @@ def test_cost_pieces_add_up_to_every_exits_deploy_cost(model: ModelConfig) -> No
     anytime = AnytimeModel(meta, [0.5] * (len(model.exits) - 1), share_weights=True)
     assert cost.params == sum(p.numel() for p in anytime.parameters())
     # The model with every exit running, as a budget sees it: the same MACs and parameters.
-    worst = anytime_worst_case_cost(model, num_classes=10, in_chans=3, input_size=(16, 16))
+    worst = every_exit_cost(model, num_classes=10, in_chans=3, input_size=(16, 16))
     assert (worst.macs, worst.params) == (cost.worst_case, cost.params)
 
 

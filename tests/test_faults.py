@@ -369,17 +369,16 @@ def test_the_guarded_storage_pickles_with_its_window(guarded):
 
 def test_the_retry_window_comes_from_the_environment(monkeypatch):
     from sdsearch.core.errors import ConfigError
-    from sdsearch.store.rdb import DEFAULT_RETRY_SECONDS, RETRY_SECONDS_ENV
-    from sdsearch.store.rdb import retry_seconds as _retry_seconds
+    from sdsearch.store.faults import DEFAULT_RETRY_SECONDS, RETRY_SECONDS_ENV, retry_seconds
 
     monkeypatch.delenv(RETRY_SECONDS_ENV, raising=False)
-    assert _retry_seconds() == DEFAULT_RETRY_SECONDS == 60
+    assert retry_seconds() == DEFAULT_RETRY_SECONDS == 60
     monkeypatch.setenv(RETRY_SECONDS_ENV, "7.5")
-    assert _retry_seconds() == 7.5
+    assert retry_seconds() == 7.5
     for bad in ("soon", "-1", "inf", "nan"):
         monkeypatch.setenv(RETRY_SECONDS_ENV, bad)
         with pytest.raises(ConfigError, match=f"{RETRY_SECONDS_ENV}: must be a number of seconds"):
-            _retry_seconds()
+            retry_seconds()
 
 
 def test_tunes_wrapped_error_is_unwrapped_to_ours():

@@ -44,12 +44,14 @@ from sdsearch.anytime.model import AnytimeModel, exit_confidence
 from sdsearch.anytime.policy import AnytimeCost
 from sdsearch.core.exits import ANYTIME
 from sdsearch.core.files import write_atomic
-from sdsearch.graphs.contract import INPUT_LAYOUT
+from sdsearch.graphs.contract import INPUT_LAYOUT, INPUT_NAME, OUTPUT_NAME
+from sdsearch.graphs.onnx import NETWORK_INPUT
 from sdsearch.graphs.preprocess import Preprocess
 from sdsearch.graphs.runtime import onnx_session
 
 __all__ = [
     "EXITS_KEY",
+    "EXIT_OUTPUT",
     "MACS_KEY",
     "SEMANTICS_KEY",
     "THRESHOLDS_KEY",
@@ -58,6 +60,8 @@ __all__ = [
     "save_anytime_onnx",
 ]
 
+#: The second output: the index (into :data:`EXITS_KEY`) of the exit each image left at.
+EXIT_OUTPUT = "exit"
 EXITS_KEY = "anytime_exits"
 THRESHOLDS_KEY = "anytime_thresholds"
 MACS_KEY = "anytime_exit_macs"
@@ -132,14 +136,14 @@ def save_anytime_onnx(
     meta: dict[str, Any] = {"exit": ANYTIME}
     if mean is not None and std is not None:
         preprocess: nn.Module | None = Preprocess(mean, std)
-        example, input_name = torch.zeros((1, h, w, c), dtype=torch.uint8), "pixels"
+        example, input_name = torch.zeros((1, h, w, c), dtype=torch.uint8), INPUT_NAME
         meta |= {
             "mean": [float(v) for v in mean],
             "std": [float(v) for v in std],
             "input_layout": INPUT_LAYOUT,
         }
     else:
-        preprocess, example, input_name = None, torch.zeros((1, c, h, w)), "input"
+        preprocess, example, input_name = None, torch.zeros((1, c, h, w)), NETWORK_INPUT
     graph = _AnytimeGraph(_cpu_copy(model), preprocess).eval()
     try:
         with (
@@ -149,7 +153,7 @@ def save_anytime_onnx(
         ):
             scratch = Path(tmp) / "anytime.onnx"  # exported aside, then written whole (see write_atomic)
             torch.onnx.export(graph, (example,), str(scratch), dynamo=True, input_names=[input_name],
-                              output_names=["logits", "exit"], verbose=False, external_data=False)  # fmt: skip
+                              output_names=[OUTPUT_NAME, EXIT_OUTPUT], verbose=False, external_data=False)  # fmt: skip
             proto = onnx.load(str(scratch))
     except Exception as exc:  # an exporter bug must not lose a finished training run
         warnings.warn(f"anytime ONNX export to {path} failed: {exc}", RuntimeWarning, stacklevel=2)
@@ -193,7 +197,7 @@ def run_anytime_onnx(path: str | os.PathLike[str], images: np.ndarray) -> tuple[
     name = session.get_inputs()[0].name
     logits, exits = [], []
     for image in images:
-        z, e = session.run(["logits", "exit"], {name: np.ascontiguousarray(image[None])})
+        z, e = session.run([OUTPUT_NAME, EXIT_OUTPUT], {name: np.ascontiguousarray(image[None])})
         logits.append(z[0])
         exits.append(e[0])
     return np.stack(logits), np.asarray(exits, dtype=np.int64)

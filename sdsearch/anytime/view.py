@@ -2,7 +2,7 @@
 
 Both read only the report dict, so ``sdsearch show --anytime TRIAL`` needs no network, no data and
 no torch. matplotlib is imported inside :func:`plot_anytime`, and the figure is drawn on its own Agg
-canvas (no pyplot global state), as in :mod:`sdsearch.results.report`.
+canvas (no pyplot global state), as in :mod:`sdsearch.results.plot`.
 """
 
 from __future__ import annotations

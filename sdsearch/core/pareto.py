@@ -105,7 +105,7 @@ def nondominated_sort(points: Sequence[Sequence[float]], directions: Sequence[st
 
     Raises:
         ValueError: a NaN value (NaN is neither better nor worse; rank such points apart, as
-            :class:`ParetoRanking` does), or a bad direction.
+            :class:`~sdsearch.search.moasha.ParetoRanking` does), or a bad direction.
     """
     loss = as_losses(points, directions, allow_nan=False)
     n = loss.shape[0]
@@ -178,7 +178,7 @@ def hypervolume(
     Args:
         points: points in the objectives' own units.
         directions: ``"maximize"`` or ``"minimize"`` per objective.
-        reference: the reference (worst acceptable) point, e.g. from :func:`reference_point`.
+        reference: the reference (worst acceptable) point, e.g. from :func:`~sdsearch.results.front.reference_point`.
         ideal: if given, the result is divided by the volume of the box between ``ideal`` and
             ``reference``, i.e. computed after normalising every objective to [0, 1]; the value is
             then the fraction of that box the front dominates, comparable across studies with the

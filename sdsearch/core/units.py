@@ -21,13 +21,22 @@ import math
 import re
 from typing import Literal
 
-__all__ = ["DTYPES", "DTYPE_BYTES", "UNITS", "Unit", "format_value", "parse", "unit_help"]
+from sdsearch.core.errors import ConfigError
+
+__all__ = ["DTYPES", "DTYPE_BYTES", "UNITS", "Unit", "check_dtype", "format_value", "parse", "unit_help"]
 
 #: Bytes per element of each deployment dtype (``deploy.dtype``): activations, and the weights of a
 #: float deployment (an int8 deployment also stores per-channel scales and biases; sdsearch.cost.trace
 #: says how). The one table of dtypes.
 DTYPE_BYTES: dict[str, int] = {"int8": 1, "float32": 4}
 DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
+
+
+def check_dtype(dtype: str) -> None:
+    """Raise ConfigError (key ``dtype``, a ValueError) unless ``dtype`` is one of :data:`DTYPES`."""
+    if dtype not in DTYPE_BYTES:
+        raise ConfigError(f"{dtype!r} is not one of {', '.join(DTYPES)}", key="dtype")
+
 
 Unit = Literal["count", "bytes", "ms", "fraction"]
 UNITS: tuple[Unit, ...] = ("count", "bytes", "ms", "fraction")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sdsearch.core.config import LatencyConfig
-from sdsearch.core.units import DTYPES
+from sdsearch.core.units import check_dtype
 
 if TYPE_CHECKING:
     import onnx
@@ -102,10 +102,9 @@ def measure_latency(
         dtype: ``float32`` times the float graph; ``int8`` the statically quantized one.
 
     Raises:
-        ValueError: unknown ``dtype`` or bad counts.
+        ConfigError: (a ValueError) unknown ``dtype``. ValueError: bad counts.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    check_dtype(dtype)
     from sdsearch.graphs.onnx import onnx_graphs
 
     c = input_shape[0]

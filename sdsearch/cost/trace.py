@@ -70,13 +70,13 @@ from torch.utils._python_dispatch import (
 )
 
 from sdsearch.core.errors import ConfigError
-from sdsearch.core.units import DTYPE_BYTES, DTYPES
+from sdsearch.core.units import DTYPE_BYTES, check_dtype
 from sdsearch.nn.network import SelfDistillNet
 
 if TYPE_CHECKING:
     from sdsearch.core.config import ModelConfig
 
-__all__ = ["COST_UNITS", "Cost", "FastMetaMode", "deploy_cost", "exit_costs", "module_cost"]
+__all__ = ["Cost", "FastMetaMode", "deploy_cost", "exit_costs", "module_cost"]
 
 #: int8 per-output-channel overhead of a conv or linear layer: a float32 scale and an int32 bias.
 _INT8_CHANNEL_BYTES = 4 + 4
@@ -494,16 +494,6 @@ class Cost:
         return 2 * self.macs
 
 
-#: The unit of each number of a :class:`Cost` (and of ``flops``), for JSON output and reports.
-COST_UNITS: dict[str, str] = {
-    "params": "parameters",
-    "macs": "multiply-accumulates",
-    "flops": "2 x macs",
-    "peak_memory": "bytes (activations of a batch-1 inference at dtype)",
-    "size": "bytes (deployed weights at dtype)",
-}
-
-
 @dataclass(frozen=True)
 class _Counts:
     """What one traced forward pass yields, before a dtype turns elements into bytes."""
@@ -516,11 +506,6 @@ class _Counts:
     def cost(self, dtype: str) -> Cost:
         size = self.int8_size if dtype == "int8" else DTYPE_BYTES[dtype] * self.params
         return Cost(self.params, self.macs, self.peak_elements * DTYPE_BYTES[dtype], size, dtype)
-
-
-def _check_dtype(dtype: str) -> None:
-    if dtype not in DTYPE_BYTES:
-        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
 
 
 def module_cost(module: nn.Module, input_shape: tuple[int, ...], *, dtype: str = "int8") -> Cost:
@@ -546,7 +531,7 @@ def module_cost(module: nn.Module, input_shape: tuple[int, ...], *, dtype: str =
         >>> module_cost(nn.Linear(10, 5), (10,))  # 10 + 5 activations; 50 weights + 5 × (4 + 4) B
         Cost(params=55, macs=50, peak_memory=15, size=90, dtype='int8')
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     return _module_counts(module, input_shape).cost(dtype)
 
 
@@ -603,7 +588,7 @@ def exit_costs(
         >>> list(costs), costs["final"].dtype
         (['1', '2', '3', 'final'], 'int8')
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     return {e: c.cost(dtype) for e, c in _exit_costs(config, num_classes, in_chans, tuple(input_size))}
 
 

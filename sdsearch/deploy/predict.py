@@ -84,7 +84,7 @@ def predict(
     from sdsearch.graphs.contract import DEPLOY_FILES, INPUT_NAME
 
     if top < 1:
-        raise ConfigError(f"top: must be >= 1, got {top}")
+        raise ConfigError(f"must be >= 1, got {top}", key="top")
     session, classes = _load(_model_file(run_dir, DEPLOY_FILES["int8" if int8 else "float32"]), threads)
     paths = image_paths(images)
     _, h, w, c = session.get_inputs()[0].shape

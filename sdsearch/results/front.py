@@ -301,7 +301,7 @@ def build_front(
     """Compute both fronts of a study snapshot (pure: no storage access).
 
     Args:
-        record: the study snapshot, from :func:`read_study` (or built by hand in tests).
+        record: the study snapshot, from :func:`~sdsearch.results.read.read_study` (or built by hand in tests).
         candidates: make :attr:`Front.front` the candidates front.
         budget: extra limits, metric -> number or size string (``{"macs": "1M"}``). They can only
             tighten the study budget: configs over the study budget were never trained.

@@ -43,7 +43,7 @@ def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str]
         space = load_space(source)
         return space.storage, study_name or space.name
     url = storage_url(source)
-    names = study_names(url)
+    names = study_names(open_storage(url))
     if study_name is not None:
         if study_name not in names:
             raise StudySelectionError(
@@ -67,7 +67,7 @@ def list_studies(source: str) -> list[dict[str, Any]]:
     url = resolve_study(source)[0] if source.endswith(_SPACE_SUFFIXES) else storage_url(source)
     storage = open_storage(url)
     rows = []
-    for name in study_names(url):
+    for name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         row: dict[str, Any] = {"study": name, **attrs.count(study.get_trials(deepcopy=False))}
         row["target"] = study.user_attrs.get(attrs.TARGET, "")

@@ -1,6 +1,6 @@
 """Rich renderables for the small commands: ``validate``, ``cost`` and ``studies``.
 
-Fronts and plots live in :mod:`sdsearch.results.report`; this module only formats records it is given.
+Fronts live in :mod:`sdsearch.results.report` and :mod:`sdsearch.results.plot`; this module only formats records it is given.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from sdsearch.core.registry import SAMPLERS
 from sdsearch.space.document import diff_documents
 from sdsearch.space.space import Space
 from sdsearch.store import attrs
-from sdsearch.store.rdb import disk_full_error
+from sdsearch.store.faults import disk_full_error
 from sdsearch.store.storage import retry_interrupted
 from sdsearch.store.urls import mask_url, sqlite_path
 

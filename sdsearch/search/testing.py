@@ -21,7 +21,7 @@ __all__ = ["FakeEpoch", "FakeFit", "fake_accuracy"]
 
 @dataclass(frozen=True)
 class FakeEpoch:
-    """The fields of ``trainer.EpochReport`` that trials read."""
+    """The fields of ``sdsearch.training.fit.EpochReport`` that trials read."""
 
     epoch: int
     train_loss: float

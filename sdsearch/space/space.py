@@ -35,7 +35,7 @@ from sdsearch.core.config import (
     TrialConfig,
 )
 from sdsearch.core.errors import ConfigError, SpaceError
-from sdsearch.core.exits import ANYTIME, FINAL
+from sdsearch.core.exits import ANYTIME, FINAL, exit_stage
 from sdsearch.core.metrics import METRICS, quality_metrics, stored_limits
 from sdsearch.space.document import plain
 from sdsearch.space.schema import (
@@ -161,7 +161,7 @@ class Dimension:
 
 @dataclass(frozen=True)
 class Space:
-    """A validated space file. Build it with :func:`load_space` or :func:`parse_space`.
+    """A validated space file. Build it with :func:`~sdsearch.space.load.load_space` or :func:`parse_space`.
 
     Invariant: every leaf in ``dims`` passed its declaration, and the value conditions of
     :mod:`sdsearch.core.config` are resolved at sampling time, so :meth:`suggest` only ever yields
@@ -430,7 +430,7 @@ class _Rules:
                     "budget, or deploy a static exit",
                 )
         elif deploy.exit != FINAL:
-            stage = int(deploy.exit)
+            stage = exit_stage(deploy.exit)
             if not (placement.is_fixed and stage in placement.value):
                 raise self.fail(
                     "deploy.exit",
@@ -468,7 +468,7 @@ def _storage(value: str | None, name: str, source: str) -> str:
 
 
 def parse_space(document: Any, *, source: str = "<string>", default_name: str = "study") -> Space:
-    """Validate a parsed YAML document (see :func:`load_space`)."""
+    """Validate a parsed YAML document (see :func:`~sdsearch.space.load.load_space`)."""
     if not isinstance(document, Mapping):
         raise SpaceError(
             source,

@@ -6,15 +6,16 @@ whatever the data, and a full disk ends it with a traceback-shaped line. :class:
 retries the first and names the second. It stays an ``RDBStorage``, so ``optuna.create_study``
 still puts its cache in front of it and heartbeats still work.
 
-Imported by :func:`sdsearch.store.storage.open_storage` only, so readers of URLs (``validate``)
-import no Optuna. The Optuna internals it needs come through :mod:`sdsearch.store.optuna_internals`.
+Imported by :func:`sdsearch.store.storage.open_storage` only, so modules that only name a storage
+or its faults (``validate``, the runner's module) import no Optuna. The Optuna internals it needs
+come through :mod:`sdsearch.store.optuna_internals`; the retry window and the full-disk error it
+raises are :mod:`sdsearch.store.faults`'.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,29 +23,16 @@ from typing import Any
 
 from optuna.storages import RDBStorage
 
-from sdsearch.core.errors import ConfigError, DiskFullError, StorageUnavailableError, causes
+from sdsearch.core.errors import StorageUnavailableError, causes
 from sdsearch.core.files import is_disk_full
+from sdsearch.store.faults import RETRY_SECONDS_ENV, disk_full_error
 from sdsearch.store.optuna_internals import storage_methods
-from sdsearch.store.urls import mask_secrets, mask_url, sqlite_path
+from sdsearch.store.urls import mask_secrets, mask_url
 
-__all__ = [
-    "DEFAULT_RETRY_SECONDS",
-    "GUARDED",
-    "RETRY_SECONDS_ENV",
-    "SDRDBStorage",
-    "disk_full_error",
-    "lost_connection",
-    "retry_seconds",
-]
+__all__ = ["GUARDED", "SDRDBStorage", "lost_connection"]
 
 logger = logging.getLogger(__name__)
 
-#: How long a driver keeps retrying a database server it lost, in seconds (an environment variable).
-RETRY_SECONDS_ENV = "SDSEARCH_STORAGE_RETRY_SECONDS"
-#: *design*: a minute covers a server restart or a fail-over, and stays well inside the heartbeat
-#: grace period (120 s) minus one interval (30 s), so other drivers never take the trials of a
-#: driver that is waiting for the server for those of a dead one.
-DEFAULT_RETRY_SECONDS = 60.0
 
 #: Backoff between attempts: 0.5 s, doubling, at most this (a server that is back is seen within it).
 MAX_BACKOFF_SECONDS = 8.0
@@ -195,40 +183,3 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     return mask_secrets(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
-
-
-def retry_seconds() -> float:
-    """How long to ride out a lost database server: ``SDSEARCH_STORAGE_RETRY_SECONDS``, default 60.
-
-    Raises:
-        ConfigError: the variable is not a number of seconds >= 0.
-    """
-    text = os.environ.get(RETRY_SECONDS_ENV)
-    if text is None:
-        return DEFAULT_RETRY_SECONDS
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise ConfigError(f"{RETRY_SECONDS_ENV}: must be a number of seconds >= 0, got {text!r}")
-    return seconds
-
-
-def disk_full_error(url: str, doing: str, *, kept: bool = True) -> DiskFullError:
-    """The DiskFullError of a store: its file for SQLite, its masked URL for a server.
-
-    ``kept``: the store already holds the study (say that its trials are safe); False while creating it.
-    """
-    safe = "the trials it holds are kept: " if kept else ""
-    then = "run the same command to resume (trials in flight are re-run)" if kept else "run the command again"
-    path = sqlite_path(url)
-    if path is None:
-        return DiskFullError(
-            mask_url(url),
-            f"the database server ran out of space while {doing}; {safe}free space on the server and {then}",
-        )
-    return DiskFullError(
-        str(path),
-        f"the disk holding {path.parent}/ filled up while {doing}; {safe}free space there and {then}",
-    )

@@ -68,11 +68,11 @@ def _check_sqlite_file(path: Path, url: str, *, create: bool) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StudyError(
-                f"{url}: cannot create {path.parent}/ ({exc.strerror}); choose another --storage"
+                f"{url}: cannot create {path.parent}/ ({exc.strerror}); choose another storage"
             ) from None
         if not os.access(path.parent, os.W_OK):
             raise StudyError(
-                f"{url}: {path.parent}/ is not writable; choose another --storage or fix its permissions"
+                f"{url}: {path.parent}/ is not writable; choose another storage or fix its permissions"
             )
         return
     if path.is_dir():
@@ -82,7 +82,7 @@ def _check_sqlite_file(path: Path, url: str, *, create: bool) -> None:
     with path.open("rb") as f:
         if f.read(16) != _SQLITE_MAGIC:
             raise StudyError(
-                f"{url}: {path} is not an SQLite database; refusing to touch it (choose another --storage)"
+                f"{url}: {path} is not an SQLite database; refusing to touch it (choose another storage)"
             )
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
@@ -92,10 +92,10 @@ def _check_sqlite_file(path: Path, url: str, *, create: bool) -> None:
     if tables and not tables >= _OPTUNA_TABLES:
         raise StudyError(
             f"{url}: {path} is an SQLite database of something else (tables: {', '.join(sorted(tables)[:4])}); "
-            "refusing to touch it (choose another --storage)"
+            "refusing to touch it (choose another storage)"
         )
     if create and not os.access(path, os.W_OK):
-        raise StudyError(f"{url}: {path} is read-only; fix its permissions or choose another --storage")
+        raise StudyError(f"{url}: {path} is read-only; fix its permissions or choose another storage")
 
 
 def open_storage(url: str, *, create: bool = False) -> SDRDBStorage:
@@ -120,7 +120,8 @@ def open_storage(url: str, *, create: bool = False) -> SDRDBStorage:
     from sqlalchemy.exc import SQLAlchemyError
 
     from sdsearch.core.files import is_disk_full
-    from sdsearch.store.rdb import SDRDBStorage, disk_full_error, retry_seconds
+    from sdsearch.store.faults import disk_full_error, retry_seconds
+    from sdsearch.store.rdb import SDRDBStorage
 
     url = storage_url(url)
     path = sqlite_path(url)
@@ -179,11 +180,8 @@ def retry_interrupted(study: optuna.Study, trial: FrozenTrial) -> int:
     return len(study.get_trials(deepcopy=False)) - before
 
 
-def study_names(url: str) -> list[str]:
-    """The names of the studies a storage holds (never creates it)."""
+def study_names(storage: Any) -> list[str]:
+    """The names of the studies an opened storage holds."""
     import optuna
 
-    return [
-        s.study_name
-        for s in optuna.study.get_all_study_summaries(open_storage(url), include_best_trial=False)
-    ]
+    return [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
