@@ -12,7 +12,7 @@ branches after stages 1-3, trained as the shipped digits space trains) and then:
   deepest exit's static ONNX model with the same preprocessing (best of ``--repeats`` rounds,
   rounds interleaved, one thread).
 
-Run:  .venv/bin/python bench/anytime_tradeoff.py [--seeds 0 1 2] [--epochs 8] [--plot anytime.png]
+Run:  .venv/bin/python bench/anytime_tradeoff.py [--seeds 0 1 2] [--epochs 8] [--plot anytime.png] [--smoke]
       .venv/bin/python bench/anytime_tradeoff.py --npz PATH   # an npz dataset instead of digits
 """
 
@@ -28,23 +28,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.anytime import (
-    AnytimeModel,
-    anytime_cost,
-    anytime_outcome,
-    anytime_report,
-    calibrate,
-    exit_indices,
-    exit_statistics,
-    plot_anytime,
-    run_anytime_onnx,
-    save_anytime_onnx,
+from sdsearch.anytime.model import AnytimeModel, anytime_cost, exit_statistics
+from sdsearch.anytime.onnx import run_anytime_onnx, save_anytime_onnx
+from sdsearch.anytime.policy import anytime_outcome, anytime_report, calibrate, exit_indices
+from sdsearch.anytime.view import plot_anytime
+from sdsearch.core.config import (
+    BackboneConfig,
+    BranchesConfig,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    TrialConfig,
 )
-from sdsearch.config import BackboneConfig, BranchesConfig, DataConfig, ModelConfig, TrainConfig, TrialConfig
-from sdsearch.data import load_dataset
-from sdsearch.deploy import cpu_deploy, onnx_graphs, onnx_session
-from sdsearch.trainer import build, fit
-from sdsearch.units import format_value
+from sdsearch.core.units import format_value
+from sdsearch.data.datasets import load_dataset
+from sdsearch.graphs.onnx import onnx_graphs
+from sdsearch.graphs.runtime import cpu_deploy, onnx_session
+from sdsearch.training.fit import build, fit
 
 
 def _count(value: float) -> str:
@@ -95,7 +95,10 @@ def main() -> None:
                         help="expected-MACs budgets as fractions of the deepest exit's deploy MACs")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plot", default=None, help="write the first seed's anytime plot here")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (what CI runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.epochs, args.drops, args.budgets, args.repeats = [0], 1, [0.005], [0.5], 1
     torch.set_num_threads(1)
 
     for seed in args.seeds:

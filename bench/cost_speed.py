@@ -1,4 +1,4 @@
-"""Milliseconds per config of ``sdsearch.cost.exit_costs``: params, MACs, peak memory and size of
+"""Milliseconds per config of ``sdsearch.cost.trace.exit_costs``: params, MACs, peak memory and size of
 every exit, cache cleared, over random configs of the shipped spaces.
 
 Side by side in one run, for each of ``spaces/iot_budget.yaml`` (digits, 1x8x8) and
@@ -16,7 +16,7 @@ Also: the first call in a fresh process (one-time imports) and a cache hit. The 
 under 50 ms per config. Times are wall clock; (a)'s process CPU time is printed too, since on a
 busy machine the wall clock also counts waiting for a core.
 
-Run:  .venv/bin/python bench/cost_speed.py [--configs N] [--seed S]
+Run:  .venv/bin/python bench/cost_speed.py [--configs N] [--seed S] [--smoke]
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ import optuna
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdsearch import cost
-from sdsearch.config import ModelConfig
-from sdsearch.data import describe
+from sdsearch.core.config import ModelConfig
+from sdsearch.cost import trace as cost
+from sdsearch.data.datasets import describe
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.space import load_space
+from sdsearch.space.load import load_space
 
 SPACES = ("iot_budget", "cifar10_edge")
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def flop_counter_costs(
     config: ModelConfig, shape: tuple[int, int, int], classes: int
 ) -> dict[str, tuple[int, int]]:
     """(params, MACs) per exit the way sdsearch counted them before peak memory: FlopCounterMode."""
-    with cost._FastMetaMode():
+    with cost.FastMetaMode():
         net = SelfDistillNet(
             config, num_classes=classes, in_chans=shape[0], input_size=shape[1:], device="meta"
         )
@@ -66,7 +66,7 @@ def flop_counter_costs(
     for e in net.exits:
         model = net.deploy(e, share_weights=True)
         counter = FlopCounterMode(display=False)
-        with torch.no_grad(), cost._FastMetaMode(), counter:
+        with torch.no_grad(), cost.FastMetaMode(), counter:
             model(torch.empty((1, *shape), device="meta"))
         flops = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items() if op in cost._MACS)
         out[e] = (sum(p.numel() for p in model.parameters()), flops // 2)
@@ -82,7 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", type=int, default=30, help="random configs per space (default 30)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (what CI runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.configs = 2
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
 

@@ -4,11 +4,12 @@ For each of 10 configs per input shape: seconds per ONNX export with the TorchSc
 (what sdsearch uses) and with the torch.export-based one; seconds per ``measure_latency`` call,
 float32 and int8; and the median batch-1 latency of the float32 and the int8 graph, with their
 ratio and the Spearman rank correlation of the two latencies over the configs (how well the
-float32 time stands in for the int8 one). Run:  .venv/bin/python bench/deploy_latency.py
+float32 time stands in for the int8 one). Run:  .venv/bin/python bench/deploy_latency.py [--smoke]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 import warnings
@@ -16,9 +17,9 @@ import warnings
 import numpy as np
 import torch
 
-from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig
-from sdsearch.deploy import export_onnx
-from sdsearch.latency import measure_latency
+from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig
+from sdsearch.cost.latency import measure_latency
+from sdsearch.graphs.onnx import export_onnx
 from sdsearch.nn.network import SelfDistillNet
 
 SHAPES = (("digits 1x8x8", (1, 8, 8)), ("cifar 3x32x32", (3, 32, 32)))
@@ -41,11 +42,15 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (what CI runs)")
+    args = parser.parse_args()
+    configs = CONFIGS[:1] if args.smoke else CONFIGS
     torch.set_num_threads(1)
     export_onnx(torch.nn.Identity(), torch.zeros(1, 1))  # pay the exporter's imports outside the timings
     for label, shape in SHAPES:
         rows = []
-        for arch, width, depth in CONFIGS:
+        for arch, width, depth in configs:
             cfg = ModelConfig(backbone=BackboneConfig(arch=arch, width=width, depth=depth),
                               branches=BranchesConfig(placement=(2,)))  # fmt: skip
             net = SelfDistillNet(cfg, num_classes=10, in_chans=shape[0], input_size=shape[1:]).eval()

@@ -2,7 +2,7 @@
 
 Both arms train the same backbone (default: ResNet width 0.25, depth 1) on the same data, for the
 same epochs, batch size, optimizer and schedule, with the same seeds, through the path every
-search trial and ``sdsearch train`` take (``trainer.build`` and ``trainer.fit``):
+search trial and ``sdsearch train`` take (``sdsearch.training.fit.build`` and ``fit``):
 
 * **plain**: the backbone and its final head only: ``branches.placement: []``, ``kd_weight: 0``,
   ``feature_weight: 0``, so the loss is the final exit's cross-entropy.
@@ -21,6 +21,7 @@ on a busy machine they also count waiting for a core. The arms alternate per see
 even seeds, self-distilled first for odd ones), so drift in the machine's load hits both.
 
 Run:  .venv/bin/python bench/distillation_gain.py --npz PATH [--epochs 15] [--seeds 3] [--width 0.25]
+      .venv/bin/python bench/distillation_gain.py --smoke
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from sdsearch.config import (
+from sdsearch.core.config import (
     BackboneConfig,
     BranchesConfig,
     DataConfig,
@@ -42,8 +43,8 @@ from sdsearch.config import (
     TrainConfig,
     TrialConfig,
 )
-from sdsearch.data import Dataset, load_dataset
-from sdsearch.trainer import build, evaluate, fit
+from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.training.fit import build, evaluate, fit
 
 ARMS = ("plain", "self-distilled")
 
@@ -94,7 +95,7 @@ def _mean_std(values: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--npz", type=Path, required=True, help="npz dataset (e.g. the 10k/2k CIFAR-10 subset)")
+    p.add_argument("--npz", type=Path, default=None, help="npz dataset (e.g. the 10k/2k CIFAR-10 subset)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (0, 1, ...)")
     p.add_argument("--arch", default="resnet")
@@ -107,16 +108,25 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (CPU results repeat only at the same count)"
     )
+    p.add_argument(
+        "--smoke", action="store_true", help="seconds on digits, one seed, one epoch (what CI runs)"
+    )
     args = p.parse_args()
-    if not args.npz.is_file():
+    if args.smoke:
+        args.epochs, args.seeds, args.batch_size = 1, 1, 64
+    elif args.npz is None or not args.npz.is_file():
         raise SystemExit(f"--npz: {args.npz} is not a file")
 
     # Nothing is selected on validation images; a small split keeps the per-epoch evaluation cheap.
-    data_cfg = DataConfig(dataset="npz", path=str(args.npz), val_fraction=0.01)
+    data_cfg = (
+        DataConfig(dataset="npz", path=str(args.npz), val_fraction=0.01)
+        if args.npz is not None
+        else DataConfig(dataset="digits", val_fraction=0.05)
+    )
     data = load_dataset(data_cfg, seed=0, full=True)
     arms = configs(args, data_cfg)
     s = data.shape
-    print(f"data: {args.npz.name}: {len(data.y_train)} training / {len(data.y_test)} test images, "
+    print(f"data: {args.npz.name if args.npz else 'digits'}: {len(data.y_train)} training / {len(data.y_test)} test images, "
           f"{s.in_chans}x{s.height}x{s.width}, {s.num_classes} classes; {args.arch} width {args.width} depth "
           f"{args.depth}; {args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr} cosine; self-distilled: "
           f"{args.branch_style} branches after stages 1-3, {args.fusion} fusion, byot loss (kd 0.3, T 3, "

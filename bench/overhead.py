@@ -69,7 +69,7 @@ several times (OpenMP threads wait on each other when a core is taken away); ``-
 steadier figures there. The 1-minute load average is printed before each part.
 
 Run:  .venv/bin/python bench/overhead.py [--trials 5] [--epochs 50] [--cpus 2] [--prototype nice0] [--no-warmup]
-      [--quick]
+      [--smoke]
 """
 
 from __future__ import annotations
@@ -237,24 +237,24 @@ def _warm_worker() -> None:
     """Worker setup hook (prototype): import what a trial needs while the driver is still busy."""
     import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer step / nn.init otherwise)
 
-    import sdsearch.losses
+    import sdsearch.nn.losses
     import sdsearch.nn.network
     import sdsearch.search.trainable
-    import sdsearch.trainer  # noqa: F401
+    import sdsearch.training.fit  # noqa: F401
 
 
 def _warm_driver() -> None:
     """Driver warm-up (prototype): what the first budget check would otherwise import."""
     import torch._dynamo  # noqa: F401
 
-    import sdsearch.cost
+    import sdsearch.cost.trace
     import sdsearch.nn.network  # noqa: F401
 
 
 def make_space(tmp: Path, *, trials: int, epochs: int, seed: int, cpus: int) -> Any:
     import yaml
 
-    from sdsearch.space import parse_space
+    from sdsearch.space.space import parse_space
 
     doc = yaml.safe_load(SPACE_FILE.read_text())
     doc.update(
@@ -275,11 +275,11 @@ def child_run(args: argparse.Namespace) -> None:
     import ray
     from ray import tune
 
-    import sdsearch.cost
-    import sdsearch.data
-    from sdsearch.search import attrs
+    import sdsearch.cost.trace
+    import sdsearch.data.datasets
     from sdsearch.search.runner import run
     from sdsearch.search.searcher import SDOptunaSearch
+    from sdsearch.store import attrs
 
     imports = time.time() - t
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -313,8 +313,8 @@ def child_run(args: argparse.Namespace) -> None:
     timers.wrap(tune.Tuner, "fit", "Tuner.fit")
     timers.wrap(SDOptunaSearch, "suggest", "suggest")
     timers.wrap(SDOptunaSearch, "on_trial_complete", "on_trial_complete")
-    timers.wrap(sdsearch.cost, "exit_costs", "exit_costs")
-    timers.wrap(sdsearch.data, "load_dataset", "load_dataset")
+    timers.wrap(sdsearch.cost.trace, "exit_costs", "exit_costs")
+    timers.wrap(sdsearch.data.datasets, "load_dataset", "load_dataset")
 
     with tempfile.TemporaryDirectory(prefix="sdsearch-overhead-") as tmp:
         space = make_space(Path(tmp), trials=args.trials, epochs=args.epochs, seed=args.seed, cpus=args.cpus)
@@ -386,15 +386,17 @@ def main() -> None:
                              + "; ".join(f"{k}: {v}" for k, v in PROTOTYPES.items()))  # fmt: skip
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the untimed 1-trial run that warms file caches (then (a) is a cold start)")  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials of 1 epoch")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 trials of 1 epoch, no warm-up run (what CI runs)"
+    )
     parser.add_argument("--child-variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_variant is not None:
         child_run(args)
         return
-    if args.quick:
-        args.trials, args.epochs = 3, 1
+    if args.smoke:
+        args.trials, args.epochs, args.no_warmup = 2, 1, True
 
     print(f"load average (1 min) at start: {_load()}  cores: {os.cpu_count()}")
     if not args.no_warmup:
@@ -413,13 +415,13 @@ def main() -> None:
     import ray
     import torch
 
-    import sdsearch.data
-    from sdsearch.config import TrialConfig
+    import sdsearch.data.datasets
+    from sdsearch.core.config import TrialConfig
     from sdsearch.search.trainable import fit_config
 
     space = make_space(Path(tempfile.gettempdir()), trials=args.trials, epochs=args.epochs, seed=args.seed,
                        cpus=args.cpus)  # fmt: skip
-    dataset = sdsearch.data.load_dataset(space.data, seed=space.seed)
+    dataset = sdsearch.data.datasets.load_dataset(space.data, seed=space.seed)
     print(f"(b) in-process loop over the same {len(a.trained)} configs; load {_load()}", flush=True)
     inproc: list[float] = []
     same: list[bool] = []

@@ -42,7 +42,7 @@ retrains the config from scratch (same seed: the cached epochs are reproduced ex
 replay is checked and not charged) and the new epochs join the cache. A run stops starting trials
 when its budget is spent; a trial counts at the moment it finishes.
 
-Output, per method (mean ± std over seeds): normalised hypervolume (``sdsearch.search.front.
+Output, per method (mean ± std over seeds): normalised hypervolume (``sdsearch.results.front.
 hypervolume``, one reference for everyone: accuracy 0 and the budget limits; ideal: accuracy 1,
 zero cost) of the feasible front at 25/50/75/100 % of the budget; trials trained to the end,
 pruned by the scheduler, failed and rejected before training; epochs trained; the share of
@@ -54,6 +54,7 @@ seconds. ``--plot hv.png`` draws mean HV against search seconds.
 Run:  .venv/bin/python bench/search_efficiency.py [--seconds 120] [--seeds 3] [--epochs 4]
       [--grace-epochs 1] [--reduction-factor 3] [--methods tpe sdsearch ...]
       [--npz cifar10_12k.npz --train-images 2000] [--plot hv.png] [--save runs.json | --load runs.json]
+      [--smoke]
 """
 
 from __future__ import annotations
@@ -245,11 +246,11 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
     from optuna.trial import TrialState
     from ray.tune.search import Searcher
 
-    from sdsearch.config import TrialConfig
+    from sdsearch.core.config import TrialConfig
     from sdsearch.search.moasha import COSTS_KEY, STOP
-    from sdsearch.search.runner import make_sampler
+    from sdsearch.search.result_keys import exit_metrics
     from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
-    from sdsearch.search.trainable import exit_metrics
+    from sdsearch.search.study import make_sampler
 
     sampler = (
         optuna.samplers.RandomSampler(seed=seed) if method == "random" else make_sampler(space, seed=seed)
@@ -333,7 +334,8 @@ def feasible(c: dict[str, Any], budget: dict[str, float]) -> bool:
 def hv_steps(log: RunLog, budget: dict[str, float], *, exits: bool) -> list[float]:
     """HV of the feasible front after each event (deployed exits, or every exit if ``exits``); cached."""
     if exits not in log._hv:
-        from sdsearch.search.front import hypervolume, reference_point
+        from sdsearch.core.pareto import hypervolume
+        from sdsearch.results.front import reference_point
 
         ref = reference_point(OBJECTIVES, [], budget)
         pts: list[tuple[float, ...]] = []
@@ -468,7 +470,7 @@ def plot(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds: l
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from sdsearch.units import format_value
+    from sdsearch.core.units import format_value
 
     by = {(lg.method, lg.seed): lg for lg in logs}
     grid = np.linspace(0, budget_s, 241)
@@ -496,7 +498,7 @@ def plot(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds: l
 def build_space(args: argparse.Namespace, seed: int) -> Any:
     import yaml
 
-    from sdsearch.space import parse_space
+    from sdsearch.space.space import parse_space
 
     doc = yaml.safe_load(SPACE_FILE.read_text())
     doc.update(
@@ -532,7 +534,7 @@ def subset_train(dataset: Any, n: int | None) -> Any:
 
 
 def main() -> None:
-    from sdsearch.units import parse
+    from sdsearch.core.units import parse
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -570,7 +572,11 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="write the runs (every trial's time and exits) as JSON")
     parser.add_argument("--load", default=None,
                         help="report (and --plot) the runs of a --save file instead of searching")  # fmt: skip
+    parser.add_argument("--smoke", action="store_true",
+                        help="one seed, 8 search seconds per method, 1-epoch trials on digits (what CI runs)")  # fmt: skip
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.seconds, args.epochs, args.npz = 1, 8.0, 1, None
     if args.load:
         saved = json.loads(Path(args.load).read_text())
         logs = [_log_from_dict(d) for d in saved["runs"]]
@@ -600,8 +606,8 @@ def main() -> None:
     import optuna
     import torch
 
-    from sdsearch.data import load_dataset
-    from sdsearch.measure import DeployMetrics
+    from sdsearch.cost.metrics import DeployMetrics
+    from sdsearch.data.datasets import load_dataset
     from sdsearch.search.moasha import rung_levels
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

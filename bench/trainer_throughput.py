@@ -16,7 +16,7 @@ Each loop runs once per round, rounds interleaved; the best round counts, since 
 machine only ever slows a run down. A "model only" row (training on one fixed batch) and the
 per-batch data times give the bound on the end-to-end ratio that any data pipeline could reach.
 
-Run:  .venv/bin/python bench/trainer_throughput.py [--npz PATH] [--steps 15] [--repeats 3]
+Run:  .venv/bin/python bench/trainer_throughput.py [--npz PATH] [--steps 15] [--repeats 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -30,12 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.config import BackboneConfig, BranchesConfig, DataConfig, LossConfig, ModelConfig, TrainConfig
-from sdsearch.data import Dataset, augment_policy, load_dataset
-from sdsearch.loader import DeviceLoader
-from sdsearch.losses import SelfDistillLoss
+from sdsearch.core.config import (
+    BackboneConfig,
+    BranchesConfig,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from sdsearch.data.datasets import Dataset, augment_policy, load_dataset
+from sdsearch.data.loader import DeviceLoader
+from sdsearch.nn.losses import SelfDistillLoss
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.trainer import fit
+from sdsearch.training.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = REPO.parent / "shared" / "data" / "cifar10_12k.npz"
@@ -136,7 +143,7 @@ def _sdsearch_train(data: Dataset, cfg: TrainConfig, steps: int) -> float:
     sub = dataclasses.replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n],
                               x_val=data.x_val[:256], y_val=data.y_val[:256])  # fmt: skip
     net, loss = _build(data)
-    result = fit(net, loss, sub, dataclasses.replace(cfg, epochs=2), seed=0, device="cpu")
+    result = fit(net, loss, sub, cfg.replace(epochs=2), seed=0, device="cpu")
     return result.history[1].images_per_second  # epoch 1 is warm-up; evaluation is not timed
 
 
@@ -168,16 +175,26 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to compare")
     p.add_argument("--repeats", type=int, default=3, help="rounds (interleaved); the best is reported")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--smoke", action="store_true", help="a few seconds on digits (what CI runs)")
     args = p.parse_args()
+    if args.smoke:
+        args.npz, args.steps, args.warmup, args.batch_size, args.workers, args.repeats = (
+            None,
+            2,
+            1,
+            32,
+            [0],
+            1,
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    if args.npz.is_file():
+    if args.npz is not None and args.npz.is_file():
         data = load_dataset(DataConfig(dataset="npz", path=str(args.npz)), seed=0)
         source = str(args.npz)
     else:
         data = load_dataset(DataConfig(dataset="digits"), seed=0)
-        source = f"digits ({args.npz} not found)"
+        source = "digits" if args.npz is None else f"digits ({args.npz} not found)"
     cfg = TrainConfig(batch_size=args.batch_size, lr=0.05)
     need = (args.steps + args.warmup) * args.batch_size
     if len(data.y_train) < need:

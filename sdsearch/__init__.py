@@ -19,13 +19,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_space": "sdsearch.space",
-    "load_trial_config": "sdsearch.space",
-    "TrialConfig": "sdsearch.config",
+    "load_space": "sdsearch.space.load",
+    "load_trial_config": "sdsearch.space.load",
+    "TrialConfig": "sdsearch.core.config",
     "run": "sdsearch.search.runner",
-    "load_front": "sdsearch.search.front",
-    "export_config": "sdsearch.export",
-    "train": "sdsearch.training",
+    "load_front": "sdsearch.results.read",
+    "export_config": "sdsearch.results.pick",
+    "train": "sdsearch.deploy.build",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -1,6 +1,6 @@
 """The ``sdsearch`` command: parse arguments, call one API function, print, return an exit code.
 
-Exit codes: 0 success, 2 bad input (:class:`~sdsearch.errors.SdsearchError` with ``exit_code`` 2),
+Exit codes: 0 success, 2 bad input (:class:`~sdsearch.core.errors.SdsearchError` with ``exit_code`` 2),
 1 anything else, each with a one-line reason on stderr; ``--debug`` shows the traceback instead.
 Heavy modules are imported inside the handlers so ``--help`` and ``validate`` start instantly.
 """
@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sdsearch import __version__
-from sdsearch.errors import ConfigError, SdsearchError
-from sdsearch.units import DTYPES
+from sdsearch.core.errors import ConfigError, SdsearchError
+from sdsearch.core.units import DTYPES
 
 __all__ = ["main"]
 
@@ -43,8 +43,8 @@ def _add_validate(sub: Any) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from sdsearch.space import load_space
-    from sdsearch.summary import space_summary
+    from sdsearch.results.summary import space_summary
+    from sdsearch.space.load import load_space
 
     _console().print(space_summary(load_space(args.file)))
     return 0
@@ -59,7 +59,7 @@ def _add_schema(sub: Any) -> None:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from sdsearch.schema import json_schema
+    from sdsearch.space.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0
@@ -96,10 +96,10 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    from sdsearch.measure import config_metrics
-    from sdsearch.metrics import METRICS, metric_value
-    from sdsearch.space import load_trial_config
-    from sdsearch.summary import cost_table
+    from sdsearch.core.metrics import METRICS, metric_value
+    from sdsearch.cost.metrics import config_metrics
+    from sdsearch.results.summary import cost_table
+    from sdsearch.space.load import load_trial_config
 
     shape = _parse_shape(args.input) if args.input else None
     if args.classes is not None and args.classes < 2:
@@ -138,8 +138,8 @@ def _add_run(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sdsearch.results.summary import run_summary
     from sdsearch.search.runner import run
-    from sdsearch.summary import run_summary
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials: must be >= 1, got {args.trials}")
@@ -170,22 +170,10 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_budget(items: Sequence[str]) -> dict[str, str] | None:
-    """``["macs=1M", "peak_memory=64KiB"]`` -> ``{"macs": "1M", ...}``, checked before any storage is read."""
-    from sdsearch.metrics import budget_metrics
-    from sdsearch.search.front import parse_limits
+def _budget(items: Sequence[str]) -> dict[str, str] | None:
+    from sdsearch.results.budget import parse_budget_items
 
-    budget: dict[str, str] = {}
-    for item in items:
-        metric, _, value = item.partition("=")
-        if metric not in budget_metrics() or not value:
-            raise ConfigError(
-                f"--budget: {item!r} is not METRIC=VALUE with METRIC one of {', '.join(budget_metrics())} "
-                "(e.g. macs=1M, peak_memory=64KiB, latency=5ms)"
-            )
-        budget[metric] = value
-    parse_limits(budget)  # a bad unit is bad input, whatever the study holds
-    return budget or None
+    return parse_budget_items(items) or None
 
 
 def _add_show(sub: Any) -> None:
@@ -205,13 +193,14 @@ def _add_show(sub: Any) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from sdsearch.report import front_json, front_report, plot_front, write_csv
-    from sdsearch.search.front import load_front
+    from sdsearch.results.plot import plot_front
+    from sdsearch.results.read import load_front
+    from sdsearch.results.report import front_json, front_report, write_csv
 
     if args.anytime is not None:
         return _show_anytime(args)
     front = load_front(
-        args.source, study_name=args.study_name, candidates=args.candidates, budget=_parse_budget(args.budget)
+        args.source, study_name=args.study_name, candidates=args.candidates, budget=_budget(args.budget)
     )
     if args.json:
         print(json.dumps(front_json(front), indent=2))
@@ -227,9 +216,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _show_anytime(args: argparse.Namespace) -> int:
-    from sdsearch.anytime import anytime_table
-    from sdsearch.report import plot_anytime_of
-    from sdsearch.search.front import anytime_of, read_study
+    from sdsearch.anytime.view import anytime_table
+    from sdsearch.results.plot import plot_anytime_of
+    from sdsearch.results.read import anytime_of, read_study
 
     report = anytime_of(read_study(args.source, study_name=args.study_name), args.anytime)
     if args.json:
@@ -257,7 +246,7 @@ def _add_export(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from sdsearch.export import export_config
+    from sdsearch.results.pick import export_config
 
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
@@ -265,7 +254,7 @@ def _export(args: argparse.Namespace) -> int:
         args.source,
         study_name=args.study_name,
         pick=args.pick,
-        budget=_parse_budget(args.budget),
+        budget=_budget(args.budget),
         candidates=args.candidates,
         epochs=args.epochs,
         out=args.out,
@@ -300,7 +289,7 @@ def _add_train(sub: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sdsearch.training import train
+    from sdsearch.deploy.build import train
 
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
@@ -326,7 +315,7 @@ def _add_predict(sub: Any) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from sdsearch.predict import predict, prediction_rows, prediction_table
+    from sdsearch.deploy.predict import predict, prediction_rows, prediction_table
 
     if args.top < 1:
         raise ConfigError(f"--top: must be >= 1, got {args.top}")
@@ -348,8 +337,8 @@ def _add_studies(sub: Any) -> None:
 
 
 def _studies(args: argparse.Namespace) -> int:
-    from sdsearch.search.storage import list_studies
-    from sdsearch.summary import studies_table
+    from sdsearch.results.read import list_studies
+    from sdsearch.results.summary import studies_table
 
     _console().print(studies_table(list_studies(args.storage)))
     return 0
@@ -358,14 +347,29 @@ def _studies(args: argparse.Namespace) -> int:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that remembers the flag setting each destination (``study_name`` ->
+    ``--study``), so an error the library raises about an argument can name the flag instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flags: dict[str, str] = {}  # before super().__init__, which adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings:
+            self.flags[action.dest] = max(action.option_strings, key=len)
+        return action
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="sdsearch",
         description="Search self-distilled lightweight CNNs for edge budgets (Optuna + Ray Tune).",
     )
     parser.add_argument("--version", action="version", version=f"sdsearch {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for add in (
         _add_validate,
         _add_schema,
@@ -378,7 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
         _add_studies,
     ):
         add(sub)
+    parser.command_flags = {name: p.flags for name, p in sub.choices.items()}
     return parser
+
+
+def _message(exc: SdsearchError, flags: dict[str, str]) -> str:
+    """The error's one line, with the flag that sets the argument it names (``budget: ...`` -> ``--budget: ...``)."""
+    text = str(exc)
+    flag = flags.get(exc.key or "") if isinstance(exc.key, str) else None
+    if flag and text.startswith(f"{exc.key}: "):
+        return f"{flag}: {text[len(exc.key) + 2 :]}"
+    return text
 
 
 def _one_line_warning(
@@ -403,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SdsearchError as exc:
         if args.debug:
             raise
-        print(str(exc), file=sys.stderr)
+        print(_message(exc, parser.command_flags.get(args.command, {})), file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # `sdsearch show --json | head`: the reader left; not an error
         sys.stderr.close()

@@ -34,11 +34,13 @@ from typing import Any
 
 import optuna
 
-from sdsearch.config import TrialConfig
-from sdsearch.search.runner import prepare_study
+from sdsearch.core.config import TrialConfig
+from sdsearch.core.exits import FINAL
+from sdsearch.search import result_keys as keys
 from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
-from sdsearch.search.storage import open_storage
-from sdsearch.space import parse_space
+from sdsearch.search.study import prepare_study
+from sdsearch.space.space import parse_space
+from sdsearch.store.storage import open_storage
 
 OBJECTIVES = ("accuracy", "params", "macs")
 BUDGET = {"params": 60_000.0, "macs": 2_000_000.0}
@@ -154,7 +156,7 @@ class StudyBuilder:
 
 
 def _limit(metric: str, value: float) -> Any:
-    from sdsearch.metrics import METRICS
+    from sdsearch.core.metrics import METRICS
 
     return (
         f"{value}B"
@@ -166,8 +168,8 @@ def _limit(metric: str, value: float) -> Any:
 
 
 def _result(exits: dict[str, Exit], epoch: int) -> dict[str, Any]:
-    accuracies = {f"accuracy_{e}": acc for e, (acc, _, _) in exits.items()}
-    return {"accuracy": exits["final"][0], **accuracies, "epoch": epoch}
+    accuracies = {e: acc for e, (acc, _, _) in exits.items()}
+    return {**keys.exit_metrics(accuracies, FINAL), keys.EPOCH: epoch}
 
 
 def standard_study(url: str, name: str = "toy") -> StudyBuilder:

@@ -9,22 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from sdsearch.anytime import (
+from sdsearch.anytime.model import AnytimeModel, anytime_cost, exit_statistics
+from sdsearch.anytime.policy import (
     AnytimeCost,
-    AnytimeModel,
     ExitStats,
-    anytime_cost,
     anytime_outcome,
     anytime_report,
-    anytime_table,
-    anytime_worst_case_cost,
     calibrate,
     exit_indices,
-    exit_statistics,
-    plot_anytime,
     sweep,
 )
-from sdsearch.config import (
+from sdsearch.anytime.view import anytime_table, plot_anytime
+from sdsearch.core.config import (
     BackboneConfig,
     BranchesConfig,
     CBFEConfig,
@@ -33,13 +29,14 @@ from sdsearch.config import (
     ModelConfig,
     TrainConfig,
 )
-from sdsearch.cost import exit_costs
-from sdsearch.data import Dataset, load_dataset
-from sdsearch.deploy import normalise
-from sdsearch.errors import ConfigError
-from sdsearch.losses import SelfDistillLoss
+from sdsearch.core.errors import ConfigError
+from sdsearch.cost.trace import exit_costs
+from sdsearch.cost.worst_case import every_exit_cost
+from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.graphs.preprocess import normalise
+from sdsearch.nn.losses import SelfDistillLoss
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.trainer import evaluate, fit
+from sdsearch.training.fit import evaluate, fit
 
 TINY = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1))
 SHAPE = (1, 8, 8)
@@ -131,7 +128,7 @@ def test_cost_pieces_add_up_to_every_exits_deploy_cost(model: ModelConfig) -> No
     anytime = AnytimeModel(meta, [0.5] * (len(model.exits) - 1), share_weights=True)
     assert cost.params == sum(p.numel() for p in anytime.parameters())
     # The model with every exit running, as a budget sees it: the same MACs and parameters.
-    worst = anytime_worst_case_cost(model, num_classes=10, in_chans=3, input_size=(16, 16))
+    worst = every_exit_cost(model, num_classes=10, in_chans=3, input_size=(16, 16))
     assert (worst.macs, worst.params) == (cost.worst_case, cost.params)
 
 
@@ -398,7 +395,7 @@ def test_onnx_exit_decisions_equal_pytorch_on_every_test_image(
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    from sdsearch.anytime import read_anytime_metadata, run_anytime_onnx, save_anytime_onnx
+    from sdsearch.anytime.onnx import read_anytime_metadata, run_anytime_onnx, save_anytime_onnx
 
     thresholds = _spread(test_stats.confidence)
     model = AnytimeModel(net, thresholds).eval()
@@ -459,9 +456,21 @@ def test_report_and_plot(cost: AnytimeCost, val: ExitStats, test_stats: ExitStat
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("static exits" in s for s in labels) and any("chosen" in s for s in labels)
     assert any("swept" in s for s in labels) and any("test split" in s for s in labels)
+    points = {c.get_label(): c.get_offsets() for c in ax.collections}
+    assert len(points["static exits: deploy model alone (validation)"]) == len(report["exits"])
+    assert len(points["same thresholds, test split"]) == 1
+    (curve,) = [line for line in ax.get_lines() if line.get_label().startswith("one shared threshold")]
+    assert len(curve.get_xdata()) == len(report["sweep"])
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    (worst,) = [line for label, line in lines.items() if label.startswith("worst case")]
+    assert list(worst.get_xdata()) == [cost.worst_case] * 2  # vertical, at every exit's MACs
+    (floor,) = [line for label, line in lines.items() if label.startswith("target")]
+    assert list(floor.get_ydata()) == [100 * (report["val"]["deepest_accuracy"] - 0.005)] * 2  # horizontal
     fig.savefig(tmp_path / "anytime.png", dpi=60)
     assert (tmp_path / "anytime.png").stat().st_size > 1000
-    plot_anytime(anytime_report(calibrate(val, cost, expected_macs=cost.deploy[-1]), cost))  # budget variant
+    budget = plot_anytime(anytime_report(calibrate(val, cost, expected_macs=cost.deploy[-1]), cost))
+    (limit,) = [line for line in budget.axes[0].get_lines() if line.get_label().startswith("target")]
+    assert list(limit.get_xdata()) == [cost.deploy[-1]] * 2  # a MACs budget is a vertical line
 
     console = Console(record=True, width=160)
     console.print(anytime_table(report))
@@ -477,7 +486,7 @@ def test_show_anytime_prints_draws_and_refuses_what_has_no_report(
     from _front_study import StudyBuilder, storage_url
 
     from sdsearch.cli import main
-    from sdsearch.search import attrs
+    from sdsearch.store import attrs
 
     report = anytime_report(calibrate(val, cost, accuracy_drop=0.005), cost)
     url = storage_url(tmp_path)

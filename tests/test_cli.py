@@ -12,7 +12,7 @@ import yaml
 
 from sdsearch import __version__
 from sdsearch.cli import main
-from sdsearch.units import format_value
+from sdsearch.core.units import format_value
 
 TINY_SPACE = """
 name: tiny
@@ -66,8 +66,8 @@ def test_run_show_export_train_round_trip(tmp_path, capsys, ray_session):
     # The trained model classifies a user's picture: a test digit written as a PNG.
     from PIL import Image
 
-    from sdsearch.config import DataConfig
-    from sdsearch.data import load_dataset
+    from sdsearch.core.config import DataConfig
+    from sdsearch.data.datasets import load_dataset
 
     digits = load_dataset(DataConfig(dataset="digits"), seed=0)
     Image.fromarray(digits.x_test[0, 0]).save(tmp_path / "digit.png")
@@ -159,7 +159,8 @@ def _study_db(tmp_path, names=("a",)):
     "argv, message",
     [
         (["show", "{db}", "--study", "nope"], "no study 'nope'"),
-        (["show", "{tmp}"], "is a directory"),
+        # a folder is no storage: the one storage rule (a URL, or a path ending in .db) names both forms
+        (["show", "{tmp}"], "nor an SQLite file path ending in .db"),
     ],
 )
 def test_selecting_a_study_wrongly_is_bad_input(tmp_path, capsys, argv, message):
@@ -170,19 +171,33 @@ def test_selecting_a_study_wrongly_is_bad_input(tmp_path, capsys, argv, message)
 
 def test_several_studies_need_study_name(tmp_path, capsys):
     assert main(["show", _study_db(tmp_path, names=("a", "b"))]) == 2
-    assert "pass --study NAME" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("--study: ") and "holds several studies (a, b)" in err
 
 
 def test_output_paths_that_are_folders_or_files_are_bad_input(tmp_path, capsys):
-    from sdsearch.paths import output_dir, output_file
+    from sdsearch.core.files import output_dir, output_file
 
     (tmp_path / "file").write_text("x")
-    with pytest.raises(Exception, match="is a folder") as folder:
-        output_file(tmp_path, option="-o")
-    with pytest.raises(Exception, match="is a file") as file:
-        output_dir(tmp_path / "file", option="--out")
+    with pytest.raises(Exception, match=r"^out: .* is a folder") as folder:
+        output_file(tmp_path, key="out")
+    with pytest.raises(Exception, match=r"^out: .* is a file") as file:
+        output_dir(tmp_path / "file", key="out")
     assert folder.value.exit_code == file.value.exit_code == 2
-    assert output_file(tmp_path / "plot", option="--plot", suffix=".png").name == "plot.png"
+    assert output_file(tmp_path / "plot", key="plot", suffix=".png").name == "plot.png"
+    # The CLI names the flag that gave the path, the library the argument.
+    assert main(["export", str(tmp_path / "none.yaml"), "-o", str(tmp_path)]) == 2
+    assert "none.yaml" in capsys.readouterr().err  # the missing space is found first
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nstorage: s.txt\n")
+    assert main(["validate", str(space)]) == 2
+    yaml_err = capsys.readouterr().err
+    space.write_text("name: s\n")
+    assert main(["run", str(space), "--storage", "s.txt"]) == 2
+    flag_err = capsys.readouterr().err
+    # One storage rule for the YAML and --storage, with one message naming both forms.
+    assert yaml_err.split("storage: ", 1)[1] == flag_err.removeprefix("--storage: ")
+    assert "a database URL" in flag_err and "ending in .db" in flag_err
 
 
 def test_main_puts_the_callers_warning_display_back(tmp_path, capsys):
@@ -198,7 +213,7 @@ def test_main_puts_the_callers_warning_display_back(tmp_path, capsys):
 
 
 def test_costs_known_only_after_training_fall_back_to_their_worst_case():
-    from sdsearch.metrics import metric_value
+    from sdsearch.core.metrics import metric_value
 
     assert metric_value({"macs": 5.0}, "expected_macs") == 5.0
     assert metric_value({"macs": 5.0, "expected_macs": 2.0}, "expected_macs") == 2.0

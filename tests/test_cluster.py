@@ -59,8 +59,8 @@ DRIVER = """\
 import json, os, sys
 import sdsearch.search.runner as runner
 from sdsearch.cli import main
-from sdsearch.space import parse_space
-from sdsearch.testing import FakeFit
+from sdsearch.space.space import parse_space
+from sdsearch.search.testing import FakeFit
 
 space = parse_space(json.loads(sys.argv[1]), source="cluster.yaml")
 real_run = runner.run
@@ -356,7 +356,7 @@ def test_two_drivers_share_one_study_on_two_nodes(postgres, ray_cluster, tmp_pat
     from optuna.trial import TrialState
     from sqlalchemy import create_engine
 
-    from sdsearch.search import attrs
+    from sdsearch.store import attrs
 
     url, address = postgres["url"], ray_cluster["address"]
     engine = create_engine(url)
@@ -445,7 +445,7 @@ def test_database_restart_mid_study_is_ridden_out(postgres, ray_cluster, tmp_pat
     that finished meanwhile once it is back, and reaches its target; nothing is lost or left RUNNING."""
     from sqlalchemy import create_engine
 
-    from sdsearch.search import attrs
+    from sdsearch.store import attrs
 
     url, address, study, target = postgres["url"], ray_cluster["address"], "restart", 6
     masked = url.replace(postgres["password"], "***")
@@ -483,7 +483,7 @@ def test_database_that_stays_down_ends_the_driver_then_a_rerun_resumes(postgres,
     import optuna
     from sqlalchemy import create_engine
 
-    from sdsearch.search import attrs
+    from sdsearch.store import attrs
 
     url, address, study, target = postgres["url"], ray_cluster["address"], "outage", 5
     masked = url.replace(postgres["password"], "***")
@@ -536,7 +536,7 @@ def test_lost_worker_node_reruns_its_trial_on_the_head(postgres, ray_cluster, tm
     import optuna
     from sqlalchemy import create_engine
 
-    from sdsearch.search import attrs
+    from sdsearch.store import attrs
 
     url, address, study, target = postgres["url"], ray_cluster["address"], "nodeloss", 3
     head, worker = ray_cluster["nodes"]["head_node"], ray_cluster["nodes"]["worker_node"]

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdsearch.config import BackboneConfig, BranchesConfig, CBFEConfig, FusionConfig, ModelConfig
-from sdsearch.cost import Cost, config_costs, deploy_cost, exit_costs, module_cost
-from sdsearch.errors import ConfigError
+from sdsearch.core.config import BackboneConfig, BranchesConfig, CBFEConfig, FusionConfig, ModelConfig
+from sdsearch.core.errors import ConfigError
+from sdsearch.cost.metrics import config_metrics, cost_values
+from sdsearch.cost.trace import Cost, deploy_cost, exit_costs, module_cost
 from sdsearch.nn.network import SelfDistillNet
 
 
@@ -119,7 +120,8 @@ def test_unknown_exit() -> None:
         deploy_cost(config, "3", num_classes=10, in_chans=3, input_size=(32, 32))
 
 
-def test_config_costs_reads_a_trainer_config(tmp_path) -> None:
+def test_config_metrics_reads_a_trainer_config(tmp_path) -> None:
+    """What `sdsearch cost` prints: the trace's figures of every exit, for the file's data or a given shape."""
     path = tmp_path / "tiny.yaml"
     path.write_text(
         "name: tiny\n"
@@ -133,8 +135,15 @@ def test_config_costs_reads_a_trainer_config(tmp_path) -> None:
         backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1),
         branches=BranchesConfig(placement=(1, 3), style="lite"),
     )
-    digits = config_costs(path)  # digits: 1×8×8, 10 classes
-    assert digits == exit_costs(model, num_classes=10, in_chans=1, input_size=(8, 8))
-    assert config_costs(path, input_shape=(3, 32, 32), num_classes=100) == exit_costs(
-        model, num_classes=100, in_chans=3, input_size=(32, 32)
+
+    def expected(**shape: object) -> dict[str, dict[str, float]]:
+        return {e: cost_values(c) for e, c in exit_costs(model, **shape).items()}  # type: ignore[arg-type]
+
+    digits = config_metrics(path, latency=False)  # digits: 1×8×8, 10 classes
+    assert digits == expected(num_classes=10, in_chans=1, input_size=(8, 8))
+    assert list(digits) == ["1", "3", "final"]
+    assert config_metrics(path, input_shape=(3, 32, 32), num_classes=100, latency=False) == expected(
+        num_classes=100, in_chans=3, input_size=(32, 32)
     )
+    float32 = config_metrics(path, dtype="float32", latency=False)["final"]
+    assert float32["size"] == 4 * float32["params"]

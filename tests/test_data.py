@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdsearch.config import DataConfig
-from sdsearch.data import AugmentPolicy, DataShape, augment_policy, describe, load_dataset
-from sdsearch.errors import DataError
-from sdsearch.loader import DeviceLoader, crop_flip, random_crop_flip
+from sdsearch.core.config import DataConfig
+from sdsearch.core.errors import DataError
+from sdsearch.data.datasets import AugmentPolicy, DataShape, augment_policy, describe, load_dataset
+from sdsearch.data.loader import DeviceLoader, crop_flip, random_crop_flip
 
 # -- fixtures: datasets written by the tests -----------------------------------------------------
 

@@ -6,22 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from sdsearch import deploy
-from sdsearch.config import BackboneConfig, BranchesConfig, DataConfig, ModelConfig, TrainConfig, TrialConfig
-from sdsearch.cost import deploy_cost
-from sdsearch.data import Dataset, load_dataset
-from sdsearch.deploy import (
-    calibration_images,
-    cpu_deploy,
-    export_onnx,
-    int8_accuracy,
-    onnx_accuracy,
-    onnx_graphs,
-    onnx_session,
+from sdsearch.core.config import (
+    BackboneConfig,
+    BranchesConfig,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    TrialConfig,
 )
-from sdsearch.latency import measure_latency
+from sdsearch.cost.latency import measure_latency
+from sdsearch.cost.trace import deploy_cost
+from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.graphs import onnx as deploy_onnx
+from sdsearch.graphs.onnx import calibration_images, export_onnx, onnx_graphs
+from sdsearch.graphs.runtime import cpu_deploy, int8_accuracy, onnx_accuracy, onnx_session
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.trainer import build, evaluate, fit
+from sdsearch.training.fit import build, evaluate, fit
 
 SMALL = TrialConfig(
     model=ModelConfig(
@@ -47,7 +47,7 @@ def graphs(trained) -> dict:
 
 
 def _normalised(x: np.ndarray, data: Dataset) -> torch.Tensor:
-    """The training path's input, written out independently of sdsearch.deploy."""
+    """The training path's input, written out independently of sdsearch.graphs.onnx."""
     return (torch.from_numpy(x).float() / 255 - data.mean[0]) / data.std[0]
 
 
@@ -131,7 +131,7 @@ def test_the_dynamo_exporter_gives_the_same_model(trained) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (torch.zeros(2, 1, 8, 8),), None, dynamo=True, verbose=False,
-                                    input_names=["input"], opset_version=deploy.OPSET,
+                                    input_names=["input"], opset_version=deploy_onnx.OPSET,
                                     dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
     theirs = onnx_session(program.model_proto)
     x = _normalised(data.x_test[:64], data).numpy()
@@ -167,9 +167,9 @@ def test_four_times_the_macs_measures_slower() -> None:
 
 
 def test_latency_is_measured_once_per_distinct_model_in_a_study(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdsearch import latency
-    from sdsearch.data import DataShape
-    from sdsearch.measure import DeployMetrics
+    from sdsearch.cost import latency
+    from sdsearch.cost.metrics import DeployMetrics
+    from sdsearch.data.datasets import DataShape
 
     calls = []
     real = latency.measure_latency

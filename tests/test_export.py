@@ -1,4 +1,4 @@
-"""Exporting a candidate of a stored study as a trainer config (sdsearch.export)."""
+"""Exporting a candidate of a stored study as a trainer config (sdsearch.results.pick)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 from _front_study import TIGHT, StudyBuilder, standard_study, storage_url
 
 import sdsearch
-from sdsearch.config import (
+from sdsearch.core.config import (
     BackboneConfig,
     BranchesConfig,
     CBFEConfig,
@@ -21,10 +21,12 @@ from sdsearch.config import (
     TrainConfig,
     TrialConfig,
 )
-from sdsearch.errors import ConfigError, SdsearchError, StudyError
-from sdsearch.export import export_config, parse_pick
-from sdsearch.search.storage import mask_url
-from sdsearch.space import config_to_document, load_trial_config, parse_space
+from sdsearch.core.errors import ConfigError, SdsearchError, StudyError
+from sdsearch.results.pick import export_config, parse_pick
+from sdsearch.space.document import config_to_document
+from sdsearch.space.load import load_trial_config
+from sdsearch.space.space import parse_space
+from sdsearch.store.urls import mask_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -17,18 +17,19 @@ import pytest
 from optuna.trial import TrialState
 
 from sdsearch.cli import main
-from sdsearch.errors import StudyError
-from sdsearch.search import attrs
+from sdsearch.core.errors import StudyError
 from sdsearch.search.runner import run
-from sdsearch.search.storage import mask_url, open_storage
-from sdsearch.space import parse_space
-from sdsearch.testing import FakeFit
+from sdsearch.search.testing import FakeFit
+from sdsearch.space.space import parse_space
+from sdsearch.store import attrs
+from sdsearch.store.storage import open_storage
+from sdsearch.store.urls import mask_url
 
 DRIVER = """
 import json, sys
 from sdsearch.search.runner import run
-from sdsearch.space import parse_space
-from sdsearch.testing import FakeFit
+from sdsearch.space.space import parse_space
+from sdsearch.search.testing import FakeFit
 doc, address = json.loads(sys.argv[1]), sys.argv[2]
 run(parse_space(doc, source="faults.yaml"), address=address, fit_fn=FakeFit(epoch_seconds=float(sys.argv[3])), progress=False)
 """
@@ -239,7 +240,7 @@ def lost(message="server closed the connection unexpectedly"):
 def guarded(tmp_path, monkeypatch):
     """An SDRDBStorage that retries (SQLite here; the server is faked by failing methods), a study in
     it, the sleeps it takes (not slept) and a clock the test moves."""
-    from sdsearch.search import rdb
+    from sdsearch.store import rdb
 
     storage = rdb.SDRDBStorage(f"sqlite:///{tmp_path}/g.db", retry_seconds=20)
     study = optuna.create_study(study_name="g", storage=storage, directions=["maximize"])
@@ -276,7 +277,7 @@ def test_a_restarting_database_is_ridden_out_with_backoff_and_two_notices(guarde
     _, study, sleeps = guarded
     trial = study.ask()
     calls = failing(monkeypatch, "set_trial_user_attr", 3)
-    with caplog.at_level("WARNING", logger="sdsearch.search.rdb"):
+    with caplog.at_level("WARNING", logger="sdsearch.store.rdb"):
         trial.set_user_attr("k", 1)
     assert calls["n"] == 4 and sleeps == [0.5, 1.0, 2.0]
     assert study.trials[0].user_attrs == {"k": 1}
@@ -299,7 +300,7 @@ def test_optunas_cache_calls_are_guarded_too(guarded, monkeypatch):
 
 
 def test_an_outage_longer_than_the_window_ends_every_caller_with_one_line(guarded, monkeypatch):
-    from sdsearch.errors import StorageUnavailableError
+    from sdsearch.core.errors import StorageUnavailableError
 
     storage, study, sleeps = guarded
     trial = study.ask()
@@ -343,7 +344,7 @@ def test_a_final_state_that_committed_before_the_connection_broke_counts_as_told
 
 
 def test_bad_data_and_sqlite_files_are_never_retried(guarded, monkeypatch, tmp_path):
-    from sdsearch.search.rdb import SDRDBStorage
+    from sdsearch.store.rdb import SDRDBStorage
 
     storage, _, sleeps = guarded
     failing(monkeypatch, "get_study_user_attrs", 1, error=lambda: ValueError("not a connection problem"))
@@ -367,23 +368,23 @@ def test_the_guarded_storage_pickles_with_its_window(guarded):
 
 
 def test_the_retry_window_comes_from_the_environment(monkeypatch):
-    from sdsearch.errors import ConfigError
-    from sdsearch.search.storage import DEFAULT_RETRY_SECONDS, RETRY_SECONDS_ENV, _retry_seconds
+    from sdsearch.core.errors import ConfigError
+    from sdsearch.store.faults import DEFAULT_RETRY_SECONDS, RETRY_SECONDS_ENV, retry_seconds
 
     monkeypatch.delenv(RETRY_SECONDS_ENV, raising=False)
-    assert _retry_seconds() == DEFAULT_RETRY_SECONDS == 60
+    assert retry_seconds() == DEFAULT_RETRY_SECONDS == 60
     monkeypatch.setenv(RETRY_SECONDS_ENV, "7.5")
-    assert _retry_seconds() == 7.5
+    assert retry_seconds() == 7.5
     for bad in ("soon", "-1", "inf", "nan"):
         monkeypatch.setenv(RETRY_SECONDS_ENV, bad)
         with pytest.raises(ConfigError, match=f"{RETRY_SECONDS_ENV}: must be a number of seconds"):
-            _retry_seconds()
+            retry_seconds()
 
 
 def test_tunes_wrapped_error_is_unwrapped_to_ours():
     from ray.tune.error import TuneError
 
-    from sdsearch.errors import StorageUnavailableError
+    from sdsearch.core.errors import StorageUnavailableError
     from sdsearch.search.runner import _our_error
 
     ours = StorageUnavailableError("db: the study storage has been unreachable for 60 s")
@@ -405,7 +406,7 @@ def test_disk_full_is_recognised_however_it_is_wrapped():
 
     from sqlalchemy.exc import OperationalError
 
-    from sdsearch.paths import is_disk_full
+    from sdsearch.core.files import is_disk_full
 
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
     sqlite_full = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
@@ -428,7 +429,7 @@ def test_disk_full_is_recognised_however_it_is_wrapped():
 def test_sqlite_disk_full_names_the_store(guarded, monkeypatch, tmp_path):
     from sqlalchemy.exc import OperationalError
 
-    from sdsearch.errors import DiskFullError
+    from sdsearch.core.errors import DiskFullError
 
     _, study, sleeps = guarded
     trial = study.ask()
@@ -472,8 +473,8 @@ def fill(folder):
 
 
 def test_write_atomic_on_a_full_disk_leaves_nothing_half_written(small_disk):
-    from sdsearch.errors import DiskFullError
-    from sdsearch.paths import write_atomic
+    from sdsearch.core.errors import DiskFullError
+    from sdsearch.core.files import write_atomic
 
     write_atomic(small_disk / "metrics.json", "old")
     fill(small_disk)
@@ -485,8 +486,8 @@ def test_write_atomic_on_a_full_disk_leaves_nothing_half_written(small_disk):
 
 
 def test_train_onto_a_full_disk_stops_with_one_line(small_disk, tmp_path, capsys):
-    from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
-    from sdsearch.space import config_to_document
+    from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
+    from sdsearch.space.document import config_to_document
 
     cfg = TrialConfig(
         model=ModelConfig(
@@ -512,7 +513,7 @@ def test_disk_fills_up_under_the_sqlite_store_mid_run(small_disk, tmp_path, ray_
     is freed, the same command resumes, re-running the trials that were in flight."""
     import threading
 
-    from sdsearch.errors import DiskFullError
+    from sdsearch.core.errors import DiskFullError
 
     doc = {**space_doc(small_disk, trials=6), "storage": f"sqlite:///{small_disk}/faults.db"}
     storage = doc["storage"]
@@ -596,7 +597,7 @@ def test_an_unlearnable_dataset_is_refused_before_any_study_or_training(tmp_path
 def test_server_timeouts_bound_an_attempt_but_the_url_keeps_its_own():
     """libpq timeouts are added for a PostgreSQL server; one the URL sets is not overridden (SQLAlchemy
     lets connect_args win over the URL's query), and SQLite gets none of them."""
-    from sdsearch.search.storage import server_engine_kwargs
+    from sdsearch.store.storage import server_engine_kwargs
 
     for url in ("postgresql+psycopg2://u:p@db/study", "postgresql://u:p@db/study"):  # psycopg2, psycopg 3
         plain = server_engine_kwargs(url)
@@ -608,7 +609,7 @@ def test_server_timeouts_bound_an_attempt_but_the_url_keeps_its_own():
 
 
 def test_causes_walks_cause_context_and_the_drivers_error_once_each():
-    from sdsearch.errors import causes
+    from sdsearch.core.errors import causes
 
     driver = OSError(28, "No space left on device")
     wrapper = RuntimeError("(sqlite3.OperationalError) ...")

@@ -1,4 +1,4 @@
-"""Pareto fronts, hypervolume and knee of stored studies (sdsearch.search.front)."""
+"""Pareto fronts, hypervolume and knee of stored studies (sdsearch.results.front)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,10 @@ import pytest
 from _front_study import TIGHT, StudyBuilder, standard_study, storage_url
 
 import sdsearch
-from sdsearch.errors import ConfigError, StudyError
-from sdsearch.search.front import (
-    Candidate,
-    build_front,
-    hypervolume,
-    knee_point,
-    load_front,
-    pareto_front,
-    read_study,
-    reference_point,
-)
+from sdsearch.core.errors import ConfigError, StudyError
+from sdsearch.core.pareto import hypervolume, knee_point, pareto_front
+from sdsearch.results.front import Candidate, build_front, reference_point
+from sdsearch.results.read import load_front, read_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdsearch import losses
-from sdsearch.config import (
+from sdsearch.core.config import (
     BackboneConfig,
     BranchesConfig,
     CBFEConfig,
@@ -16,9 +15,10 @@ from sdsearch.config import (
     LossConfig,
     ModelConfig,
 )
-from sdsearch.losses import SelfDistillLoss, kd_loss
+from sdsearch.core.registry import FUSIONS
+from sdsearch.nn import losses
+from sdsearch.nn.losses import SelfDistillLoss, kd_loss
 from sdsearch.nn.network import SDOutput, SelfDistillNet
-from sdsearch.registry import FUSIONS
 
 FUSION_TYPES = FUSIONS.names()
 
@@ -108,7 +108,7 @@ def test_teachers_are_detached_and_pick_students() -> None:
 def expected_loss(
     out: SDOutput, y: torch.Tensor, cfg: LossConfig, adapters: dict[str, torch.nn.Conv2d]
 ) -> dict[str, torch.Tensor]:
-    """The loss of losses.py's docstring written out by hand (plain softmax sums, an einsum for the
+    """The loss of nn/losses.py's docstring written out by hand (plain softmax sums, an einsum for the
     1×1 convs), with the teacher explicitly detached; nothing is shared with ``SelfDistillLoss``."""
     sd = cfg.style == "sd"
     exits = list(out.logits)

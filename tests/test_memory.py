@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig
-from sdsearch.cost import DTYPE_BYTES, DTYPES, Cost, deploy_cost, exit_costs, module_cost
-from sdsearch.errors import ConfigError
+from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.units import DTYPE_BYTES, DTYPES
+from sdsearch.cost.trace import Cost, deploy_cost, exit_costs, module_cost
 from sdsearch.nn.backbones import BasicBlock
 from sdsearch.nn.blocks import CBFE
 from sdsearch.nn.network import SelfDistillNet
@@ -206,7 +207,7 @@ def test_every_exit_scales_by_dtype_from_one_cached_trace() -> None:
 
 
 def test_unknown_dtype_lists_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"dtype 'int4' is not one of int8, float32"):
+    with pytest.raises(ConfigError, match=r"dtype: 'int4' is not one of int8, float32"):
         exit_costs(ModelConfig(), num_classes=10, in_chans=3, input_size=(32, 32), dtype="int4")
     with pytest.raises(ConfigError, match="int4"):
         module_cost(nn.Linear(2, 2), (2,), dtype="int4")

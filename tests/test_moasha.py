@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from ray.tune.search import Searcher
 
-from sdsearch.errors import ConfigError
-from sdsearch.search.front import pareto_front
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.pareto import crowding_distance, nondominated_sort, pareto_front
 from sdsearch.search.moasha import (
     CONTINUE,
     COSTS_KEY,
@@ -25,9 +25,7 @@ from sdsearch.search.moasha import (
     ParetoRanking,
     ScalarRanking,
     cost_objectives,
-    crowding_distance,
     in_top_fraction,
-    nondominated_sort,
     rank_order,
     rung_levels,
     trial_costs,

@@ -10,19 +10,19 @@ import pytest
 import torch
 from torch import nn
 
-from sdsearch.config import (
+from sdsearch.core.config import (
     BackboneConfig,
     BranchesConfig,
     CBFEConfig,
     FusionConfig,
     ModelConfig,
 )
-from sdsearch.cost import exit_costs
-from sdsearch.errors import ConfigError
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.registry import BACKBONES, BRANCH_STYLES, FUSIONS
+from sdsearch.cost.trace import exit_costs
 from sdsearch.nn.backbones import create_backbone, list_backbones, register_backbone
 from sdsearch.nn.blocks import CBFE, LiteBranch, SDBranch
 from sdsearch.nn.network import SDOutput, SelfDistillNet
-from sdsearch.registry import BACKBONES, BRANCH_STYLES, FUSIONS
 
 # Contract tests run over every registered implementation (as timm's tests do over list_models()).
 ARCHS = BACKBONES.names()

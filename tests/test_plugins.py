@@ -13,10 +13,10 @@ import torch
 import yaml
 
 from sdsearch.cli import main
-from sdsearch.config import BackboneConfig, BranchesConfig, CBFEConfig, FusionConfig, ModelConfig
+from sdsearch.core.config import BackboneConfig, BranchesConfig, CBFEConfig, FusionConfig, ModelConfig
+from sdsearch.core.registry import BACKBONES
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.registry import BACKBONES
-from sdsearch.schema import json_schema
+from sdsearch.space.schema import json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,7 +147,7 @@ def test_a_registered_backbone_is_accepted_by_validation(user_module: str) -> No
     import mybackbones
 
     from sdsearch.nn.backbones import register_backbone
-    from sdsearch.space import parse_space
+    from sdsearch.space.space import parse_space
 
     with pytest.raises(Exception, match="'tinynet' is not one of resnet, mobilenetv2"):
         parse_space({"space": {"backbone": {"arch": "tinynet"}}})

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from sdsearch.cli import main
-from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
-from sdsearch.data import Dataset, load_dataset
-from sdsearch.deploy import onnx_session
-from sdsearch.predict import PredictError, predict
-from sdsearch.training import train
+from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
+from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.deploy.build import train
+from sdsearch.deploy.predict import PredictError, predict
+from sdsearch.graphs.runtime import onnx_session
 
 SMALL = TrialConfig(
     model=ModelConfig(

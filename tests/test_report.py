@@ -1,4 +1,4 @@
-"""Tables, CSV / JSON and plots of a front (sdsearch.report)."""
+"""Tables, CSV / JSON and plots of a front (sdsearch.results.report)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ import pytest
 from _front_study import StudyBuilder, standard_study, storage_url
 from rich.console import Console
 
-from sdsearch.report import (
+from sdsearch.results import plot
+from sdsearch.results.front import Front
+from sdsearch.results.plot import front_figure, plot_front
+from sdsearch.results.read import load_front
+from sdsearch.results.report import (
     columns,
     config_table,
     front_json,
     front_records,
     front_report,
-    plot_front,
     read_csv,
     write_csv,
     write_json,
 )
-from sdsearch.search.front import Front, load_front
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -115,10 +117,41 @@ def test_numbers_are_never_cut_and_configs_go_one_column_per_trial(front: Front)
 
 
 def test_config_values_are_short_and_say_when_a_key_does_not_apply():
-    from sdsearch.report import _format_value
+    from sdsearch.results.report import _format_value
 
     assert _format_value(0.03125) == "0.03125" and _format_value(0.015762437178) == "0.01576"
     assert _format_value(None) == "-" and _format_value("") == "(none)" and _format_value(3) == "3"
+
+
+def _drawn(ax, label: str) -> int:
+    """Points an axes draws under a legend label (its filled and hollow markers together)."""
+    return sum(
+        len(c.get_offsets())
+        for c in ax.collections
+        if c.get_label() in (label, f"{label}: better on another cost")
+    )
+
+
+def test_plot_draws_each_front_per_cost_with_its_budget(front: Front) -> None:
+    """What is drawn, read back from matplotlib's objects: one panel per cost objective with its axis
+    label, every member of both fronts in every panel, the stopped trial's exits as crosses, one knee
+    and the budget limit as a dashed vertical line at the limit."""
+    fig = front_figure(front)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["accuracy vs params", "accuracy vs MACs"]
+    assert panels[0].get_ylabel() == "validation accuracy (%)"
+    assert panels[0].get_xlabel().startswith("params, log scale")
+    assert "torch FLOPs = 2 × MACs" in panels[1].get_xlabel()
+    assert len(front.trials_front) == 4  # trials 0, 2, 3, 8 of the standard study (6 is dominated)
+    for ax, limit in zip(panels, (60_000, 2_000_000), strict=True):
+        assert ax.get_xscale() == "log"
+        assert _drawn(ax, plot.TRIALS_LABEL) == len(front.trials_front)
+        assert _drawn(ax, plot.CANDIDATES_LABEL) == len(front.candidates_front)
+        assert _drawn(ax, "stopped early (partial, at its rung)") == len(front.partial) == 2
+        knees = [c for c in ax.collections if c.get_label().startswith("knee ")]
+        assert len(knees) == 1 and len(knees[0].get_offsets()) == 1
+        (budget,) = [line for line in ax.get_lines() if line.get_label() == plot.BUDGET_LABEL]
+        assert list(budget.get_xdata()) == [limit, limit] and budget.get_linestyle() == "--"
 
 
 def test_plot_writes_a_png(front: Front, tmp_path: Path) -> None:
@@ -132,5 +165,10 @@ def test_plot_with_flops_budget_and_single_point(tmp_path: Path) -> None:
     StudyBuilder(url, "one", objectives=("accuracy", "flops"), budget={"flops": 4e6}).trained(
         (0.8, 10_000, 1_000_000)
     )
-    path = plot_front(load_front(url), tmp_path / "one.png", dpi=60)
+    one = load_front(url)
+    (ax,) = [ax for ax in front_figure(one).axes if ax.get_title()]
+    assert ax.get_title() == "accuracy vs FLOPs" and _drawn(ax, plot.TRIALS_LABEL) == 1
+    (budget,) = [line for line in ax.get_lines() if line.get_label() == plot.BUDGET_LABEL]
+    assert list(budget.get_xdata()) == [4e6, 4e6]  # the FLOPs limit, on the FLOPs axis
+    path = plot_front(one, tmp_path / "one.png", dpi=60)
     assert path.read_bytes().startswith(PNG_MAGIC)

@@ -6,12 +6,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sdsearch.errors import InfeasibleSpaceError, StudyError, StudyLockedError
-from sdsearch.search import attrs
-from sdsearch.search.runner import prepare_study, run, study_lock
-from sdsearch.search.storage import open_storage
-from sdsearch.space import parse_space
-from sdsearch.testing import FakeFit
+from sdsearch.core.errors import InfeasibleSpaceError, StudyError, StudyLockedError
+from sdsearch.search.runner import run
+from sdsearch.search.study import prepare_study, study_lock
+from sdsearch.search.testing import FakeFit
+from sdsearch.space.space import parse_space
+from sdsearch.store import attrs
+from sdsearch.store.storage import open_storage
 
 pytestmark = pytest.mark.ray
 

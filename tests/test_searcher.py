@@ -9,11 +9,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sdsearch.config import TrialConfig
-from sdsearch.metrics import directions
-from sdsearch.search import attrs
+from sdsearch.core.config import TrialConfig
+from sdsearch.core.metrics import directions
+from sdsearch.search import result_keys as keys
 from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler, budget_violations, final_state
-from sdsearch.space import parse_space
+from sdsearch.space.space import parse_space
+from sdsearch.store import attrs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -65,14 +66,8 @@ def trial_id(study, number):
 
 
 def result(acc=0.8, epoch=3, **extra):
-    return {
-        "accuracy": acc,
-        "accuracy_1": 0.5,
-        "accuracy_2": 0.6,
-        "accuracy_final": acc,
-        "epoch": epoch,
-        **extra,
-    }
+    """A last result as the trainable reports it (the keys are result_keys', never spelled here)."""
+    return {**keys.exit_metrics({"1": 0.5, "2": 0.6, "final": acc}, "final"), keys.EPOCH: epoch, **extra}
 
 
 def test_budget_violations():
@@ -186,7 +181,7 @@ def test_a_trial_ray_re_ran_records_the_lost_attempt(monkeypatch):
 def test_a_storage_that_is_gone_stops_the_run_instead_of_failing_the_trial(monkeypatch):
     """Raised into Tune, an error in on_trial_complete would count as the trial's failure (and be
     re-run); the searcher keeps it for the runner, stops Tune, and leaves the trial in flight."""
-    from sdsearch.errors import StorageUnavailableError
+    from sdsearch.core.errors import StorageUnavailableError
 
     searcher, study = make_searcher()
     s = searcher.suggest("a")
@@ -243,7 +238,7 @@ def test_final_state_keeps_shallow_candidates_of_pruned_trials():
     cfg = TrialConfig.from_dict({"model": {"branches": {"placement": [1]}}, "train": {"epochs": 5}})
     costs = {"1": {"params": 1, "macs": 2}, "final": {"params": 3, "macs": 4}}
     out = final_state(
-        {"accuracy": 0.5, "accuracy_1": 0.4, "accuracy_final": 0.5, "epoch": 2},
+        {**keys.exit_metrics({"1": 0.4, "final": 0.5}, "final"), keys.EPOCH: 2},
         error=False,
         config=cfg,
         costs=costs,
@@ -254,7 +249,7 @@ def test_final_state_keeps_shallow_candidates_of_pruned_trials():
 
 
 def test_orphans_are_failed_and_requeued_once(tmp_path):
-    from sdsearch.search.runner import recover_orphans
+    from sdsearch.search.study import recover_orphans
 
     searcher, study = make_searcher(storage=f"sqlite:///{tmp_path}/o.db")
     storage = study._storage
@@ -312,7 +307,7 @@ def test_subset_under_its_min_is_rejected_as_invalid_with_a_constraint():
 
 
 def test_a_config_that_cannot_be_built_is_rejected_not_left_running():
-    from sdsearch.errors import ConfigError
+    from sdsearch.core.errors import ConfigError
 
     def broken_costs(config):
         raise ConfigError("input 7x7 is smaller than 8x8")
@@ -337,7 +332,7 @@ def test_asha_max_epochs_for_fixed_and_searched_epochs(train, expected):
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "nsga3", "gp", "random", "qmc"])
 def test_every_sampler_drives_a_constrained_multi_objective_study(sampler):
-    from sdsearch.search.runner import make_sampler
+    from sdsearch.search.study import make_sampler
 
     options = {"population_size": 4} if sampler.startswith("nsga") else {}
     if sampler in ("tpe", "gp"):
@@ -357,7 +352,7 @@ def test_every_sampler_drives_a_constrained_multi_objective_study(sampler):
 
 
 def test_ctrl_c_inside_on_trial_complete_leaves_nothing_running():
-    from sdsearch.search.runner import recover_orphans
+    from sdsearch.search.study import recover_orphans
 
     searcher, study = make_searcher()
     searcher.suggest("a")
@@ -375,7 +370,7 @@ def test_ctrl_c_inside_on_trial_complete_leaves_nothing_running():
 
 
 def test_ctrl_c_inside_suggest_leaves_nothing_running():
-    from sdsearch.search.runner import recover_orphans
+    from sdsearch.search.study import recover_orphans
 
     searcher, study = make_searcher()
 
@@ -407,7 +402,7 @@ def test_live_view_reads_the_accuracy_objective_wherever_it_stands():
 
 
 def test_quantized_trial_reports_int8_accuracy_last():
-    from sdsearch.data import load_dataset
+    from sdsearch.data.datasets import load_dataset
     from sdsearch.search.trainable import fit_config
 
     cfg = TrialConfig.from_dict({
@@ -429,7 +424,7 @@ def test_quantized_trial_reports_int8_accuracy_last():
 def test_quantized_anytime_trial_scores_its_static_exit_in_int8_then_the_anytime_model():
     """deploy.exit: anytime with quantize: int8: the int8 report stands on the final exit (no static
     graph is called 'anytime'), and the anytime report that follows carries the trial's accuracy."""
-    from sdsearch.data import load_dataset
+    from sdsearch.data.datasets import load_dataset
     from sdsearch.search.trainable import fit_config
 
     cfg = TrialConfig.from_dict({
@@ -470,7 +465,7 @@ def test_reports_repeating_the_last_epoch_are_one_attempt_and_a_new_start_is_ano
 def test_after_a_fatal_storage_error_results_and_completions_are_not_told(monkeypatch):
     """Once the run is stopping, Tune hands in the trials it cut short: telling them would store
     partial trials as trained; they stay in flight for the next driver to re-run."""
-    from sdsearch.errors import StorageUnavailableError
+    from sdsearch.core.errors import StorageUnavailableError
 
     searcher, study = make_searcher()
     a, b = searcher.suggest("a"), searcher.suggest("b")

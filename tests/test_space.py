@@ -10,9 +10,11 @@ import optuna
 import pytest
 
 from sdsearch.cli import main
-from sdsearch.config import DeployConfig, TrialConfig
-from sdsearch.errors import SpaceError
-from sdsearch.space import config_to_document, diff_documents, load_space, load_trial_config, parse_space
+from sdsearch.core.config import DeployConfig, TrialConfig
+from sdsearch.core.errors import SpaceError
+from sdsearch.space.document import config_to_document, diff_documents
+from sdsearch.space.load import load_space, load_trial_config
+from sdsearch.space.space import parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "spaces").glob("*.yaml"))
@@ -153,7 +155,7 @@ def test_distribution_left_is_refused_for_training(tmp_path):
 
 
 def test_space_module_imports_no_heavy_library():
-    code = "import sys, sdsearch.space, sdsearch.cli; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))"
+    code = "import sys, sdsearch.space.space, sdsearch.cli; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -194,8 +196,8 @@ def test_early_stopping_under_a_complete_only_sampler_warns():
 @pytest.mark.parametrize("name", ["iot_budget", "mcu_sram"])
 def test_cpu_spaces_budget_admits_most_configs_and_binds(name):
     """The CPU spaces' own budgets: most sampled configs train, and the limit still rejects some."""
-    from sdsearch.data import describe
-    from sdsearch.measure import DeployMetrics
+    from sdsearch.cost.metrics import DeployMetrics
+    from sdsearch.data.datasets import describe
     from sdsearch.search.searcher import budget_violations
 
     space = load_space(ROOT / "spaces" / f"{name}.yaml")

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from sdsearch.config import BackboneConfig, DataConfig, LossConfig, ModelConfig, TrainConfig
-from sdsearch.data import Dataset, load_dataset
-from sdsearch.errors import ConfigError, SdsearchError
-from sdsearch.losses import LossOutput, SelfDistillLoss
+from sdsearch.core.config import BackboneConfig, DataConfig, LossConfig, ModelConfig, TrainConfig
+from sdsearch.core.errors import ConfigError, SdsearchError
+from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.nn.losses import LossOutput, SelfDistillLoss
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.trainer import EpochReport, TrainingDivergedError, evaluate, fit, lr_at
+from sdsearch.training.fit import EpochReport, TrainingDivergedError, evaluate, fit, lr_at
 
 TINY = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1))
 FAST = TrainConfig(epochs=2, batch_size=64, lr=0.1)

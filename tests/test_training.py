@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from sdsearch import __version__
-from sdsearch.artifacts import METADATA_KEYS, load_checkpoint
-from sdsearch.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
-from sdsearch.data import load_dataset
+from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
+from sdsearch.data.datasets import load_dataset
+from sdsearch.deploy.artifacts import load_checkpoint
+from sdsearch.deploy.build import ARTIFACTS, TrainResult, train
+from sdsearch.graphs.contract import METADATA_KEYS
 from sdsearch.nn.network import SelfDistillNet
-from sdsearch.space import load_trial_config
-from sdsearch.training import ARTIFACTS, TrainResult, train
+from sdsearch.space.load import load_trial_config
 
 TINY = TrialConfig(
     model=ModelConfig(
@@ -119,7 +120,7 @@ def test_test_accuracy_is_float32_even_inside_autocast() -> None:
 
     import numpy as np
 
-    from sdsearch.trainer import evaluate
+    from sdsearch.training.fit import evaluate
 
     class Recorder(torch.nn.Module):
         def __init__(self) -> None:
@@ -164,7 +165,7 @@ def test_train_full_from_the_cli_says_which_split(run: TrainResult, tmp_path: Pa
 
 
 def test_anytime_deployment_calibrates_exports_and_agrees_with_onnx_runtime(tmp_path: Path) -> None:
-    from sdsearch.config import AnytimeTarget, DeployConfig
+    from sdsearch.core.config import AnytimeTarget, DeployConfig
 
     cfg = TINY.replace(deploy=DeployConfig(exit="anytime", target=AnytimeTarget(accuracy_drop=0.02)))
     result = train(cfg, out=tmp_path / "anytime", progress=False)

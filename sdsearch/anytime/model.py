@@ -1,11 +1,10 @@
 """The anytime model: one multi-exit network that stops at the first confident exit, per image.
 
-:class:`AnytimeModel` regroups a trained :class:`~sdsearch.nn.network.SelfDistillNet` into trunk
-segments (the stem and stages up to each exit's stage, counted from the previous exit) and exit
-heads (each exit's branch and head), so that a sample that has left never runs the rest of the
-trunk. :func:`exit_statistics` records every exit's confidence and correctness in one pass, which is
+:class:`AnytimeModel` runs a trained :class:`~sdsearch.nn.network.SelfDistillNet` as its trunk
+segments and exit heads (:class:`~sdsearch.nn.network.AllExitsModel`), so that a sample that has
+left never runs the rest of the trunk. :func:`exit_statistics` records every exit's confidence and correctness in one pass, which is
 what the policy and calibration in :mod:`sdsearch.anytime.policy` work on; :func:`anytime_cost`
-counts the MACs of every segment and head with :func:`sdsearch.cost.module_cost`.
+counts the MACs of every segment and head with :func:`sdsearch.cost.trace.module_cost`.
 
 Example:
     >>> stats = exit_statistics(net, data.x_val, data.y_val, mean=data.mean, std=data.std)  # doctest: +SKIP
@@ -16,9 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import functools
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,20 +23,12 @@ import torch
 from torch import nn
 
 from sdsearch.anytime.policy import AnytimeCost, Calibration, ExitStats, _ordered, _thresholds, calibrate
-from sdsearch.config import ModelConfig
-from sdsearch.cost import module_cost
-from sdsearch.nn.network import SelfDistillNet
-from sdsearch.trainer import EVAL_BATCH_SIZE, eval_loader, strict_float32
+from sdsearch.core.config import DEFAULT_ANYTIME_TARGET
+from sdsearch.cost.trace import module_cost
+from sdsearch.nn.network import AllExitsModel, SelfDistillNet
+from sdsearch.training.fit import EVAL_BATCH_SIZE, eval_loader, strict_float32
 
-__all__ = [
-    "AnytimeModel",
-    "WorstCase",
-    "anytime_cost",
-    "anytime_worst_case_cost",
-    "calibrate_network",
-    "exit_confidence",
-    "exit_statistics",
-]
+__all__ = ["AnytimeModel", "anytime_cost", "calibrate_network", "exit_confidence", "exit_statistics"]
 
 
 def exit_confidence(logits: torch.Tensor) -> torch.Tensor:
@@ -48,7 +36,7 @@ def exit_confidence(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1).amax(dim=1)
 
 
-class AnytimeModel(nn.Module):
+class AnytimeModel(AllExitsModel):
     """A multi-exit network that returns, per sample, the logits of the first confident exit.
 
     Exits run in depth order. At shallow exit ``k`` a sample leaves when its confidence (max
@@ -58,8 +46,9 @@ class AnytimeModel(nn.Module):
     eval mode (``.eval()``), as any deploy model: in train mode BatchNorm would see sub-batches.
 
     Invariants: deterministic; equal to :func:`~sdsearch.anytime.policy.exit_indices` on the
-    confidences of :meth:`forward_exits`; the logits of a sample are those of the deploy model of
-    the exit it left at (``SelfDistillNet.deploy(exit)``, same modules, same order of operations).
+    confidences of :meth:`forward_exits` (every exit's logits, the worst case); the logits of a
+    sample are those of the deploy model of the exit it left at (``SelfDistillNet.deploy(exit)``,
+    same modules, same order of operations).
 
     Args:
         net: the trained multi-exit network (its fusion module, training only, is left out).
@@ -67,13 +56,8 @@ class AnytimeModel(nn.Module):
         share_weights: reuse ``net``'s modules instead of deep copies (for statistics and costs).
 
     Attributes:
-        exits: exit names in depth order, ``"final"`` last.
-        stage_of: the stage (1-4) each exit follows.
-        num_classes: width of the logits.
-        trunk: one segment per exit: ``stem`` and ``stage1``..``stageS`` for the first exit, then
-            the stages after the previous exit's stage up to this exit's.
-        heads: per exit, its ``branch`` and ``head`` (only ``head`` for the final exit).
-        thresholds: float32 buffer, one per shallow exit.
+        thresholds: float32 buffer, one per shallow exit (the rest is
+            :class:`~sdsearch.nn.network.AllExitsModel`'s: ``exits``, ``stage_of``, ``trunk``, ``heads``).
 
     Raises:
         ConfigError: (a ``ValueError``) not one threshold per shallow exit, or one outside [0, 1].
@@ -86,26 +70,9 @@ class AnytimeModel(nn.Module):
         *,
         share_weights: bool = False,
     ) -> None:
-        super().__init__()
-        self.exits: tuple[str, ...] = tuple(net.exits)
-        self.num_classes = net.num_classes
+        super().__init__(net, share_weights=share_weights)
         t = _thresholds(_ordered(thresholds, self.exits), len(self.exits))
-        n_stages = len(net.stages)
-        self.stage_of: tuple[int, ...] = tuple(n_stages if e == "final" else int(e) for e in self.exits)
-        segments, heads, done = [], [], 0
-        for exit, stage in zip(self.exits, self.stage_of, strict=True):
-            parts: list[tuple[str, nn.Module]] = [("stem", net.stem)] if done == 0 else []
-            parts += [(f"stage{s + 1}", net.stages[s]) for s in range(done, stage)]
-            segments.append(nn.Sequential(OrderedDict(parts)))
-            parts = [("branch", net.branches[exit])] if exit != "final" else []
-            heads.append(nn.Sequential(OrderedDict([*parts, ("head", net.heads[exit])])))
-            done = stage
-        self.trunk = nn.ModuleList(segments)
-        self.heads = nn.ModuleList(heads)
         self.register_buffer("thresholds", torch.from_numpy(t.copy()))
-        self.train(net.training)
-        if not share_weights:
-            self.trunk, self.heads = copy.deepcopy(self.trunk), copy.deepcopy(self.heads)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, num_classes)`` of the exit each sample left at, and that exit's index ``(B,)``."""
@@ -133,55 +100,15 @@ class AnytimeModel(nn.Module):
             logits = x.new_empty((0, self.num_classes), dtype=torch.float32)
         return logits, index
 
-    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every exit's logits for every sample, in depth order: the worst case, all exits run."""
-        out = []
-        for segment, head in zip(self.trunk, self.heads, strict=True):
-            x = segment(x)
-            out.append(head(x))
-        return out
-
-
-class WorstCase(nn.Module):
-    """An anytime model with every exit running on every image, in the order it runs them: what a
-    budget bounds (``sdsearch.cost`` counts its params, MACs, peak memory and size)."""
-
-    def __init__(self, model: AnytimeModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_exits(x)
-
-
-def anytime_worst_case_cost(
-    config: ModelConfig, *, num_classes: int, in_chans: int, input_size: tuple[int, int], dtype: str = "int8"
-) -> Any:
-    """The :class:`~sdsearch.cost.Cost` of an anytime deployment of ``config`` when every exit runs,
-    counted on the meta device: its params, worst-case MACs, peak activation memory (each stage's
-    map stays live while its exit's branch runs, since the trunk goes on from it) and size."""
-    return _worst_case_cost(config, num_classes, in_chans, tuple(input_size), dtype)
-
-
-@functools.lru_cache(maxsize=256)
-def _worst_case_cost(
-    config: ModelConfig, num_classes: int, in_chans: int, input_size: tuple[int, int], dtype: str
-) -> Any:
-    net = SelfDistillNet(
-        config, num_classes=num_classes, in_chans=in_chans, input_size=input_size, device="meta"
-    )
-    model = AnytimeModel(net, [1.0] * (len(net.exits) - 1), share_weights=True)
-    return module_cost(WorstCase(model), (in_chans, *input_size), dtype=dtype)
-
 
 def anytime_cost(net: SelfDistillNet, *, input_shape: tuple[int, int, int]) -> AnytimeCost:
     """MACs of every trunk segment and exit head of ``net``, counted on the meta device.
 
-    Each piece is counted with :func:`sdsearch.cost.module_cost` (conv and linear MACs, meta
+    Each piece is counted with :func:`sdsearch.cost.trace.module_cost` (conv and linear MACs, meta
     stand-ins for the weights, so a trained network is neither read nor changed and a network built
     on ``device="meta"`` works too). Trunk segments are counted as differences of cumulative trunks
     (stem + stages up to each exit's stage), so their sum is the whole trunk exactly and
-    ``AnytimeCost.deploy`` equals :func:`sdsearch.cost.deploy_cost` of every exit.
+    ``AnytimeCost.deploy`` equals :func:`sdsearch.cost.trace.deploy_cost` of every exit.
 
     Args:
         net: the multi-exit network.
@@ -191,7 +118,7 @@ def anytime_cost(net: SelfDistillNet, *, input_shape: tuple[int, int, int]) -> A
         >>> net = SelfDistillNet(ModelConfig(), num_classes=10, in_chans=1, input_size=(8, 8), device="meta")  # doctest: +SKIP
         >>> anytime_cost(net, input_shape=(1, 8, 8)).worst_case                                               # doctest: +SKIP
     """
-    model = AnytimeModel(net, [1.0] * (len(net.exits) - 1), share_weights=True)
+    model = AllExitsModel(net, share_weights=True)
     cumulative = [
         module_cost(nn.Sequential(*model.trunk[: k + 1]), tuple(input_shape)).macs
         for k in range(len(model.exits))
@@ -211,8 +138,6 @@ def calibrate_network(net: SelfDistillNet, data: Any, target: Any = None) -> tup
     """Thresholds for ``target`` (an ``AnytimeTarget``; None: the default accuracy drop) calibrated
     on ``data``'s validation split, and the network's per-exit MACs: what a trial and
     ``sdsearch train`` both do after training."""
-    from sdsearch.space import DEFAULT_ANYTIME_TARGET
-
     goal = (target or DEFAULT_ANYTIME_TARGET).to_dict()
     net.eval()
     stats = exit_statistics(net, data.x_val, data.y_val, mean=data.mean, std=data.std)

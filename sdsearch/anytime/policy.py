@@ -10,7 +10,7 @@ probability) is *strictly* greater than its threshold ``t_e``, else at the final
 float32 numbers, the dtype the comparison has in PyTorch and ONNX Runtime; every function here
 rounds them to float32 first, so all three runtimes take the same decisions on the same numbers.
 
-Cost of one image (MACs, the convention of :mod:`sdsearch.cost`): the trunk up to the stage of the
+Cost of one image (MACs, the convention of :mod:`sdsearch.cost.trace`): the trunk up to the stage of the
 exit it leaves at, plus the branch and head of *every* exit evaluated on the way, since the shallow
 exits that were not confident enough ran too. So leaving at exit ``k`` costs
 ``sum(trunk[:k+1]) + sum(branch[:k+1])`` (:attr:`AnytimeCost.leave`), and the worst case, every
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from sdsearch.errors import ConfigError
+from sdsearch.core.errors import ConfigError
 
 __all__ = [
     "ANYTIME_FORMAT",
@@ -93,7 +93,7 @@ class ExitStats:
 
 @dataclass(frozen=True)
 class AnytimeCost:
-    """Per-exit MACs of an anytime model, in the convention of :mod:`sdsearch.cost` (conv + linear).
+    """Per-exit MACs of an anytime model, in the convention of :mod:`sdsearch.cost.trace` (conv + linear).
 
     Attributes:
         exits: exit names in depth order, ``"final"`` last.
@@ -196,7 +196,7 @@ class Calibration:
 
     @property
     def thresholds(self) -> dict[str, float]:
-        """Threshold per shallow exit name: what :class:`~sdsearch.anytime.AnytimeModel` takes."""
+        """Threshold per shallow exit name: what :class:`~sdsearch.anytime.model.AnytimeModel` takes."""
         return dict(zip(self.outcome.exits[:-1], self.outcome.thresholds, strict=True))
 
 
@@ -495,7 +495,7 @@ def anytime_report(
     then ``worst_case`` and ``params``), ``val`` (the calibration outcome plus ``deepest_accuracy``
     and ``exit_accuracy``), ``test`` (the same thresholds on the test split, or None) and ``sweep``
     (``[threshold, accuracy, expected_macs]`` per shared threshold on the validation split,
-    cheapest first). :func:`~sdsearch.anytime.plot_anytime` draws it.
+    cheapest first). :func:`~sdsearch.anytime.view.plot_anytime` draws it.
     """
     out = calibration.outcome
     if tuple(out.exits) != tuple(macs.exits):

@@ -2,7 +2,7 @@
 
 Both read only the report dict, so ``sdsearch show --anytime TRIAL`` needs no network, no data and
 no torch. matplotlib is imported inside :func:`plot_anytime`, and the figure is drawn on its own Agg
-canvas (no pyplot global state), as in :mod:`sdsearch.report`.
+canvas (no pyplot global state), as in :mod:`sdsearch.results.plot`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from sdsearch.units import format_value
+from sdsearch.core.units import format_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

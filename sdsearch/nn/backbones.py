@@ -35,9 +35,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sdsearch.errors import ConfigError
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.exits import N_STAGES
+from sdsearch.core.registry import BACKBONES
 from sdsearch.nn.blocks import ConvNormAct, init_weights, make_divisible
-from sdsearch.registry import BACKBONES
 
 __all__ = [
     "BasicBlock",
@@ -350,11 +351,11 @@ def as_stages(module: nn.Module, *, name: str = "backbone") -> Stages:
     except Exception:
         raise ConfigError(
             f"backbone.arch: {name} has no feature_info.channels() and .reduction(); a backbone follows "
-            "timm's features_only convention (forward returns the 4 stage maps)"
+            f"timm's features_only convention (forward returns the {N_STAGES} stage maps)"
         ) from None
-    if len(channels) != 4 or len(reductions) != 4:
+    if len(channels) != N_STAGES or len(reductions) != N_STAGES:
         raise ConfigError(
-            f"backbone.arch: {name} describes {len(channels)} stage maps in feature_info, not 4"
+            f"backbone.arch: {name} describes {len(channels)} stage maps in feature_info, not {N_STAGES}"
         )
     staged = Stages()
     staged.stem = nn.Identity()
@@ -381,8 +382,8 @@ def _split_stages(module: nn.Module, name: str) -> list[nn.Module]:
     nodes = list(traced.graph.nodes)
     inputs = [n for n in nodes if n.op == "placeholder"]
     maps = next(n for n in nodes if n.op == "output").args[0]
-    if len(inputs) != 1 or not isinstance(maps, (list, tuple)) or len(maps) != 4:
-        raise ConfigError(f"backbone.arch: {name}.forward(x) must return a list of the 4 stage maps")
+    if len(inputs) != 1 or not isinstance(maps, (list, tuple)) or len(maps) != N_STAGES:
+        raise ConfigError(f"backbone.arch: {name}.forward(x) must return a list of the {N_STAGES} stage maps")
     stages: list[nn.Module] = []
     previous = inputs[0]
     for i, node in enumerate(maps):

@@ -12,7 +12,7 @@ The bottom of ``sdsearch.nn``: nothing here imports the other nn modules.
   timm's ``SEModule`` without the pooling, and uses its layer names.
 
 Every module takes ``device=None, dtype=None`` and passes them to each layer, so a whole network can
-be built on ``device="meta"`` (that is how :mod:`sdsearch.cost` counts params and MACs in milliseconds).
+be built on ``device="meta"`` (that is how :mod:`sdsearch.cost.trace` counts params and MACs in milliseconds).
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def create_branch(
     Raises:
         KeyError: unknown style (the message lists the registered ones).
     """
-    from sdsearch.registry import BRANCH_STYLES
+    from sdsearch.core.registry import BRANCH_STYLES
 
     return BRANCH_STYLES.get(style)(
         in_chs, in_size, out_chs, out_size, cbfe_ratio=cbfe_ratio, device=device, dtype=dtype

@@ -177,7 +177,7 @@ def create_fusion(
     Raises:
         KeyError: unknown kind (the message lists the registered ones).
     """
-    from sdsearch.registry import FUSIONS
+    from sdsearch.core.registry import FUSIONS
 
     cls = FUSIONS.get(kind)
     if cls is None:

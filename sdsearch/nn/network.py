@@ -18,17 +18,19 @@ import copy
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from sdsearch.config import LEAVES, BackboneConfig, ModelConfig
-from sdsearch.errors import ConfigError
+from sdsearch.core.config import LEAVES, BackboneConfig, ModelConfig
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.exits import FINAL, exit_stage
 from sdsearch.nn.backbones import create_backbone
 from sdsearch.nn.blocks import CBFE, ClassifierHead, create_branch, init_weights
 from sdsearch.nn.fusion import create_fusion
 
-__all__ = ["ExitModel", "SDOutput", "SelfDistillNet"]
+__all__ = ["AllExitsModel", "ExitModel", "SDOutput", "SelfDistillNet"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def backbone_options(config: BackboneConfig) -> dict[str, object]:
 
 
 class SelfDistillNet(nn.Module):
-    """Multi-exit CNN for self-distillation, built from a frozen :class:`~sdsearch.config.ModelConfig`.
+    """Multi-exit CNN for self-distillation, built from a frozen :class:`~sdsearch.core.config.ModelConfig`.
 
     Invariants: ``exits`` equals ``config.exits`` (depth order, ``"final"`` last); ``forward`` gives
     logits for each of them; for every exit, ``deploy(exit)`` in eval mode reproduces that exit's
@@ -102,7 +104,7 @@ class SelfDistillNet(nn.Module):
         ConfigError: the backbone cannot be built, or the input is smaller than 8×8.
 
     Example:
-        >>> from sdsearch.config import BackboneConfig
+        >>> from sdsearch.core.config import BackboneConfig
         >>> cfg = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1))
         >>> net = SelfDistillNet(cfg, num_classes=10, input_size=(16, 16))
         >>> out = net(torch.randn(2, 3, 16, 16))
@@ -153,8 +155,8 @@ class SelfDistillNet(nn.Module):
             {
                 e: create_branch(
                     config.branches.style,
-                    chs[int(e) - 1],
-                    sizes[int(e) - 1],
+                    chs[exit_stage(e) - 1],
+                    sizes[exit_stage(e) - 1],
                     chs[-1],
                     sizes[-1],
                     cbfe_ratio=ratio if loc == "branch" else None,
@@ -185,7 +187,7 @@ class SelfDistillNet(nn.Module):
             name = str(i)
             if name in self.branches:
                 features[name] = self.branches[name](x)
-        features["final"] = x
+        features[FINAL] = x
         logits = {e: self.heads[e](features[e]) for e in self.exits}
         fused_features = fused_logits = None
         if self.fusion is not None:
@@ -214,9 +216,62 @@ class SelfDistillNet(nn.Module):
         """
         if exit not in self.exits:
             raise ConfigError(f"exit {exit!r} is not one of this network's exits: {', '.join(self.exits)}")
-        n_stages = len(self.stages) if exit == "final" else int(exit)
-        branch = self.branches[exit] if exit != "final" else nn.Identity()
+        n_stages = exit_stage(exit, len(self.stages))
+        branch = self.branches[exit] if exit != FINAL else nn.Identity()
         model = ExitModel(self.stem, self.stages[:n_stages], branch, self.heads[exit])
         # The new containers start in train mode; take the mode of the ones they stand for.
         model.training, model.stages.training = self.training, self.stages.training
         return model if share_weights else copy.deepcopy(model)
+
+
+class AllExitsModel(nn.Module):
+    """Every exit of a network as one deployed model: trunk segments in depth order, each followed by
+    its exit's head, so exit ``k``'s logits come out before the trunk goes on.
+
+    What an anytime deployment is built from (its early-exit subclass skips what a sample no longer
+    needs), and, run whole, its worst case: the model a budget bounds. The fusion module (training
+    only) is left out.
+
+    Args:
+        net: the multi-exit network.
+        share_weights: reuse ``net``'s modules instead of deep copies (for statistics and costs).
+
+    Attributes:
+        exits: exit names in depth order, the final exit last.
+        stage_of: the stage (1-4) each exit follows.
+        num_classes: width of the logits.
+        trunk: one segment per exit: ``stem`` and ``stage1``..``stageS`` for the first exit, then
+            the stages after the previous exit's stage up to this exit's.
+        heads: per exit, its ``branch`` and ``head`` (only ``head`` for the final exit).
+    """
+
+    def __init__(self, net: SelfDistillNet, *, share_weights: bool = False) -> None:
+        super().__init__()
+        self.exits: tuple[str, ...] = tuple(net.exits)
+        self.num_classes = net.num_classes
+        n_stages = len(net.stages)
+        self.stage_of: tuple[int, ...] = tuple(exit_stage(e, n_stages) for e in self.exits)
+        segments, heads, done = [], [], 0
+        for exit, stage in zip(self.exits, self.stage_of, strict=True):
+            parts: list[tuple[str, nn.Module]] = [("stem", net.stem)] if done == 0 else []
+            parts += [(f"stage{s + 1}", net.stages[s]) for s in range(done, stage)]
+            segments.append(nn.Sequential(OrderedDict(parts)))
+            parts = [("branch", net.branches[exit])] if exit != FINAL else []
+            heads.append(nn.Sequential(OrderedDict([*parts, ("head", net.heads[exit])])))
+            done = stage
+        self.trunk = nn.ModuleList(segments)
+        self.heads = nn.ModuleList(heads)
+        self.train(net.training)
+        if not share_weights:
+            self.trunk, self.heads = copy.deepcopy(self.trunk), copy.deepcopy(self.heads)
+
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every exit's logits for every sample, in depth order: all exits run."""
+        out = []
+        for segment, head in zip(self.trunk, self.heads, strict=True):
+            x = segment(x)
+            out.append(head(x))
+        return out
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.forward_exits(x)

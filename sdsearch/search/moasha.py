@@ -10,8 +10,8 @@ the rung, cost) instead, with NSGA-II's crowding distance breaking ties inside a
 
 Three layers, each usable without the next:
 
-* maths on plain points (:func:`nondominated_sort`, :func:`crowding_distance`, :func:`rank_order`),
-  a "maximize"/"minimize" direction per column as in :mod:`sdsearch.search.front`;
+* rankings of plain points (:class:`ScalarRanking`, :class:`ParetoRanking`, :func:`rank_order`), on
+  the non-dominated sorting and crowding distance of :mod:`sdsearch.core.pareto`;
 * :class:`AsyncSuccessiveHalving`, the rung bookkeeping and the promotion rule, parametrised by a
   ranking (:class:`ScalarRanking` gives ASHA, :class:`ParetoRanking` gives MOASHA); it knows
   nothing of Ray, so a benchmark can simulate both schedulers in one process;
@@ -41,8 +41,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
-from sdsearch.errors import ConfigError
-from sdsearch.metrics import METRICS, metric_value
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.metrics import METRICS, metric_value
+from sdsearch.core.pareto import check_directions, crowding_distance, nondominated_sort
+from sdsearch.search.result_keys import FAIL_REASON
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -56,9 +58,7 @@ __all__ = [
     "ParetoRanking",
     "ScalarRanking",
     "cost_objectives",
-    "crowding_distance",
     "in_top_fraction",
-    "nondominated_sort",
     "rank_order",
     "rung_levels",
     "trial_costs",
@@ -70,88 +70,13 @@ STOP = TrialScheduler.STOP
 
 #: Key of the trial config (what the searcher suggests) holding the deployed exit's cost per cost objective.
 COSTS_KEY = "costs"
-#: What the trainable reports when training raised: that result repeats the previous epoch's accuracy.
-_FAIL_KEY = "fail_reason"
 
 #: A ranking maps n points to n keys; a smaller key ranks first and equal keys tie.
 Ranking = Callable[[Sequence[Sequence[float]]], Sequence[tuple[float, ...]]]
 
 
 # --------------------------------------------------------------------------------------------
-# Maths: points are sequences of floats, directions "maximize"/"minimize" per column.
-
-
-def nondominated_sort(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[int]]:
-    """Non-dominated fronts, best first (NSGA-II's fast non-dominated sort).
-
-    Front 0 is the Pareto set (:func:`sdsearch.search.front.pareto_front`); front k holds the points
-    that only points of fronts 0..k-1 dominate. Equal points do not dominate each other, so
-    duplicates share a front. O(n^2 d) time and O(n^2) memory, plenty for one rung.
-
-    Args:
-        points: n points with one value per objective; infinities are allowed, NaN is not.
-        directions: ``"maximize"`` or ``"minimize"`` per objective.
-
-    Returns:
-        The fronts, each a list of indices into ``points`` in ascending order; every index appears once.
-
-    Raises:
-        ValueError: a NaN value (NaN is neither better nor worse; rank such points apart, as
-            :class:`ParetoRanking` does), or a bad direction.
-    """
-    loss = _losses(points, directions)
-    n = loss.shape[0]
-    if n == 0:
-        return []
-    # dominates[i, j]: i is no worse than j everywhere and better somewhere.
-    no_worse = np.ones((n, n), dtype=bool)
-    better = np.zeros((n, n), dtype=bool)
-    for column in loss.T:
-        no_worse &= column[:, None] <= column[None, :]
-        better |= column[:, None] < column[None, :]
-    dominates = no_worse & better
-    n_dominators = dominates.sum(axis=0)
-    fronts: list[list[int]] = []
-    current = np.flatnonzero(n_dominators == 0)
-    while current.size:
-        fronts.append(current.tolist())
-        n_dominators -= dominates[current].sum(axis=0)
-        n_dominators[current] = -1  # placed; never picked again
-        current = np.flatnonzero(n_dominators == 0)
-    return fronts
-
-
-def crowding_distance(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
-    """NSGA-II crowding distance of each point within the set (call it on one front).
-
-    Per objective, the points are sorted by loss (ties by index); the two ends get infinity and each
-    other point adds the gap between its neighbours divided by the objective's range. An objective
-    whose range is zero or infinite adds nothing to the inner points. Sets of one or two points are
-    all boundary.
-
-    Args:
-        points: n points with one value per objective; NaN is not allowed.
-        directions: ``"maximize"`` or ``"minimize"`` per objective.
-
-    Returns:
-        One distance per point: larger means more isolated, so more worth keeping.
-
-    Raises:
-        ValueError: a NaN value or a bad direction.
-    """
-    loss = _losses(points, directions)
-    n = loss.shape[0]
-    distance = np.zeros(n)
-    if n <= 2:
-        return [math.inf] * n
-    for column in loss.T:
-        order = np.argsort(column, kind="stable")
-        ordered = column[order]
-        distance[order[0]] = distance[order[-1]] = math.inf
-        span = ordered[-1] - ordered[0]
-        if span > 0 and math.isfinite(span):
-            distance[order[1:-1]] += (ordered[2:] - ordered[:-2]) / span
-    return distance.tolist()
+# Rankings: points are sequences of floats, directions "maximize"/"minimize" per column.
 
 
 def rank_order(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
@@ -183,7 +108,7 @@ class ScalarRanking:
     """
 
     def __init__(self, direction: str = "maximize") -> None:
-        _check_directions([direction])
+        check_directions([direction])
         self.direction = direction
 
     def __call__(self, points: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
@@ -211,7 +136,7 @@ class ParetoRanking:
     """
 
     def __init__(self, directions: Sequence[str]) -> None:
-        _check_directions(directions)
+        check_directions(directions)
         self.directions = tuple(directions)
 
     def __call__(self, points: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
@@ -391,7 +316,7 @@ class MOASHAScheduler(FIFOScheduler):
                 "one direction per objective must be given, but got "
                 f"(objectives={list(objectives)}, directions={list(directions)})"
             )
-        _check_directions(directions)
+        check_directions(directions)
         self._costs = cost_objectives(objectives)
         reported = [o for o in objectives if o not in self._costs]
         if not reported:
@@ -419,7 +344,7 @@ class MOASHAScheduler(FIFOScheduler):
         self._config_costs(trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
-        if self._time_attr not in result or result.get(_FAIL_KEY):
+        if self._time_attr not in result or result.get(FAIL_REASON):
             return CONTINUE
         action = self._halving.on_result(trial.trial_id, result[self._time_attr], self._point(trial, result))
         if action == STOP:
@@ -428,7 +353,7 @@ class MOASHAScheduler(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
         """Record the last result at its rung if no earlier call did (as Ray's ASHA does)."""
-        if result and self._time_attr in result and not result.get(_FAIL_KEY):
+        if result and self._time_attr in result and not result.get(FAIL_REASON):
             self._halving.on_result(trial.trial_id, result[self._time_attr], self._point(trial, result))
 
     def debug_string(self) -> str:
@@ -467,19 +392,3 @@ def _number(value: Any) -> float:
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     return math.nan
-
-
-def _check_directions(directions: Sequence[str]) -> None:
-    for direction in directions:
-        if direction not in ("maximize", "minimize"):
-            raise ConfigError(f"a direction is 'maximize' or 'minimize', but got {direction!r}")
-
-
-def _losses(points: Sequence[Sequence[float]] | np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Points as an (n, d) array to minimise; NaN refused (it would make dominance meaningless)."""
-    _check_directions(directions)
-    arr = np.array(points, dtype=float).reshape(-1, len(directions))
-    if np.isnan(arr).any():
-        row = int(np.flatnonzero(np.isnan(arr).any(axis=1))[0])
-        raise ValueError(f"points must not hold NaN, but point {row} is {arr[row].tolist()}")
-    return arr * np.array([-1.0 if d == "maximize" else 1.0 for d in directions])

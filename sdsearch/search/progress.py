@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from sdsearch.search.front import pareto_front
+from sdsearch.core.pareto import pareto_front
 
 if TYPE_CHECKING:
     from sdsearch.search.searcher import SDOptunaSearch
@@ -45,7 +45,7 @@ class LiveView(Callback):
         console: Console | None = None,
         objectives: tuple[str, ...] | list[str] = ("accuracy",),
     ) -> None:
-        from sdsearch.metrics import directions, quality_metrics
+        from sdsearch.core.metrics import directions, quality_metrics
 
         self.searcher = searcher
         self.target = target

@@ -26,12 +26,13 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
-from sdsearch.config import TrialConfig
-from sdsearch.errors import DiskFullError, SdsearchError, StorageUnavailableError
-from sdsearch.metrics import METRICS, metric_value
-from sdsearch.search import attrs
+from sdsearch.core.config import TrialConfig
+from sdsearch.core.errors import DiskFullError, SdsearchError, StorageUnavailableError
+from sdsearch.core.metrics import METRICS, metric_value
+from sdsearch.search import result_keys as keys
 from sdsearch.search.moasha import COSTS_KEY, trial_costs
-from sdsearch.space import Space
+from sdsearch.space.space import Space
+from sdsearch.store import attrs
 
 __all__ = [
     "SDOptunaSearch",
@@ -42,7 +43,6 @@ __all__ = [
     "final_state",
     "heartbeat_enabled",
     "restart_record",
-    "result_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,11 +64,6 @@ class SpaceSampler:
 
     def __call__(self, trial: optuna.trial.Trial) -> TrialConfig:
         return self.space.suggest(trial)
-
-
-def result_key(exit_name: str) -> str:
-    """Name of an exit's validation accuracy in a Ray result (flat: Ray nests keys that contain '/')."""
-    return f"accuracy_{exit_name}"
 
 
 def budget_violations(cost: Mapping[str, float], budget: Mapping[str, float]) -> dict[str, float]:
@@ -125,7 +120,7 @@ def final_state(
     partial = epochs_done < config.train.epochs
     candidates = []
     for exit_name in costs:
-        acc = result.get(result_key(exit_name))
+        acc = result.get(keys.exit_key(exit_name))
         if isinstance(acc, (int, float)) and math.isfinite(acc):
             candidate = {"exit": exit_name, "accuracy": float(acc), **costs[exit_name]}
             if exit_name == config.deploy_exit:  # metrics only training gives (expected MACs, ...)
@@ -134,8 +129,8 @@ def final_state(
             if partial:
                 candidate.update(partial=True, epoch=epochs_done)
             candidates.append(candidate)
-    reason = result.get("fail_reason")
-    accuracy = result.get("accuracy")
+    reason = result.get(keys.FAIL_REASON)
+    accuracy = result.get(keys.ACCURACY)
     if reason is None and error:
         reason = _lost_worker(result)
     if reason is None and accuracy is None:
@@ -154,7 +149,7 @@ def final_state(
 def restart_record(last: Mapping[str, Any]) -> dict[str, Any]:
     """What :data:`attrs.RESTARTS` stores for one attempt Ray gave up on: its last result's worker,
     epoch and why (:func:`final_state`'s wording for a dead worker)."""
-    worker = _nested(last, "worker")
+    worker = _nested(last, keys.WORKER)
     return {
         "epoch": _epoch(last),
         "node": worker.get("node"),
@@ -164,7 +159,7 @@ def restart_record(last: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _epoch(result: Mapping[str, Any]) -> int:
-    return int(result.get("epoch", 0) or 0)
+    return int(result.get(keys.EPOCH, 0) or 0)
 
 
 def _new_attempt(result: Mapping[str, Any], last: Mapping[str, Any]) -> bool:
@@ -174,7 +169,7 @@ def _new_attempt(result: Mapping[str, Any], last: Mapping[str, Any]) -> bool:
     scores, the anytime report and a failure all follow the last epoch on the same epoch). Without
     start times, an epoch going back means a re-run.
     """
-    now, before = _nested(result, "worker").get("started"), _nested(last, "worker").get("started")
+    now, before = _nested(result, keys.WORKER).get("started"), _nested(last, keys.WORKER).get("started")
     if now is not None and before is not None:
         return now != before
     return _epoch(result) < _epoch(last)
@@ -182,7 +177,7 @@ def _new_attempt(result: Mapping[str, Any], last: Mapping[str, Any]) -> bool:
 
 def _lost_worker(result: Mapping[str, Any]) -> str:
     """Why Ray reported an error: name the node the trial last reported from, and whether it is gone."""
-    worker = _nested(result, "worker")
+    worker = _nested(result, keys.WORKER)
     node, host = worker.get("node"), worker.get("host")
     if not node:
         return "the trial's worker raised or died before reporting (see the Ray logs); e.g. killed for memory"
@@ -232,7 +227,7 @@ class SDOptunaSearch(Searcher):
         cost_fn: Callable[[TrialConfig], Costs],
         max_rejections: int = MAX_CONSECUTIVE_REJECTIONS,
     ) -> None:
-        super().__init__(metric="accuracy", mode="max")
+        super().__init__(metric=keys.ACCURACY, mode="max")
         self._space = space
         self._study = study
         self._storage = storage
@@ -370,10 +365,10 @@ class SDOptunaSearch(Searcher):
             ot_trial.set_user_attr(attrs.FAIL_REASON, outcome.reason)
         if outcome.state == TrialState.PRUNED:
             ot_trial.set_constraint(attrs.STOPPED_EARLY_CONSTRAINT, 1.0)
-        worker = _nested(result or {}, attrs.WORKER)
+        worker = _nested(result or {}, keys.WORKER)
         if worker:
             ot_trial.set_user_attr(attrs.WORKER, worker)
-        anytime = (result or {}).get(attrs.ANYTIME)  # JSON text (see trainable.anytime_report)
+        anytime = (result or {}).get(keys.ANYTIME)  # JSON text (see trainable.anytime_report)
         if isinstance(anytime, str) and outcome.state != TrialState.FAIL:
             ot_trial.set_user_attr(attrs.ANYTIME, json.loads(anytime))
         if restarts:
@@ -435,7 +430,7 @@ class SDOptunaSearch(Searcher):
                 with self._lock:
                     trial_ids = list(self._untold)
                 for trial_id in trial_ids:
-                    try:  # the storage itself rides out a restarting database (sdsearch.search.rdb)
+                    try:  # the storage itself rides out a restarting database (sdsearch.store.rdb)
                         storage.record_heartbeat(trial_id)
                     except (StorageUnavailableError, DiskFullError):  # the driver's own calls report it, once
                         logger.debug("no heartbeat for trial id %d: the storage is unreachable", trial_id)

@@ -12,20 +12,15 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from sdsearch.config import TrialConfig
+from sdsearch.core.config import TrialConfig
+from sdsearch.core.exits import ANYTIME, FINAL
+from sdsearch.search import result_keys as keys
 
 if TYPE_CHECKING:
-    from sdsearch.data import Dataset
-    from sdsearch.trainer import EpochReport
+    from sdsearch.data.datasets import Dataset
+    from sdsearch.training.fit import EpochReport
 
-__all__ = ["exit_metrics", "train_trial", "worker_info"]
-
-
-def exit_metrics(val_accuracy: dict[str, float], deploy_exit: str) -> dict[str, float]:
-    """Flat Ray metrics: ``accuracy`` (the deployed exit) plus ``accuracy_<exit>`` for every exit."""
-    metrics = {f"accuracy_{name}": float(acc) for name, acc in val_accuracy.items()}
-    metrics["accuracy"] = float(val_accuracy[deploy_exit])
-    return metrics
+__all__ = ["fit_config", "train_trial", "worker_info"]
 
 
 def worker_info(started: float) -> dict[str, Any]:
@@ -51,7 +46,7 @@ def worker_info(started: float) -> dict[str, Any]:
 def _fail_reason(exc: BaseException) -> str:
     import torch
 
-    from sdsearch.errors import SdsearchError
+    from sdsearch.core.errors import SdsearchError
 
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return f"out of memory: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
@@ -65,33 +60,37 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
     """Ray function trainable: ``config`` is ``{"config": TrialConfig.to_dict(), "threads": n, ...}``.
 
     ``fit_fn(cfg, dataset, threads=, report=)`` defaults to :func:`fit_config`; tests and benchmarks
-    pass a cheap stand-in (``sdsearch.testing.FakeFit``) and keep the real failure handling.
+    pass a cheap stand-in (``sdsearch.search.testing.FakeFit``) and keep the real failure handling.
     """
     from ray import tune
 
     started = time.time()
     cfg = TrialConfig.from_dict(config["config"])
-    last: dict[str, Any] = {"epoch": 0}
+    last: dict[str, Any] = {keys.EPOCH: 0}
 
     def report(epoch: EpochReport) -> None:
         if epoch.precision != "float32":  # keep the float32 accuracies next to the deployed precision's
-            last.update({f"float32_{k}": v for k, v in list(last.items()) if k.startswith("accuracy")})
+            last.update(
+                {keys.FLOAT32_PREFIX + k: v for k, v in list(last.items()) if k.startswith(keys.ACCURACY)}
+            )
         # An anytime deployment has its accuracy only at the end; until then the final exit's stands in.
-        deployed = cfg.deploy_exit if cfg.deploy_exit in epoch.val_accuracy else "final"
-        last.update(exit_metrics(epoch.val_accuracy, deployed))
+        deployed = cfg.deploy_exit if cfg.deploy_exit in epoch.val_accuracy else FINAL
+        last.update(keys.exit_metrics(epoch.val_accuracy, deployed))
         last.update(epoch.extra)
         last.update(
-            epoch=epoch.epoch,
-            train_loss=float(epoch.train_loss),
-            seconds=float(epoch.seconds),
-            worker=worker_info(started),
+            {
+                keys.EPOCH: epoch.epoch,
+                "train_loss": float(epoch.train_loss),
+                "seconds": float(epoch.seconds),
+                keys.WORKER: worker_info(started),
+            }
         )
         tune.report(dict(last))
 
     try:
         (fit_fn or fit_config)(cfg, dataset, threads=config.get("threads"), report=report)
     except Exception as exc:
-        tune.report({**last, "fail_reason": _fail_reason(exc), "worker": worker_info(started)})
+        tune.report({**last, keys.FAIL_REASON: _fail_reason(exc), keys.WORKER: worker_info(started)})
 
 
 def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None, report: Any) -> Any:
@@ -110,8 +109,8 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
 
     import torch
 
-    from sdsearch.data import load_dataset
-    from sdsearch.trainer import build, fit
+    from sdsearch.data.datasets import load_dataset
+    from sdsearch.training.fit import build, fit
 
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     net, loss = build(cfg, data.shape)
@@ -132,7 +131,7 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
         return result
     last = result.history[-1]
     if cfg.deploy.quantize == "int8":
-        from sdsearch.deploy import int8_accuracy
+        from sdsearch.graphs.runtime import int8_accuracy
 
         int8 = int8_accuracy(net, net.exits, data, seed=cfg.seed)
         last = dataclasses.replace(last, val_accuracy=int8, accuracy=int8[cfg.static_exit], precision="int8")
@@ -147,17 +146,16 @@ def anytime_report(cfg: TrialConfig, net: Any, data: Dataset, last: EpochReport)
     import dataclasses
     import json
 
-    from sdsearch.anytime import anytime_report as report_of
-    from sdsearch.anytime import calibrate_network
-    from sdsearch.search import attrs
+    from sdsearch.anytime.model import calibrate_network
+    from sdsearch.anytime.policy import anytime_report as report_of
 
     cal, cost = calibrate_network(net, data, cfg.deploy.target)
     # JSON text: Ray flattens nested dicts in results, and the report is nested several levels deep.
-    extra: dict[str, Any] = {attrs.ANYTIME: json.dumps(report_of(cal, cost))}
-    if cfg.deploy_exit != "anytime":
+    extra: dict[str, Any] = {keys.ANYTIME: json.dumps(report_of(cal, cost))}
+    if cfg.deploy_exit != ANYTIME:
         return dataclasses.replace(last, extra=extra)
     accuracy = cal.outcome.accuracy
     extra.update(anytime_accuracy=accuracy, expected_macs=cal.outcome.expected_macs)
     return dataclasses.replace(
-        last, val_accuracy={**last.val_accuracy, "anytime": accuracy}, accuracy=accuracy, extra=extra
+        last, val_accuracy={**last.val_accuracy, ANYTIME: accuracy}, accuracy=accuracy, extra=extra
     )

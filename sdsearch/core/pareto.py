@@ -1,0 +1,260 @@
+"""Pareto maths on plain points: the one home of dominance, fronts, hypervolume and knees.
+
+Points are sequences of floats, with one ``"maximize"`` / ``"minimize"`` direction per column;
+everything here turns them into losses to minimise through :func:`as_losses`, so every caller
+validates directions the same way. Used by the fronts of a stored study
+(:mod:`sdsearch.results.front`), the live view and MO-ASHA's rung ranking
+(:mod:`sdsearch.search.moasha`). numpy only.
+
+Example:
+    >>> pareto_front([(0.9, 100), (0.8, 50), (0.7, 80)], ["maximize", "minimize"])
+    [0, 1]
+    >>> nondominated_sort([(0.9, 100), (0.8, 50), (0.7, 80)], ["maximize", "minimize"])
+    [[0, 1], [2]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from sdsearch.core.errors import ConfigError
+
+__all__ = [
+    "DIRECTIONS",
+    "as_losses",
+    "check_directions",
+    "crowding_distance",
+    "hypervolume",
+    "knee_point",
+    "nondominated_sort",
+    "pareto_front",
+]
+
+#: What a direction may be (Optuna's words).
+DIRECTIONS = ("maximize", "minimize")
+
+
+def check_directions(directions: Sequence[str]) -> None:
+    """Raise ConfigError (a ValueError) unless every direction is ``maximize`` or ``minimize``."""
+    for direction in directions:
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"a direction is 'maximize' or 'minimize', but got {direction!r}")
+
+
+def as_losses(
+    points: Sequence[Sequence[float]] | np.ndarray, directions: Sequence[str], *, allow_nan: bool = True
+) -> np.ndarray:
+    """Points as an (n, d) float array to minimise (maximised columns negated).
+
+    Raises:
+        ConfigError: a direction is not ``maximize`` or ``minimize``.
+        ValueError: ``allow_nan`` is False and a point holds NaN (it makes dominance meaningless).
+    """
+    check_directions(directions)
+    arr = np.array(points, dtype=float).reshape(-1, len(directions))
+    if not allow_nan and np.isnan(arr).any():
+        row = int(np.flatnonzero(np.isnan(arr).any(axis=1))[0])
+        raise ValueError(f"points must not hold NaN, but point {row} is {arr[row].tolist()}")
+    return arr * np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+
+
+def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices (ascending) of the non-dominated points.
+
+    A point dominates another when it is at least as good in every objective and strictly better in
+    one; equal points do not dominate each other, so duplicates are all kept (as
+    ``Study.best_trials`` does). Sort-then-sweep: a dominator sorts lexicographically before what it
+    dominates, and domination is transitive, so each point is checked only against the front found
+    so far: O(n * |front| * d), which beats the O(n^2) pairwise test on real studies.
+
+    Args:
+        points: n points with one value per objective.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+
+    Returns:
+        Indices into ``points`` of the Pareto set.
+    """
+    arr = as_losses(points, directions)
+    if arr.shape[0] == 0:
+        return []
+    order = np.lexsort(arr.T[::-1])
+    kept: list[int] = []
+    for i in order:
+        p = arr[i]
+        if not any(np.all(arr[k] <= p) and np.any(arr[k] < p) for k in kept):
+            kept.append(int(i))
+    return sorted(kept)
+
+
+def nondominated_sort(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[int]]:
+    """Non-dominated fronts, best first (NSGA-II's fast non-dominated sort).
+
+    Front 0 is the Pareto set (:func:`pareto_front`); front k holds the points
+    that only points of fronts 0..k-1 dominate. Equal points do not dominate each other, so
+    duplicates share a front. O(n^2 d) time and O(n^2) memory, plenty for one rung.
+
+    Args:
+        points: n points with one value per objective; infinities are allowed, NaN is not.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+
+    Returns:
+        The fronts, each a list of indices into ``points`` in ascending order; every index appears once.
+
+    Raises:
+        ValueError: a NaN value (NaN is neither better nor worse; rank such points apart, as
+            :class:`~sdsearch.search.moasha.ParetoRanking` does), or a bad direction.
+    """
+    loss = as_losses(points, directions, allow_nan=False)
+    n = loss.shape[0]
+    if n == 0:
+        return []
+    # dominates[i, j]: i is no worse than j everywhere and better somewhere.
+    no_worse = np.ones((n, n), dtype=bool)
+    better = np.zeros((n, n), dtype=bool)
+    for column in loss.T:
+        no_worse &= column[:, None] <= column[None, :]
+        better |= column[:, None] < column[None, :]
+    dominates = no_worse & better
+    n_dominators = dominates.sum(axis=0)
+    fronts: list[list[int]] = []
+    current = np.flatnonzero(n_dominators == 0)
+    while current.size:
+        fronts.append(current.tolist())
+        n_dominators -= dominates[current].sum(axis=0)
+        n_dominators[current] = -1  # placed; never picked again
+        current = np.flatnonzero(n_dominators == 0)
+    return fronts
+
+
+def crowding_distance(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
+    """NSGA-II crowding distance of each point within the set (call it on one front).
+
+    Per objective, the points are sorted by loss (ties by index); the two ends get infinity and each
+    other point adds the gap between its neighbours divided by the objective's range. An objective
+    whose range is zero or infinite adds nothing to the inner points. Sets of one or two points are
+    all boundary.
+
+    Args:
+        points: n points with one value per objective; NaN is not allowed.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+
+    Returns:
+        One distance per point: larger means more isolated, so more worth keeping.
+
+    Raises:
+        ValueError: a NaN value or a bad direction.
+    """
+    loss = as_losses(points, directions, allow_nan=False)
+    n = loss.shape[0]
+    distance = np.zeros(n)
+    if n <= 2:
+        return [math.inf] * n
+    for column in loss.T:
+        order = np.argsort(column, kind="stable")
+        ordered = column[order]
+        distance[order[0]] = distance[order[-1]] = math.inf
+        span = ordered[-1] - ordered[0]
+        if span > 0 and math.isfinite(span):
+            distance[order[1:-1]] += (ordered[2:] - ordered[:-2]) / span
+    return distance.tolist()
+
+
+def hypervolume(
+    points: Sequence[Sequence[float]],
+    directions: Sequence[str],
+    reference: Sequence[float],
+    *,
+    ideal: Sequence[float] | None = None,
+) -> float:
+    """Exact hypervolume dominated by ``points`` and bounded by ``reference``.
+
+    Points that are not strictly better than the reference in every objective add nothing. The
+    computation is exact for any dimension (a 2-d sweep, and slicing along the last objective above
+    that: O(n^2 log n) in 3-d), which is plenty for fronts of a few hundred points.
+
+    Args:
+        points: points in the objectives' own units.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+        reference: the reference (worst acceptable) point, e.g. from :func:`~sdsearch.results.front.reference_point`.
+        ideal: if given, the result is divided by the volume of the box between ``ideal`` and
+            ``reference``, i.e. computed after normalising every objective to [0, 1]; the value is
+            then the fraction of that box the front dominates, comparable across studies with the
+            same budget.
+
+    Returns:
+        The (normalised, if ``ideal`` is given) hypervolume.
+    """
+    arr = as_losses(points, directions)
+    ref = as_losses([reference], directions)[0]
+    if arr.shape[0]:
+        arr = arr[np.all(arr < ref, axis=1)]
+    volume = _hv(arr[pareto_front(arr, ["minimize"] * len(ref))], ref) if arr.shape[0] else 0.0
+    if ideal is None:
+        return volume
+    box = float(np.prod(np.abs(ref - as_losses([ideal], directions)[0])))
+    if box <= 0:
+        raise ValueError(f"ideal {list(ideal)} and reference {list(reference)} span no volume")
+    return volume / box
+
+
+def knee_point(
+    points: Sequence[Sequence[float]],
+    directions: Sequence[str],
+    *,
+    log: Sequence[bool] | None = None,
+) -> int:
+    """Index of the knee of a front: the point closest to the utopia point after normalisation.
+
+    Method (*design*): each objective is turned into a loss, optionally log10-scaled (costs spanning
+    decades are compared by ratio, as on the log-x plots), then min-max normalised over the front;
+    the utopia point is then the origin and the knee is the point with the smallest Euclidean
+    distance to it: the best compromise, invariant to units and scaling. It works for any number of
+    objectives (the max-distance-to-hyperplane knee degenerates in 3-d with collinear extremes).
+    Objectives that are constant over the front are ignored. Ties go to the earlier point.
+
+    Args:
+        points: the front (the knee of a dominated set is still computed, but means little).
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+        log: per objective, whether to compare on a log10 scale (positive values only).
+
+    Returns:
+        Index into ``points``.
+    """
+    raw = np.array(points, dtype=float).reshape(-1, len(directions))
+    if raw.shape[0] == 0:
+        raise ValueError("knee_point needs at least one point")
+    for j, use_log in enumerate(log or ()):
+        if use_log:
+            raw[:, j] = np.log10(np.maximum(raw[:, j], 1e-12))
+    arr = as_losses(raw, directions)
+    lo, hi = arr.min(axis=0), arr.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    distance = np.sqrt((((arr - lo) / span) ** 2).sum(axis=1))
+    return int(np.argmin(distance))
+
+
+def _hv(points: np.ndarray, ref: np.ndarray) -> float:
+    """Hypervolume of minimisation points, all strictly below ``ref``, by slicing the last axis."""
+    n, d = points.shape
+    if n == 0:
+        return 0.0
+    if d == 1:
+        return float(ref[0] - points[:, 0].min())
+    if d == 2:
+        volume, best_y = 0.0, ref[1]
+        for x, y in points[np.lexsort((points[:, 1], points[:, 0]))]:
+            if y < best_y:
+                volume += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return float(volume)
+    ordered = points[np.argsort(points[:, -1], kind="stable")]
+    volume = 0.0
+    for i in range(n):
+        depth = (ordered[i + 1, -1] if i + 1 < n else ref[-1]) - ordered[i, -1]
+        if depth > 0:
+            slab = ordered[: i + 1, :-1]
+            volume += _hv(slab[pareto_front(slab, ["minimize"] * (d - 1))], ref[:-1]) * depth
+    return float(volume)

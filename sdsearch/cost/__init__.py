@@ -1,0 +1,2 @@
+"""Every deploy metric known before training: the meta-device trace (params, MACs, peak memory, size),
+measured latency, the worst case of an every-exit model, and the metrics per exit of a config."""

@@ -1,0 +1,130 @@
+"""Files a trained model leaves behind: the deployed exit as ONNX (fp32, int8) and torch.export, and checkpoints.
+
+Every deployed file takes uint8 pixels ``(N, H, W, C)``: the input preprocessing is part of the
+graph (:mod:`sdsearch.graphs`). Exports run on the CPU in eval mode, so they run anywhere. The
+file names are :data:`sdsearch.graphs.contract.DEPLOY_FILES`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdsearch.core.files import write_atomic
+from sdsearch.graphs.contract import DEPLOY_FILES, INPUT_LAYOUT
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint", "save_deploy_models"]
+
+CHECKPOINT_FORMAT = "sdsearch-checkpoint/1"
+PathLike = str | os.PathLike[str]
+
+
+def save_deploy_models(
+    module: nn.Module,
+    out_dir: PathLike,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_shape: tuple[int, int, int],
+    calibration: np.ndarray,
+    classes: Sequence[str] | None,
+    exit: str,
+) -> dict[str, Path]:
+    """Write ``model.onnx`` (fp32), ``model.int8.onnx`` (static int8) and ``model.pt2`` for a deploy module.
+
+    Args:
+        module: the deploy module (``net.deploy(exit)``), on the CPU in float32.
+        out_dir: an existing folder.
+        mean, std: the training split's per-channel statistics (``Dataset.mean`` / ``.std``).
+        input_shape: ``(C, H, W)``.
+        calibration: uint8 NCHW training images that calibrate the int8 graph.
+        classes: class names, index order (None: the indices are the names).
+        exit: the deployed exit, recorded in the metadata.
+
+    Returns:
+        :data:`DEPLOY_FILES` keys -> the written paths.
+
+    Raises:
+        DiskFullError: a file did not fit on its disk (no truncated file is left).
+
+    Example:
+        >>> save_deploy_models(deploy, "runs/best", mean=data.mean, std=data.std, input_shape=(1, 8, 8),
+        ...                    calibration=data.x_train[:256], classes=data.classes, exit="final")  # doctest: +SKIP
+    """
+    import torch
+
+    from sdsearch import __version__
+    from sdsearch.graphs.onnx import onnx_graphs, set_metadata
+    from sdsearch.graphs.pt2 import export_pt2
+
+    out = Path(out_dir)
+    graphs = onnx_graphs(module, mean=mean, std=std, input_shape=input_shape, calibration=calibration)
+    paths = {}
+    for precision, graph in graphs.items():
+        set_metadata(graph, {"mean": list(mean), "std": list(std), "input_layout": INPUT_LAYOUT,
+                             "classes": list(classes) if classes else None, "exit": exit,
+                             "precision": precision, "sdsearch_version": __version__})  # fmt: skip
+        paths[precision] = write_atomic(out / DEPLOY_FILES[precision], graph.SerializeToString())
+    # From memory: torch.export.save writing to a file aborts the whole process (a C++ terminate)
+    # when that file's disk fills up; a write_atomic of its bytes raises DiskFullError instead.
+    buffer = io.BytesIO()
+    torch.export.save(export_pt2(module, mean=mean, std=std, input_shape=input_shape), buffer)
+    paths["pt2"] = write_atomic(out / DEPLOY_FILES["pt2"], buffer.getvalue())
+    return paths
+
+
+def save_checkpoint(
+    path: PathLike, *, state_dict: dict[str, Any], config: dict[str, Any], **extra: Any
+) -> Path:
+    """Save a training network's ``state_dict`` with the config that builds it.
+
+    Everything stored is tensors or plain Python values, so :func:`load_checkpoint` can use
+    ``torch.load(weights_only=True)`` (no pickled code is ever executed on load).
+
+    Args:
+        path: file to write (conventionally ``checkpoint.pt``).
+        state_dict: ``net.state_dict()`` (tensors are moved to CPU).
+        config: ``TrialConfig.to_dict()``.
+        **extra: more plain values, e.g. ``loss_state_dict``, ``mean``, ``std``, ``shape``.
+    """
+    import torch
+
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        **extra,
+    }
+    buffer = (
+        io.BytesIO()
+    )  # torch.save to a path leaves a truncated file and a bare RuntimeError on a full disk
+    torch.save(payload, buffer)
+    return write_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Example:
+        >>> ckpt = load_checkpoint("runs/best/checkpoint.pt")                       # doctest: +SKIP
+        >>> cfg = TrialConfig.from_dict(ckpt["config"])                           # doctest: +SKIP
+        >>> net = SelfDistillNet(cfg.model, num_classes=10); net.load_state_dict(ckpt["state_dict"])  # doctest: +SKIP
+
+    Raises:
+        ValueError: the file is not an sdsearch checkpoint.
+    """
+    import torch
+
+    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an sdsearch checkpoint (expected format {CHECKPOINT_FORMAT})")
+    return payload

@@ -1,0 +1,337 @@
+"""``train()``: a fully fixed config -> a trained, deployable model and its metrics on disk.
+
+This is ``sdsearch train CONFIG`` without the argument parsing. It trains on the training split
+(the validation split is still carved, for validation accuracy), or with ``full=True`` on the whole
+training part, validation images included (the final model, as papers train theirs; its validation
+accuracy is then not held out and is written as null). It measures every exit on the test split
+and writes into ``out``:
+
+    config.yaml       the exact config used (a trainer config: ``sdsearch train`` reads it back)
+    metrics.json      ``trained_on`` (``train`` or ``train+val``), val/test accuracy, params, MACs and
+                      FLOPs per exit, input normalisation, wall time, epochs, device; per deployed
+                      file its size, test accuracy and latency
+    checkpoint.pt     the training network's state_dict (+ loss adapters) and the config
+    model.onnx        ONNX (fp32) of ``deploy(config.deploy_exit)``
+    model.int8.onnx   the same, statically quantized to int8 (calibrated on training images)
+    model.pt2         the same in float32, ``torch.export``-ed (``torch.export.load``)
+
+The deployed files take uint8 pixels ``(N, H, W, C)`` and return logits: normalisation is part of
+them (:mod:`sdsearch.graphs.onnx`). Test accuracies are float32, outside autocast, on every device.
+The checkpoint and config.yaml are written before the exports, so a failing export loses no training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from sdsearch.core.config import TrialConfig
+from sdsearch.core.exits import ANYTIME
+from sdsearch.core.files import output_dir, write_atomic
+from sdsearch.core.metrics import METRICS
+from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.deploy.artifacts import save_checkpoint, save_deploy_models
+from sdsearch.graphs.contract import DEPLOY_FILES
+from sdsearch.training.fit import EpochReport, FitResult, build, evaluate, fit, resolve_device
+
+__all__ = ["ARTIFACTS", "TRAINED_ON", "TrainResult", "train"]
+
+#: Files ``train`` writes.
+ARTIFACTS = ("config.yaml", "metrics.json", "checkpoint.pt", *DEPLOY_FILES.values())
+#: ``trained_on`` in metrics.json, by whether the validation split was held out.
+TRAINED_ON = {True: "train", False: "train+val"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the artifacts went, the metrics written to ``metrics.json``, and the fit itself."""
+
+    out: Path
+    metrics: dict[str, Any]
+    fit: FitResult
+
+
+def train(
+    config: TrialConfig | str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str],
+    epochs: int | None = None,
+    full: bool = False,
+    progress: bool = True,
+    device: torch.device | str | None = None,
+    threads: int | None = None,
+) -> TrainResult:
+    """Train a fixed config and write the deploy model, checkpoint and metrics into ``out``.
+
+    Args:
+        config: a :class:`TrialConfig`, or the path of a trainer-config YAML (``sdsearch export``).
+        out: output folder (created; existing artifacts in it are overwritten).
+        epochs: overrides ``train.epochs``; the written config.yaml records the override.
+        full: train on train + validation (``trained_on: train+val`` in metrics.json, validation
+            accuracy null): the final run once a config is chosen. Epochs stay the config's, so an
+            epoch is 1 / (1 - data.val_fraction) times as many steps.
+        progress: show a rich progress bar (epochs, loss, validation accuracy).
+        device: training device; default CUDA when available.
+        threads: torch threads for training. CPU results are reproducible only at the same thread
+            count, so the default is the thread count the search trial used (``provenance.threads``
+            of an exported config), else torch's choice.
+
+    Returns:
+        The output folder, the metrics and the :class:`~sdsearch.training.fit.FitResult`.
+
+    Raises:
+        SpaceError: the config file is invalid or still has distributions.
+        DataError: the dataset is missing.
+        TrainingDivergedError: the loss became NaN or infinite.
+        DiskFullError: an artifact did not fit on the disk holding ``out`` (each file is written
+            whole or not at all; the message names it).
+
+    Example:
+        >>> result = train("best.yaml", out="runs/best", epochs=30)  # doctest: +SKIP
+        >>> result.metrics["exits"]["final"]["test_accuracy"]         # doctest: +SKIP
+        0.91
+    """
+    from sdsearch.cost.metrics import DeployMetrics
+
+    cfg, provenance = _resolve_config(config, epochs)
+    if threads is None and provenance.get("threads") and resolve_device(device).type == "cpu":
+        threads = int(provenance["threads"])  # CPU results are reproducible at the search's thread count
+    out_dir = Path(out)
+    dev = resolve_device(device)
+    started = time.perf_counter()
+
+    data = load_dataset(cfg.data, seed=cfg.seed, full=full)
+    out_dir = output_dir(out_dir, key="out")  # after the checks that can fail on bad input
+    shape = data.shape
+    net, loss = build(cfg, shape)
+    static = cfg.static_exit
+    with _progress_bar(progress, cfg.train.epochs, static, held_out=data.val_held_out) as report:
+        result = fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=dev,
+                     threads=threads, report=report, deploy_exit=static)  # fmt: skip
+    # Test accuracy in float32 (no autocast, no TF32) on every device: the deployed files are float32 or int8.
+    test = evaluate(net, data.x_test, data.y_test, mean=data.mean, std=data.std, device=dev, amp=False)
+
+    net.to("cpu", memory_format=torch.contiguous_format).eval()
+    loss.to("cpu")
+    costs = DeployMetrics(shape)(cfg)  # every analytic deploy metric per exit, at deploy.dtype
+    save_checkpoint(
+        out_dir / "checkpoint.pt",
+        state_dict=net.state_dict(),
+        config=cfg.to_dict(),
+        loss_state_dict={k: v.detach().cpu() for k, v in loss.state_dict().items()},
+        **_input_spec(data),
+    )
+    _write_config(cfg, out_dir)
+    files = _deploy(net, cfg, data, out_dir)
+    metrics = _metrics(cfg, data, result, test, costs, dev, files, seconds=time.perf_counter() - started,
+                       threads=threads or torch.get_num_threads())  # fmt: skip
+    if cfg.deploy_exit == ANYTIME:
+        metrics.update(_anytime(net, cfg, data, out_dir, costs[ANYTIME]))
+    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return TrainResult(out=out_dir, metrics=metrics, fit=result)
+
+
+def _resolve_config(
+    config: TrialConfig | str | os.PathLike[str], epochs: int | None
+) -> tuple[TrialConfig, Mapping[str, Any]]:
+    """The config to train and the provenance block of its file (empty for a TrialConfig)."""
+    provenance: Mapping[str, Any] = {}
+    if not isinstance(config, TrialConfig):
+        from sdsearch.space.load import load_space
+
+        space = load_space(config)
+        config, provenance = space.fixed_config(), space.provenance or {}
+    if epochs is not None:
+        config = config.replace(train=config.train.replace(epochs=epochs))
+    return config, provenance
+
+
+def _anytime(
+    net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path, worst: Mapping[str, float]
+) -> dict[str, Any]:
+    """Calibrate the anytime thresholds on the validation split, score them on the test split, write
+    ``model.anytime.onnx`` and check that ONNX Runtime takes PyTorch's exit decision on every test image.
+
+    Returns the metrics.json entries of an anytime deployment: the top-level test accuracy and
+    expected MACs are the anytime model's; ``anytime`` holds the thresholds, shares and the check.
+    """
+    import numpy as np
+
+    from sdsearch.anytime.model import AnytimeModel, calibrate_network, exit_statistics
+    from sdsearch.anytime.onnx import run_anytime_onnx, save_anytime_onnx
+    from sdsearch.anytime.policy import anytime_outcome, anytime_report, exit_indices
+
+    norm = {"mean": data.mean, "std": data.std}
+    input_shape = (data.shape.in_chans, *data.shape.input_size)
+    cal, cost = calibrate_network(net, data, cfg.deploy.target)
+    test_stats = exit_statistics(net, data.x_test, data.y_test, **norm)
+    test = anytime_outcome(test_stats, cal.thresholds, cost)
+    report = anytime_report(cal, cost, test=test)
+    model = AnytimeModel(net, cal.thresholds).eval()
+    path = out_dir / "model.anytime.onnx"
+    status = save_anytime_onnx(model, path, input_shape=input_shape, cost=cost, **norm)
+    report["onnx"] = {"file": path.name, "status": status}
+    if status == "written":
+        _, onnx_exits = run_anytime_onnx(path, data.x_test.transpose(0, 2, 3, 1))
+        # PyTorch's decisions come from the batched statistics above (AnytimeModel applies the same
+        # rule, which its tests pin), not from a second pass of the whole test split in one batch.
+        agreement = float(
+            np.mean(onnx_exits == exit_indices(test_stats.confidence, model.thresholds.numpy()))
+        )
+        report["onnx"].update(bytes=path.stat().st_size, exit_agreement=agreement)
+        if agreement < 1.0:
+            warnings.warn(
+                f"{path}: ONNX Runtime leaves at another exit than PyTorch on {1 - agreement:.2%} of the test "
+                "images (confidences within rounding of a threshold); metrics.json reports the PyTorch ones",
+                stacklevel=2,
+            )
+    report["held_out"] = data.val_held_out  # False after --full: thresholds calibrated on training images
+    return {
+        "test_accuracy": test.accuracy,
+        "expected_macs": test.expected_macs,
+        **worst,
+        "anytime": report,
+    }
+
+
+def _deploy(net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path) -> dict[str, Any]:
+    """Write the deployed exit's files; their sizes, ONNX Runtime test accuracy and latency for metrics.json."""
+    from sdsearch.cost.latency import onnx_latency
+    from sdsearch.graphs.onnx import N_CALIBRATION, calibration_images
+    from sdsearch.graphs.runtime import cpu_deploy, onnx_accuracy, onnx_session
+
+    shape = data.shape
+    static = cfg.static_exit
+    paths = save_deploy_models(
+        cpu_deploy(net, static), out_dir, mean=data.mean, std=data.std,
+        input_shape=(shape.in_chans, shape.height, shape.width), classes=data.classes, exit=static,
+        calibration=calibration_images(data.x_train, N_CALIBRATION, seed=cfg.seed),
+    )  # fmt: skip
+    files: dict[str, Any] = {}
+    for precision, path in paths.items():
+        entry: dict[str, Any] = {"precision": "float32" if precision == "pt2" else precision,
+                                 "bytes": path.stat().st_size}  # fmt: skip
+        if path.suffix == ".onnx":
+            entry["test_accuracy"] = onnx_accuracy(onnx_session(path), data.x_test, data.y_test)
+            timing = cfg.deploy.latency
+            entry["latency_ms"] = round(
+                onnx_latency(path, threads=timing.threads, repeats=timing.repeats, warmup=timing.warmup), 4
+            )
+        if precision == "int8":
+            entry["calibration_images"] = min(N_CALIBRATION, len(data.x_train))
+        files[path.name] = entry
+    return files
+
+
+def _input_spec(data: Dataset) -> dict[str, Any]:
+    """How to feed the deployed model: the network sees ``(x / 255 - mean) / std``, NCHW float."""
+    s = data.shape
+    return {"input_shape": [s.in_chans, s.height, s.width], "mean": list(data.mean), "std": list(data.std),
+            "num_classes": s.num_classes, "classes": list(data.classes) if data.classes else None}  # fmt: skip
+
+
+def _metrics(
+    cfg: TrialConfig,
+    data: Dataset,
+    result: FitResult,
+    test: dict[str, float],
+    costs: dict[str, Any],
+    device: torch.device,
+    files: dict[str, Any],
+    *,
+    seconds: float,
+    threads: int,
+) -> dict[str, Any]:
+    val = result.val_accuracy if data.val_held_out else {}  # trained on: not an estimate of anything
+    exits = {
+        name: {"val_accuracy": val.get(name), "test_accuracy": test.get(name), **costs[name]} for name in test
+    }
+    deployed = exits[cfg.static_exit]
+    return {
+        "deploy_exit": cfg.deploy_exit,
+        **deployed,
+        "trained_on": TRAINED_ON[data.val_held_out],
+        "train_images": len(data.y_train),
+        "dtype": cfg.deploy.dtype,
+        "units": {m: METRICS.get(m).unit for m in costs[cfg.static_exit]},
+        "exits": exits,
+        "dataset": data.name,
+        "input": _input_spec(data),
+        "epochs": cfg.train.epochs,
+        "epochs_done": result.epochs_done,
+        "train_loss": list(result.train_loss),
+        "seconds": round(seconds, 3),
+        "train_seconds": round(result.seconds, 3),
+        "device": str(device),
+        "threads": threads,
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (platform.processor() or platform.machine()),
+        "torch": torch.__version__,
+        "files": files,
+        "latency": _latency_settings(cfg),
+    }
+
+
+def _latency_settings(cfg: TrialConfig) -> dict[str, Any]:
+    """How ``files[*].latency_ms`` was measured (``deploy.latency``, as the search's latency metric)."""
+    import onnxruntime
+
+    timing = cfg.deploy.latency
+    return {"runtime": f"onnxruntime {onnxruntime.__version__} CPU", "threads": timing.threads, "batch": 1,
+            "warmup": timing.warmup, "repeats": timing.repeats, "statistic": "median"}  # fmt: skip
+
+
+def _write_config(cfg: TrialConfig, out_dir: Path) -> None:
+    """Write the config as a trainer config that ``load_trial_config`` reads back unchanged."""
+    from sdsearch.space.document import config_to_document
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", out_dir.resolve().name) or "model"  # a valid study name
+    document = config_to_document(cfg, name=name)
+    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None)
+    write_atomic(out_dir / "config.yaml", text)
+
+
+@contextmanager
+def _progress_bar(
+    enabled: bool, epochs: int, deploy_exit: str, *, held_out: bool = True
+) -> Iterator[Callable[[EpochReport], None] | None]:
+    """A report callback that advances a rich progress bar, or None when ``enabled`` is False.
+
+    Without a held-out validation split (``full``) the accuracy shown is on training images, and says so.
+    """
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))  # fmt: skip
+    with Progress(*columns) as bar:
+        task = bar.add_task("train", total=epochs, status="")
+
+        def report(rep: EpochReport) -> None:
+            what = "val acc" if held_out else "acc on seen val images"
+            status = f"loss {rep.train_loss:.4f}  {what} ({deploy_exit}) {rep.accuracy:.4f}"
+            bar.update(task, completed=rep.epoch, status=status)
+
+        yield report

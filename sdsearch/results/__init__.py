@@ -1,0 +1,1 @@
+"""What a stored study shows: budgets, Pareto fronts, tables, plots, and picking a candidate to export."""

@@ -1,0 +1,1 @@
+"""Training: build a config's network and loss, fit them, evaluate every exit."""
