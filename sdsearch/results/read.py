@@ -18,6 +18,7 @@ from typing import Any
 from sdsearch.core.errors import ConfigError, StudyError, StudySelectionError
 from sdsearch.core.metrics import METRICS, stored_limits
 from sdsearch.results.front import Front, StudyRecord, build_front
+from sdsearch.space.load import load_space
 from sdsearch.store import attrs
 from sdsearch.store.storage import open_storage, study_names
 from sdsearch.store.urls import mask_url, storage_url
@@ -27,8 +28,9 @@ __all__ = ["anytime_of", "list_studies", "load_front", "read_study", "resolve_st
 _SPACE_SUFFIXES = (".yaml", ".yml")
 
 
-def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str]:
-    """``(storage_url, study_name)`` for a space file or a storage (URL or ``.db`` path).
+def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str, Any]:
+    """``(storage_url, study_name, storage)`` for a space file or a storage (URL or ``.db`` path),
+    the storage opened once (never created).
 
     A storage that holds exactly one study needs no ``study_name``.
 
@@ -38,21 +40,20 @@ def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str]
         ConfigError: (key ``storage``) ``source`` is neither a space file nor a storage.
     """
     if source.endswith(_SPACE_SUFFIXES):
-        from sdsearch.space.load import load_space
-
         space = load_space(source)
-        return space.storage, study_name or space.name
+        return space.storage, study_name or space.name, open_storage(space.storage)
     url = storage_url(source)
-    names = study_names(open_storage(url))
+    storage = open_storage(url)
+    names = study_names(storage)
     if study_name is not None:
         if study_name not in names:
             raise StudySelectionError(
                 f"{mask_url(url)} has no study {study_name!r} (studies: {', '.join(names) or 'none'})",
                 key="study_name",
             )
-        return url, study_name
+        return url, study_name, storage
     if len(names) == 1:
-        return url, names[0]
+        return url, names[0], storage
     if not names:
         raise StudyError(f"{mask_url(url)}: holds no study yet (run `sdsearch run SPACE` first)")
     raise StudySelectionError(
@@ -64,7 +65,7 @@ def list_studies(source: str) -> list[dict[str, Any]]:
     """One row per study in a storage (or a space file's storage): name, counts by outcome, target."""
     import optuna
 
-    url = resolve_study(source)[0] if source.endswith(_SPACE_SUFFIXES) else storage_url(source)
+    url = load_space(source).storage if source.endswith(_SPACE_SUFFIXES) else storage_url(source)
     storage = open_storage(url)
     rows = []
     for name in study_names(storage):
@@ -85,8 +86,7 @@ def read_study(source: str, *, study_name: str | None = None) -> StudyRecord:
     Raises:
         StudyError: missing or foreign storage, unknown study, or a study sdsearch did not create.
     """
-    url, name = resolve_study(source, study_name)
-    storage = open_storage(url)
+    url, name, storage = resolve_study(source, study_name)
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
