@@ -37,6 +37,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from sdsearch.core.exits import ANYTIME, DEPLOY_EXITS, FINAL, N_STAGES, exit_names
+from sdsearch.core.platforms import DEFAULT_PLATFORM, PLATFORMS
 from sdsearch.core.registry import BACKBONES, BRANCH_STYLES, DATASETS, FUSIONS, Registry, did_you_mean
 from sdsearch.core.units import DTYPES, Unit, parse
 
@@ -57,6 +58,7 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OneOf",
+    "RUNTIMES",
     "Record",
     "TrainConfig",
     "TrialConfig",
@@ -385,6 +387,10 @@ class AnytimeTarget(Record):
 DEFAULT_ANYTIME_TARGET = AnytimeTarget(accuracy_drop=0.005)
 
 
+#: ``deploy.runtime`` values: where int8 accuracy is measured.
+RUNTIMES = ("onnxruntime", "tflm")
+
+
 class DeployConfig(Record):
     """What is deployed and in which precision; the deploy-cost metrics follow ``dtype``."""
 
@@ -393,6 +399,11 @@ class DeployConfig(Record):
     quantize: Annotated[str, OneOf(("none", "int8"))] = "none"
     latency: LatencyConfig = LatencyConfig()
     target: AnytimeTarget | None = None
+    #: The runtime that scores int8 accuracy (``quantize: int8``): ONNX Runtime on the host, or the
+    #: .tflite in TensorFlow Lite Micro (the ``mcu`` extra).
+    runtime: Annotated[str, OneOf(RUNTIMES)] = "onnxruntime"
+    #: The microcontroller the int8 peak memory and size are computed for (sdsearch.core.platforms).
+    platform: Annotated[str, OneOf(tuple(PLATFORMS))] = DEFAULT_PLATFORM
 
 
 class TrialConfig(Record):
