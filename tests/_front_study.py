@@ -26,7 +26,9 @@ trial  state       deployed (acc, params, MACs)   other exits
 from __future__ import annotations
 
 import atexit
+import contextlib
 import shutil
+import sqlite3
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -50,7 +52,7 @@ EPOCHS = 4
 
 _TEMPLATE: list[Path] = []
 
-Exit = tuple[float, int, int]  # accuracy, params, MACs
+Exit = tuple[float, ...]  # accuracy, params, MACs (and the builder's further costs, in its order)
 
 
 def storage_url(directory: Path, name: str = "study.db") -> str:
@@ -90,13 +92,18 @@ class StudyBuilder:
         *,
         objectives: tuple[str, ...] = OBJECTIVES,
         budget: dict[str, float] | None = None,
+        costs: tuple[str, ...] = ("params", "macs"),
+        deploy: dict[str, Any] | None = None,
     ) -> None:
+        """``costs`` names the costs of each planned exit (params and MACs first: every candidate
+        has them); ``deploy`` is the space's ``deploy:``."""
         document = {
             "name": name,
             "storage": url,
             "objectives": list(objectives),
             "budget": {k: _limit(k, v) for k, v in (dict(BUDGET) if budget is None else budget).items()},
             "train": {"epochs": EPOCHS},
+            "deploy": dict(deploy or {}),
             "sampler": "random",
             "space": {
                 "backbone": {"arch": {"choice": ["resnet", "mobilenetv2"]}, "width": 0.25, "depth": 1},
@@ -107,6 +114,7 @@ class StudyBuilder:
         self.storage = open_storage(url, create=True)
         self.study = prepare_study(self.space, self.storage)
         self.costs = PlannedCosts()
+        self.cost_names = costs
         self.searcher = self._searcher()
         self._n = 0
 
@@ -119,7 +127,7 @@ class StudyBuilder:
         shallow = {int(e) for e in exits if e != "final"}
         params = {"backbone.arch": arch, **{f"branches.placement.{i}": i in shallow for i in (1, 2, 3)}}
         self.study.enqueue_trial(params)
-        self.costs.plan.append({e: {"params": p, "macs": m} for e, (_, p, m) in exits.items()})
+        self.costs.plan.append({e: dict(zip(self.cost_names, c)) for e, (_, *c) in exits.items()})
         self._n += 1
         return (searcher or self.searcher).suggest(str(self._n))
 
@@ -155,6 +163,17 @@ class StudyBuilder:
         self._ask({"final": (0.0, 10_000, 100_000)}, "resnet")
 
 
+def drop_study_attr(url: str, study: str, key: str) -> None:
+    """Remove a study user attr, so the study reads as one stored before sdsearch wrote it (Optuna
+    has no public way to delete one)."""
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+        db.execute(
+            "DELETE FROM study_user_attributes WHERE key = ? "
+            "AND study_id = (SELECT study_id FROM studies WHERE study_name = ?)",
+            (key, study),
+        )
+
+
 def _limit(metric: str, value: float) -> Any:
     from sdsearch.core.metrics import METRICS
 
@@ -168,7 +187,7 @@ def _limit(metric: str, value: float) -> Any:
 
 
 def _result(exits: dict[str, Exit], epoch: int) -> dict[str, Any]:
-    accuracies = {e: acc for e, (acc, _, _) in exits.items()}
+    accuracies = {e: acc for e, (acc, *_) in exits.items()}
     return {**keys.exit_metrics(accuracies, FINAL), keys.EPOCH: epoch}
 
 
@@ -188,4 +207,13 @@ def standard_study(url: str, name: str = "toy") -> StudyBuilder:
     b.trained((0.80, 50_000, 1_400_000), {"1": (0.55, 6_000, 350_000)})
     b.running()
     b.trained((0.70, 9_000, 300_000))
+    return b
+
+
+def memory_study(url: str, name: str = "mem") -> StudyBuilder:
+    """Two trained trials of an int8 study that optimises peak memory and size (no budget)."""
+    costs = ("params", "macs", "peak_memory", "size")
+    b = StudyBuilder(url, name, objectives=("accuracy", "peak_memory", "size"), budget={}, costs=costs)
+    b.trained((0.8, 5_000, 300_000, 4_096, 20_000))
+    b.trained((0.9, 10_000, 600_000, 8_192, 40_000))
     return b

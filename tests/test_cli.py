@@ -219,3 +219,42 @@ def test_costs_known_only_after_training_fall_back_to_their_worst_case():
     assert metric_value({"macs": 5.0, "expected_macs": 2.0}, "expected_macs") == 2.0
     assert metric_value({"accuracy": 0.9}, "anytime_accuracy") == 0.9
     assert metric_value({"macs": 5.0}, "flops") == 10.0
+
+
+def test_resuming_a_study_of_older_conventions_is_refused_in_one_line(tmp_path, capsys):
+    """An int8 study stored before its conventions were stamped: exit 1, one line naming --fresh."""
+    from _front_study import drop_study_attr
+
+    from sdsearch.search.study import prepare_study
+    from sdsearch.space.load import load_space
+    from sdsearch.store import attrs
+    from sdsearch.store.storage import open_storage
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPACE.format(tmp=tmp_path))
+    space = load_space(str(path))
+    prepare_study(space, open_storage(space.storage, create=True))
+    drop_study_attr(space.storage, space.name, attrs.CONVENTIONS)
+    assert main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{path}: study tiny stores peak_memory, size")
+    assert "(peak_memory: liveness -> tflm-arena:cortex-m; size: int8-weights -> tflite-bytes)" in err
+    assert "run with --fresh to start a new study (the old one is kept as tiny.1)" in err
+
+
+def test_show_labels_figures_of_older_conventions_with_them(tmp_path, capsys):
+    from _front_study import drop_study_attr, memory_study, storage_url
+
+    from sdsearch.store import attrs
+
+    url = storage_url(tmp_path)
+    memory_study(url)
+    assert main(["show", url]) == 0
+    today = capsys.readouterr().out
+    assert "peak memory (int8)" in today and "liveness" not in today and "older" not in today
+
+    drop_study_attr(url, "mem", attrs.CONVENTIONS)
+    assert main(["show", url]) == 0
+    old = capsys.readouterr().out
+    assert "peak memory (int8, liveness)" in old and "size (int8, int8-weights)" in old
+    assert "an older convention: studies started now count tflm-arena" in old

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _front_study import StudyBuilder, standard_study, storage_url
+from _front_study import StudyBuilder, drop_study_attr, memory_study, standard_study, storage_url
 from rich.console import Console
 
 from sdsearch.results import plot
@@ -172,3 +172,30 @@ def test_plot_with_flops_budget_and_single_point(tmp_path: Path) -> None:
     assert list(budget.get_xdata()) == [4e6, 4e6]  # the FLOPs limit, on the FLOPs axis
     path = plot_front(one, tmp_path / "one.png", dpi=60)
     assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_figures_of_older_conventions_are_labelled_with_them_everywhere(tmp_path: Path) -> None:
+    """An int8 study stored before its conventions were stamped counted peak memory by liveness and
+    size as weights: every heading, caption and axis says so; today's study says nothing extra."""
+    from sdsearch.store import attrs
+
+    url = storage_url(tmp_path)
+    memory_study(url)
+    today = load_front(url)
+    assert today.heading("peak_memory") == "peak memory (int8)" and today.heading("size") == "size (int8)"
+    assert "for cortex-m" in today.describe("peak_memory") and "older" not in today.describe("size")
+
+    drop_study_attr(url, "mem", attrs.CONVENTIONS)
+    front = load_front(url)
+    assert front.conventions == {"peak_memory": "liveness", "size": "int8-weights"}
+    console = Console(record=True, width=220, color_system=None)
+    console.print(front_report(front))
+    text = console.export_text()
+    assert "peak memory (int8, liveness)" in text and "size (int8, int8-weights)" in text
+    assert "(an older convention: studies started now count tflite-bytes)" in text
+    fig = front_figure(front)
+    labels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()]
+    assert labels[0].startswith("peak memory (int8, liveness)") and labels[1].startswith(
+        "size (int8, int8-weights)"
+    )
+    assert fig.axes[0].get_title() == "accuracy vs peak memory (int8, liveness)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from _front_study import drop_study_attr
 from optuna.trial import TrialState
 
 from sdsearch.core.errors import InfeasibleSpaceError, StudyError, StudyLockedError
@@ -78,6 +79,61 @@ def test_changed_space_is_refused_then_fresh_keeps_the_old_study(tmp_path, ray_s
         len([t for t in old.trials if t.state == TrialState.COMPLETE and attrs.REJECTED not in t.user_attrs])
         == 1
     )
+
+
+def _prepare(space, **kwargs):
+    return prepare_study(space, open_storage(space.storage, create=True), **kwargs)
+
+
+def test_a_new_study_is_stamped_with_todays_conventions(tmp_path):
+    study = _prepare(make_space(tmp_path, deploy={"platform": "tflm-reference"}))
+    assert study.user_attrs[attrs.CONVENTIONS] == {
+        "peak_memory": "tflm-arena:tflm-reference",
+        "size": "tflite-bytes",
+    }
+    study = _prepare(make_space(tmp_path, name="f32", deploy={"dtype": "float32"}))
+    assert study.user_attrs[attrs.CONVENTIONS] == {"peak_memory": "liveness", "size": "float32-params"}
+
+
+def test_an_int8_study_of_older_conventions_is_refused_then_fresh_keeps_it(tmp_path):
+    """A study stored before the stamp counted int8 peak memory by liveness and size as weights:
+    resuming it would mix two meanings on one front."""
+    space = make_space(tmp_path)
+    _prepare(space).enqueue_trial({"backbone.width": 0.125})
+    drop_study_attr(space.storage, space.name, attrs.CONVENTIONS)
+    with pytest.raises(StudyError) as info:
+        _prepare(space)
+    assert str(info.value) == (
+        f"{space.source}: study e2e stores peak_memory, size under older conventions "
+        "(peak_memory: liveness -> tflm-arena:cortex-m; size: int8-weights -> tflite-bytes); "
+        "run with --fresh to start a new study (the old one is kept as e2e.1)"
+    )
+    study = _prepare(space, fresh=True)
+    assert study.user_attrs[attrs.CONVENTIONS]["size"] == "tflite-bytes" and not study.trials
+    old = optuna.load_study(study_name="e2e.1", storage=space.storage)
+    assert attrs.CONVENTIONS not in old.user_attrs and len(old.trials) == 1  # kept as it was
+
+
+def test_a_float32_study_of_older_conventions_resumes(tmp_path):
+    """At float32 the stored figures still mean what they meant: nothing to refuse."""
+    space = make_space(tmp_path, deploy={"dtype": "float32"})
+    _prepare(space).enqueue_trial({"backbone.width": 0.125})
+    drop_study_attr(space.storage, space.name, attrs.CONVENTIONS)
+    study = _prepare(space)
+    assert len(study.trials) == 1
+    assert study.user_attrs[attrs.CONVENTIONS] == {"peak_memory": "liveness", "size": "float32-params"}
+
+
+def test_a_new_convention_is_one_line_and_refuses_studies_stamped_before_it(tmp_path, monkeypatch):
+    """A metric missing from a study's stamp was stored under its legacy convention."""
+    from sdsearch.core import metrics
+    from sdsearch.core.units import DTYPES
+
+    space = make_space(tmp_path)
+    _prepare(space)
+    monkeypatch.setitem(metrics._VERSIONS, "loss", {d: ("byot", "sd-v2") for d in DTYPES})
+    with pytest.raises(StudyError, match=r"e2e stores loss under older conventions \(loss: byot -> sd-v2\);"):
+        _prepare(space)
 
 
 def test_second_driver_is_refused(tmp_path, ray_session):

@@ -152,7 +152,8 @@ class Counts:
 class StudyRecord:
     """A frozen snapshot of a stored sdsearch study: what :func:`build_front` and export need.
 
-    ``storage`` is the URL with any password masked; ``budget`` the study's own limits.
+    ``storage`` is the URL with any password masked; ``budget`` the study's own limits;
+    ``conventions`` what its versioned metrics count (:func:`~sdsearch.core.metrics.stored_conventions`).
     """
 
     study_name: str
@@ -162,6 +163,7 @@ class StudyRecord:
     spec: dict[str, Any]
     trials: tuple[FrozenTrial, ...]
     dtype: str = "int8"
+    conventions: Mapping[str, str] = field(default_factory=dict)
 
     def trained(self) -> list[FrozenTrial]:
         """Trials eligible for a front: trained to their full budget (COMPLETE, not rejected)."""
@@ -198,6 +200,8 @@ class Front:
         counts: trial counts by state.
         partial: the exits of trials a scheduler stopped, measured at their rung (never on a front).
         dtype: the deploy dtype the byte metrics count in.
+        conventions: what the study's versioned metrics count (``{"peak_memory": "liveness"}``);
+            every label of a figure comes from :meth:`heading` and :meth:`describe`, which read it.
         searched: the leaves the study searched (``backbone.width``...), from its stored spec.
     """
 
@@ -214,6 +218,16 @@ class Front:
     partial: tuple[Candidate, ...] = ()
     dtype: str = "int8"
     searched: tuple[str, ...] = ()
+    conventions: Mapping[str, str] = field(default_factory=dict)
+
+    def heading(self, metric: str) -> str:
+        """``metric``'s column or axis heading for this study: its dtype, and the convention its
+        figures were stored under when that is not today's (``peak memory (int8, liveness)``)."""
+        return METRICS.get(metric).heading(self.dtype, self.conventions.get(metric))
+
+    def describe(self, metric: str) -> str:
+        """``metric``'s caption line for this study: what its figures count, older conventions named."""
+        return METRICS.get(metric).describe(self.dtype, self.conventions.get(metric))
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -343,6 +357,7 @@ def build_front(
         partial=tuple(partial),
         dtype=record.dtype,
         searched=record.searched(),
+        conventions=record.conventions,
     )
     if not front.front:
         why = f" within {front.describe_budget()}" if budget else ""

@@ -174,16 +174,16 @@ def _panel(ax: Axes, front: Front, metric: str) -> None:
     )
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: spec.format(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(_axis_label(metric, front.dtype), fontsize=9, wrap=True)
-    ax.set_title(f"accuracy vs {spec.heading(front.dtype)}", fontsize=11)
+    ax.set_xlabel(_axis_label(metric, front), fontsize=9, wrap=True)
+    ax.set_title(f"accuracy vs {front.heading(metric)}", fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _axis_label(metric: str, dtype: str) -> str:
+def _axis_label(metric: str, front: Front) -> str:
     spec = METRICS.get(metric)
     units = {"count": "k = 10³, M = 10⁶", "bytes": "KiB = 2¹⁰ bytes", "ms": "milliseconds"}.get(spec.unit, "")
     extra = "; papers' FLOPs, torch FLOPs = 2 × MACs" if metric == "macs" else ""
-    return f"{spec.heading(dtype)}, log scale ({units}{extra})"
+    return f"{front.heading(metric)}, log scale ({units}{extra})"
 
 
 def _staircase(

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sdsearch.core.errors import ConfigError, StudyError, StudySelectionError
-from sdsearch.core.metrics import METRICS, stored_limits
+from sdsearch.core.metrics import METRICS, stored_conventions, stored_limits
 from sdsearch.results.front import Front, StudyRecord, build_front
 from sdsearch.space.load import load_space
 from sdsearch.store import attrs
@@ -100,6 +100,7 @@ def read_study(source: str, *, study_name: str | None = None) -> StudyRecord:
             f"{mask_url(url)}: study {name!r} was not created by sdsearch "
             f"(no valid {attrs.OBJECTIVES!r} study attr); only sdsearch studies can be shown or exported"
         )
+    dtype = str(user_attrs.get(attrs.DTYPE, "int8"))
     return StudyRecord(
         study_name=name,
         storage=mask_url(url),
@@ -107,7 +108,8 @@ def read_study(source: str, *, study_name: str | None = None) -> StudyRecord:
         budget=stored_limits(user_attrs.get(attrs.BUDGET) or {}),
         spec=dict(user_attrs.get(attrs.SPEC) or {}),
         trials=tuple(storage.get_all_trials(study_id, deepcopy=False)),
-        dtype=str(user_attrs.get(attrs.DTYPE, "int8")),
+        dtype=dtype,
+        conventions=stored_conventions(user_attrs.get(attrs.CONVENTIONS), dtype),
     )
 
 

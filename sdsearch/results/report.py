@@ -3,8 +3,9 @@
 Every view says which cost it shows and in which convention, from the metric table
 (:mod:`sdsearch.core.metrics`): MACs are multiply-accumulates (what lightweight-CNN papers usually call
 "FLOPs"; ``flops`` is torch's 2 × MACs), peak memory and size count bytes at the study's
-``deploy.dtype``, latency is ONNX Runtime milliseconds. The config columns are the searchable
-leaves of :mod:`sdsearch.core.config`, so a newly searched key shows up without touching this module.
+``deploy.dtype`` (figures stored under an older convention say which, :meth:`Front.heading`), latency
+is ONNX Runtime milliseconds. The config columns are the searchable leaves of
+:mod:`sdsearch.core.config`, so a newly searched key shows up without touching this module.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def front_table(front: Front) -> Table:
     what = "(trial, exit) candidates" if front.candidates else "trials (deployed exit)"
     metrics = _shown_metrics(front)
     table = Table(title=f"{front.study_name}: Pareto front of {what}", caption=_caption(front, metrics))
-    for column in ("trial", "exit", *(METRICS.get(m).heading(front.dtype) for m in metrics)):
+    for column in ("trial", "exit", *(front.heading(m) for m in metrics)):
         # Figures are what the table is for: a narrow terminal wraps the caption, never a number.
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("")
@@ -193,16 +194,14 @@ def _format_value(value: Any) -> str:
 
 
 def _caption(front: Front, metrics: list[str]) -> str:
-    return "; ".join(
-        METRICS.get(m).describe(front.dtype) for m in metrics if METRICS.get(m).direction == "minimize"
-    )
+    return "; ".join(front.describe(m) for m in metrics if METRICS.get(m).direction == "minimize")
 
 
 def partial_table(front: Front) -> Table:
     """Exits of trials a scheduler stopped, measured at their rung: shown apart, never on a front."""
     metrics = _shown_metrics(front)
     table = Table(title="stopped early (partial: measured at the rung where the scheduler stopped them)")
-    for column in ("trial", "exit", "epoch", *(METRICS.get(m).heading(front.dtype) for m in metrics)):
+    for column in ("trial", "exit", "epoch", *(front.heading(m) for m in metrics)):
         table.add_column(column, justify="right")
     for c in front.partial:
         table.add_row(

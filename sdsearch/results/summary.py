@@ -54,10 +54,15 @@ def space_summary(space: Space) -> Group:
     return Group(head, table)
 
 
-def cost_table(rows: Iterable[Mapping[str, Any]], *, dtype: str = "int8") -> Table:
+def cost_table(
+    rows: Iterable[Mapping[str, Any]], *, dtype: str = "int8", platform: str | None = None
+) -> Table:
     """Deploy metrics per exit (params, MACs, FLOPs, peak memory, size, latency when measured), each
-    column labelled with its unit and the caption with its convention (from the metric table)."""
-    from sdsearch.core.metrics import METRICS, metric_value
+    column labelled with its unit and the caption with its convention (from the metric table), for
+    ``platform`` (``deploy.platform``) when given."""
+    from sdsearch.core.metrics import METRICS, conventions, metric_value
+
+    ids = conventions(dtype, platform) if platform else {}
 
     rows = list(rows)
     names = [
@@ -67,7 +72,7 @@ def cost_table(rows: Iterable[Mapping[str, Any]], *, dtype: str = "int8") -> Tab
     ]
     table = Table(
         title=f"deploy metrics per exit ({dtype})",
-        caption="\n".join(METRICS.get(m).describe(dtype) for m in names),
+        caption="\n".join(METRICS.get(m).describe(dtype, ids.get(m)) for m in names),
         caption_justify="left",
     )
     for column in ("exit", *(METRICS.get(m).heading(dtype) for m in names)):

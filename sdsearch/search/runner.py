@@ -208,8 +208,8 @@ def run(
         progress: draw the live view.
 
     Raises:
-        SpaceError: bad input (exit 2). StudyError: changed space, locked or foreign storage,
-        infeasible budget (exit 1).
+        SpaceError: bad input (exit 2). StudyError: changed space or older metric conventions,
+        locked or foreign storage, infeasible budget (exit 1).
     """
     space = space if isinstance(space, Space) else load_space(space)
     if storage is not None:

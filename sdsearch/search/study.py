@@ -2,8 +2,9 @@
 trials a dead driver left RUNNING.
 
 The storage is the only truth (docs/ARCHITECTURE.md): a resumed study is recognised by the hash of
-its space; a changed space is refused with the keys that changed unless ``fresh`` (the old study
-is kept under a suffixed name); orphans are failed and re-run once with Optuna's public
+its space; a changed space, or a study whose metrics were stored under older conventions
+(:func:`sdsearch.core.metrics.conventions`), is refused with what changed unless ``fresh`` (the old
+study is kept under a suffixed name); orphans are failed and re-run once with Optuna's public
 ``fail_stale_trials`` and ``RetryHeartbeatStaleTrialCallback``.
 """
 
@@ -17,7 +18,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from sdsearch.core.errors import SpaceError, StudyError, StudyLockedError
-from sdsearch.core.metrics import directions
+from sdsearch.core.metrics import (
+    changed_conventions,
+    conventions,
+    describe_changes,
+    directions,
+    stored_conventions,
+)
 from sdsearch.core.registry import SAMPLERS
 from sdsearch.space.document import diff_documents
 from sdsearch.space.space import Space
@@ -144,6 +151,8 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False) -> Any:
                 f"{space.source}: the space changed since study {space.name} started ({shown}); "
                 f"run with --fresh to start a new study (the old one is kept as {_free_name(names, space.name)})"
             )
+        if not adopting and not fresh:
+            _refuse_older_conventions(space, existing.user_attrs, _free_name(names, space.name))
         if fresh:
             _rename_study(storage, space.name, _free_name(names, space.name))
     n_before = 0 if fresh or space.name not in names else len(existing.trials)
@@ -170,7 +179,27 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False) -> Any:
         study.set_user_attr(attrs.OBJECTIVES, list(space.objectives))
         study.set_user_attr(attrs.BUDGET, dict(space.budget))
         study.set_user_attr(attrs.DTYPE, space.deploy.dtype)
+    current = _conventions(space)
+    if study.user_attrs.get(attrs.CONVENTIONS) != current:  # new, adopted, or legacy with today's meaning
+        study.set_user_attr(attrs.CONVENTIONS, current)
     return study
+
+
+def _conventions(space: Space) -> dict[str, str]:
+    """What the space's stored metrics count today (its dtype and platform)."""
+    return conventions(space.deploy.dtype, space.deploy.platform)
+
+
+def _refuse_older_conventions(space: Space, user_attrs: dict[str, Any], kept_as: str) -> None:
+    """A study whose metrics were stored under other conventions is not resumed: its front would mix
+    two meanings of one figure."""
+    stored = stored_conventions(user_attrs.get(attrs.CONVENTIONS), space.deploy.dtype)
+    changes = changed_conventions(stored, _conventions(space))
+    if changes:
+        raise StudyError(
+            f"{space.source}: study {space.name} stores {', '.join(changes)} under older conventions "
+            f"({describe_changes(changes)}); run with --fresh to start a new study (the old one is kept as {kept_as})"
+        )
 
 
 def recover_orphans(study: Any, storage: Any, trials: list[Any], reason: str) -> int:

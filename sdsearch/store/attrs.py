@@ -14,6 +14,10 @@ Study user attrs:
     ``BUDGET``: dict metric -> limit in stored units (counts, bytes, ms), e.g. ``{"macs": 2000000}``.
     ``TARGET``: the number of trained trials the last ``sdsearch run`` aimed for.
     ``DTYPE``: ``deploy.dtype`` of the study (what its byte metrics count).
+    ``CONVENTIONS``: ``{metric: convention id}`` of every stored metric whose meaning changed over
+    time, e.g. ``{"peak_memory": "tflm-arena:cortex-m", "size": "tflite-bytes"}``
+    (:func:`sdsearch.core.metrics.conventions`); a study without it, or without a metric in it,
+    stored that metric under its legacy convention.
 
 Trial user attrs:
     ``CONFIG``: ``TrialConfig.to_dict()`` of the trial (set for every trial, rejected ones too).
@@ -60,6 +64,7 @@ OBJECTIVES = "sdsearch:objectives"
 BUDGET = "sdsearch:budget"
 TARGET = "sdsearch:target"
 DTYPE = "sdsearch:dtype"
+CONVENTIONS = "sdsearch:conventions"
 
 CONFIG = "config"
 COST = "cost"
