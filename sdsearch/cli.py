@@ -17,6 +17,7 @@ from typing import Any
 
 from sdsearch import __version__
 from sdsearch.core.errors import ConfigError, SdsearchError
+from sdsearch.core.platforms import MCU_INSTALL, PLATFORMS, mcu_available
 from sdsearch.core.units import DTYPES
 
 __all__ = ["main"]
@@ -80,6 +81,16 @@ def _add_cost(sub: Any) -> None:
         choices=DTYPES,
         help="deployment element type of peak memory, size and latency (default: the config's deploy.dtype)",
     )
+    p.add_argument(
+        "--platform",
+        choices=tuple(PLATFORMS),
+        help="the microcontroller of the int8 peak memory and size (default: the config's deploy.platform)",
+    )
+    p.add_argument(
+        "--tflm",
+        action="store_true",
+        help="also convert each exit (random weights) and measure it in TFLite Micro against the estimate",
+    )
     p.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime latency measurement")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=_cost)
@@ -104,21 +115,54 @@ def _cost(args: argparse.Namespace) -> int:
     shape = _parse_shape(args.input) if args.input else None
     if args.classes is not None and args.classes < 2:
         raise ConfigError(f"--classes: must be >= 2, got {args.classes}")
-    dtype = args.dtype or load_trial_config(args.config).deploy.dtype
+    config = load_trial_config(args.config)
+    dtype = args.dtype or config.deploy.dtype
+    platform = args.platform or config.deploy.platform
+    if args.tflm and not mcu_available():
+        raise ConfigError(f"--tflm: converting and running TFLite Micro needs the mcu extra: {MCU_INSTALL}")
     metrics = config_metrics(
-        args.config, input_shape=shape, num_classes=args.classes, dtype=dtype, latency=not args.no_latency
-    )
+        args.config, input_shape=shape, num_classes=args.classes, dtype=dtype, platform=platform,
+        latency=not args.no_latency,
+    )  # fmt: skip
     names = [m for m in METRICS.names() if METRICS.get(m).before_training]
     rows = [
         {"exit": e, **{m: metric_value(v, m) for m in names if metric_value(v, m) is not None}}
         for e, v in metrics.items()
     ]
+    checks = _tflm_checks(config, args.config, shape, args.classes) if args.tflm else None
     if args.json:
         units = {m: METRICS.get(m).unit for m in names if any(m in r for r in rows)}
-        print(json.dumps({"dtype": dtype, "units": units, "exits": rows}))
-    else:
-        _console().print(cost_table(rows, dtype=dtype))
+        out: dict[str, Any] = {"dtype": dtype, "platform": platform, "units": units, "exits": rows}
+        if checks is not None:
+            out["tflm"] = checks
+        print(json.dumps(out))
+        return 0
+    _console().print(cost_table(rows, dtype=dtype, platform=platform))
+    if checks is not None:
+        from sdsearch.results.summary import tflm_check_table
+
+        _console().print(tflm_check_table(checks))
     return 0
+
+
+def _tflm_checks(
+    config: Any, path: str, shape: tuple[int, int, int] | None, classes: int | None
+) -> dict[str, dict[str, dict[str, int]]]:
+    """``{exit: {"estimate": {...}, "measured": {...}}}`` in bytes, on the platform TFLite Micro's package runs."""
+    from sdsearch.cost.tflm_check import COMPARED, check_exits
+    from sdsearch.data.datasets import DataShape, describe
+
+    if shape is None or classes is None:
+        described = describe(config.data)
+        shape = shape or (described.in_chans, described.height, described.width)
+        classes = classes or described.num_classes
+    exits = [e for e in config.model.exits]
+    with _console().status(f"{path}: converting {len(exits)} exits to .tflite and running TFLite Micro"):
+        checks = check_exits(config.model, DataShape(*shape, classes), exits=exits, seed=config.seed)
+    return {
+        e: {side: {f: int(getattr(getattr(c, side), f)) for f in COMPARED} for side in ("estimate", "measured")}
+        for e, c in checks.items()
+    }
 
 
 # -- run -----------------------------------------------------------------------------------------

@@ -39,21 +39,23 @@ def test_torchvision_resnet18_reference() -> None:
 
 
 def test_module_cost_exact() -> None:
-    # peak: the largest input + output of one op; int8 size: 1 B per weight + 8 B per output channel.
-    assert module_cost(nn.Linear(10, 5), (10,)) == Cost(params=55, macs=50, peak_memory=15, size=90)
+    # float32: peak = the largest input + output of one op, 4 B each; size = 4 B per parameter.
+    f32 = "float32"
+    assert module_cost(nn.Linear(10, 5), (10,), dtype=f32) == Cost(55, 50, 4 * 15, 4 * 55, f32)
     conv = nn.Conv2d(3, 8, 3, padding=1)
-    assert module_cost(conv, (3, 8, 8)) == Cost(
-        params=8 * 27 + 8, macs=8 * 27 * 64, peak_memory=(3 + 8) * 64, size=8 * 27 + 8 * 8
+    assert module_cost(conv, (3, 8, 8), dtype=f32) == Cost(
+        params=8 * 27 + 8, macs=8 * 27 * 64, peak_memory=4 * (3 + 8) * 64, size=4 * (8 * 27 + 8), dtype=f32
     )
     seq = nn.Sequential(
         nn.Conv2d(2, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)
     )
-    assert module_cost(seq, (2, 4, 4)) == Cost(
-        params=8 + 8 + 195, macs=8 * 16 + 192, peak_memory=32 + 64, size=(8 + 4 * 8) + (192 + 3 * 8)
+    assert module_cost(seq, (2, 4, 4), dtype=f32) == Cost(
+        params=211, macs=320, peak_memory=4 * 96, size=4 * 211, dtype=f32
     )
-    assert module_cost(seq, (2, 4, 4), dtype="float32") == Cost(
-        params=211, macs=320, peak_memory=4 * 96, size=4 * 211, dtype="float32"
-    )
+    # int8: TFLite Micro's figures on the platform asked for; params and MACs do not change.
+    int8 = module_cost(seq, (2, 4, 4), platform="tflm-reference")
+    assert (int8.params, int8.macs, int8.platform) == (211, 320, "tflm-reference")
+    assert int8.tflm is not None and (int8.peak_memory, int8.size) == (int8.tflm.arena_bytes, int8.tflm.model_bytes)
     assert Cost(params=1, macs=7, peak_memory=0, size=0).flops == 14
 
 

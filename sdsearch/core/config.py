@@ -44,6 +44,7 @@ from sdsearch.core.units import DTYPES, Unit, parse
 __all__ = [
     "DEFAULT_ANYTIME_TARGET",
     "LEAVES",
+    "RUNTIMES",
     "SPACE_SECTIONS",
     "AnytimeTarget",
     "AppliesWhen",
@@ -58,7 +59,6 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OneOf",
-    "RUNTIMES",
     "Record",
     "TrainConfig",
     "TrialConfig",

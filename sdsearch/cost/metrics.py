@@ -56,6 +56,7 @@ class DeployMetrics:
             in_chans=s.in_chans,
             input_size=s.input_size,
             dtype=config.deploy.dtype,
+            platform=config.deploy.platform,
         )
         out = {name: cost_values(cost) for name, cost in costs.items()}
         if config.deploy.exit == ANYTIME:  # every exit in one model: budgets bound its worst case
@@ -68,6 +69,7 @@ class DeployMetrics:
                     in_chans=s.in_chans,
                     input_size=s.input_size,
                     dtype=config.deploy.dtype,
+                    platform=config.deploy.platform,
                 )
             )
         if self.latency:
@@ -117,6 +119,7 @@ def config_metrics(
     input_shape: tuple[int, int, int] | None = None,
     num_classes: int | None = None,
     dtype: str | None = None,
+    platform: str | None = None,
     latency: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Every deploy metric of every exit of the model in a trainer config file (``sdsearch cost``).
@@ -126,6 +129,7 @@ def config_metrics(
         input_shape: ``(C, H, W)``; default: the shape of the config's dataset.
         num_classes: default: the class count of the config's dataset.
         dtype: the deployment's element type; default: the config's ``deploy.dtype``.
+        platform: the microcontroller of the int8 figures; default: the config's ``deploy.platform``.
         latency: also measure ``latency`` with the config's ``deploy.latency`` settings.
 
     Raises:
@@ -136,8 +140,9 @@ def config_metrics(
     from sdsearch.space.load import load_trial_config
 
     config = load_trial_config(path)
-    if dtype is not None:
-        config = config.replace(deploy=config.deploy.replace(dtype=dtype))
+    if dtype is not None or platform is not None:
+        config = config.replace(deploy=config.deploy.replace(dtype=dtype or config.deploy.dtype,
+                                                             platform=platform or config.deploy.platform))  # fmt: skip
     if input_shape is None or num_classes is None:
         shape = describe(config.data)
         input_shape = input_shape or (shape.in_chans, shape.height, shape.width)

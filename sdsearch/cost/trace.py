@@ -16,8 +16,13 @@ Conventions (what each number means):
   baddbmm), with torch.utils.flop_counter's formulas halved: N·|W|·H_out·W_out per conv, m·k·n
   per matmul. That is the convention of lightweight-CNN papers, which often call them FLOPs;
   ``Cost.flops`` is 2 × MACs, torch's convention.
-- ``peak_memory``: peak activation memory of one batch-1 inference, in bytes, with the buffer
-  sharing of int8 deployment toolchains (TFLite Micro, ONNX Runtime):
+- ``peak_memory`` and ``size`` at ``dtype="int8"``: what TensorFlow Lite Micro needs for the model's
+  int8 .tflite on ``platform``: its smallest arena (planned tensors and scratch buffers, plus the
+  persistent structs) and the file's bytes (weights, int32 biases, per-channel scales and zero points,
+  the flatbuffer's tables). Estimated from this same trace by :mod:`sdsearch.cost.tflm`, which lowers
+  the op graph below to the TFLite ops the converter emits.
+- ``peak_memory`` at ``dtype="float32"``: the *liveness count*, peak activation memory of one batch-1
+  inference in bytes, with the buffer sharing of deployment toolchains:
 
   - a BatchNorm (eval) whose input is a conv output with no other consumer is folded into that
     conv: no new buffer;
@@ -33,19 +38,15 @@ Conventions (what each number means):
   the first op to its last use, the graph output to the last op. At each op the live set is every
   buffer produced at or before it and read at or after it, so a residual's skip tensor and an
   attention gate's input count while the branch runs. Peak = max over ops of the live elements ×
-  the element size of ``dtype``. Weights, BatchNorm statistics and what ops compute from them
-  alone (constant-folded, *design*) are never activations.
-- ``size``: bytes of the deployed weights. ``int8``: each conv and linear layer stores 1 byte per
-  weight plus, per output channel, a float32 scale (4 B) and an int32 bias (4 B, present even
-  without a bias: BatchNorm folding adds one); a folded BatchNorm costs nothing; a BatchNorm not
-  folded into a conv counts as a per-channel 1×1 depthwise conv, C × (1 + 4 + 4) bytes; any other
-  parameter 1 byte per element (*design*; sdsearch's networks have none). ``float32``: 4 bytes
-  per parameter. Tied parameters (one tensor used by several layers) count once.
+  4 bytes. Weights, BatchNorm statistics and what ops compute from them alone (constant-folded,
+  *design*) are never activations.
+- ``size`` at ``dtype="float32"``: 4 bytes per parameter; tied parameters (one tensor used by several
+  layers) count once.
 
 ``dtype`` is the deployment's element type, a key of :data:`DTYPE_BYTES` (defined in
-:mod:`sdsearch.core.units`): ``int8`` (the default, 1 byte) is the microcontroller
-convention that MCUNet (Lin et al., NeurIPS 2020, https://arxiv.org/abs/2007.10319) reports as
-peak SRAM and flash; ``float32`` (4 bytes) an unquantized deployment. Costs are stored in MACs
+:mod:`sdsearch.core.units`): ``int8`` (the default) is a microcontroller's peak SRAM and flash, as
+MCUNet (Lin et al., NeurIPS 2020, https://arxiv.org/abs/2007.10319) reports them, here as TFLite Micro
+itself needs them; ``float32`` an unquantized deployment. Costs are stored in MACs
 and bytes; FLOPs and kB are how they are shown.
 
 Example:
@@ -70,16 +71,15 @@ from torch.utils._python_dispatch import (
 )
 
 from sdsearch.core.errors import ConfigError
+from sdsearch.core.platforms import DEFAULT_PLATFORM, PLATFORMS, check_platform
 from sdsearch.core.units import DTYPE_BYTES, check_dtype
+from sdsearch.cost.tflm import TflmEstimate, estimate, lower
 from sdsearch.nn.network import SelfDistillNet
 
 if TYPE_CHECKING:
     from sdsearch.core.config import ModelConfig
 
 __all__ = ["Cost", "FastMetaMode", "deploy_cost", "exit_costs", "module_cost"]
-
-#: int8 per-output-channel overhead of a conv or linear layer: a float32 scale and an int32 bias.
-_INT8_CHANNEL_BYTES = 4 + 4
 
 _aten = torch.ops.aten
 
@@ -296,6 +296,7 @@ class _Tracer(FastMetaMode):
         super().__init__()
         self.macs = 0
         self._buf: dict[torch.Tensor, int] = {x: 0}
+        self.input_shape = tuple(x.shape)
         self.numel: list[int] = [x.numel()]
         self.producer: list[int] = [0]
         self._writer: list[int] = [-1]
@@ -303,13 +304,10 @@ class _Tracer(FastMetaMode):
         self.reads: list[frozenset[tuple[int, int]]] = []
         self.first_in: list[tuple[int, int] | None] = []
         self.first_out: list[int | None] = []
-        #: (op index, kind, weight or BN key, the parameters the layer covers, output channels).
-        self.layers: list[tuple[int, str, torch.Tensor, tuple[torch.Tensor, ...], int]] = []
-        self._base: dict[torch.Tensor, torch.Tensor] = {}  # view of a constant -> the constant
         self.folded: set[int] = set()  # BN and activation ops folded or fused into their producer
-
-    def _const(self, t: Any) -> Any:
-        return self._base.get(t, t) if isinstance(t, torch.Tensor) else None
+        #: Per recorded op: (op family, its arguments, its outputs), for the TFLite lowering of
+        #: sdsearch.cost.tflm (meta tensors: shapes only, nothing to copy).
+        self.calls: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         rule = _SHAPE_RULES.get(func)
@@ -332,12 +330,7 @@ class _Tracer(FastMetaMode):
                 acts.extend(t for t in a if isinstance(t, torch.Tensor) and t in buf)
         aliases = _aliases(func)
         outs = out if len(aliases) > 1 else (out,)  # one entry per schema return
-        if not acts:  # constants only: track views of weights (t(W) in a linear layer), nothing else
-            for alias, o in zip(aliases, outs):
-                if alias is not None:
-                    src = args[alias[0]]
-                    for t in _tensors(o):
-                        self._base[t] = self._base.get(src, src)
+        if not acts:  # constants only (t(W) in a linear layer): constant-folded, not an activation
             return out
         if all(a is not None and not a[1] for a in aliases):  # a pure view: same buffer, no op
             for alias, o in zip(aliases, outs):
@@ -369,45 +362,32 @@ class _Tracer(FastMetaMode):
                 if i == 0 and first_out is None:
                     first_out = b
         self.first_out.append(first_out)
-        self.kinds.append(self._record_layer(k, _KINDS.get(packet), args, outs))
+        self.kinds.append(self._kind(_KINDS.get(packet), args))
+        self.calls.append((packet, args, outs))
         return out
 
-    def _record_layer(self, k: int, kind: str | None, args: tuple[Any, ...], outs: Any) -> str | None:
-        """Note the weights of a conv, linear or BN op; returns the op's kind for the folding rules."""
-        if kind == "conv":
-            w, bias = self._const(args[1]), self._const(args[2])
-            self.layers.append((k, kind, w, (w, bias), outs[0].shape[1]))
-        elif kind == "linear":
+    def _kind(self, kind: str | None, args: tuple[Any, ...]) -> str | None:
+        """The op's kind for the folding rules; None for a matmul of two activations (no weights) and
+        a training-mode BatchNorm (batch statistics do not fold)."""
+        if kind == "linear":
             mats = args[1:3] if len(args) >= 3 else args[0:2]  # addmm(bias, x, w) or mm(x, w)
-            if mats[1] not in self._buf:
-                w, channels = self._const(mats[1]), outs[0].shape[-1]
-            elif mats[0] not in self._buf:
-                w, channels = self._const(mats[0]), outs[0].shape[-2]
-            else:
-                return None  # activation @ activation (attention): no weights, not a layer
-            bias = self._const(args[0]) if len(args) >= 3 else None
-            self.layers.append((k, kind, w, (w, bias), channels))
-        elif kind == "bn":
-            if len(args) > 5 and args[5] is True:
-                return None  # native_batch_norm(training=True): batch statistics do not fold
-            stats = tuple(self._const(t) for t in args[1:5])
-            key = next((t for t in stats if t is not None), None)
-            if key is not None:
-                self.layers.append((k, kind, key, stats, args[0].shape[1]))
+            if mats[0] in self._buf and mats[1] in self._buf:
+                return None
+        elif kind == "bn" and len(args) > 5 and args[5] is True:
+            return None
         return kind
 
-    def finish(self, outputs: Any, params: list[torch.Tensor]) -> tuple[int, int]:
-        """Peak live activation elements and int8 weight bytes, once the forward has returned.
+    def finish(self, outputs: Any) -> int:
+        """Peak live activation elements (module docstring), once the forward has returned ``outputs``.
 
-        Args:
-            outputs: what the forward returned; its tensors stay live to the last op.
-            params: the module's parameters, each tensor once.
-
-        Returns:
-            ``(peak elements, int8 bytes)`` under the conventions of the module docstring.
+        Also decides which BatchNorms and activations fold into their producers (``folded``), what the
+        TFLite lowering of :mod:`sdsearch.cost.tflm` reads.
         """
-        peak = self._peak_elements(outputs)
-        return peak, self._int8_size(params)
+        return self._peak_elements(outputs)
+
+    def buffer(self, t: torch.Tensor) -> int | None:
+        """The activation buffer of tensor ``t``, or None for a constant."""
+        return self._buf.get(t)
 
     def _peak_elements(self, outputs: Any) -> int:
         n_ops, n_bufs = len(self.kinds), len(self.numel)
@@ -453,22 +433,6 @@ class _Tracer(FastMetaMode):
                 live[end[g] + 1] -= size[g]
         return max(itertools.accumulate(live[:-1]))
 
-    def _int8_size(self, params: list[torch.Tensor]) -> int:
-        # After _peak_elements, which decides which BatchNorms fold.
-        covered: set[torch.Tensor] = set()
-        seen: set[torch.Tensor] = set()
-        total = 0
-        for k, kind, key, tensors, channels in self.layers:
-            covered.update(t for t in tensors if t is not None)
-            if key in seen:
-                continue  # tied weights (or a BN used twice) count once
-            seen.add(key)
-            if kind != "bn":
-                total += key.numel() + channels * _INT8_CHANNEL_BYTES
-            elif k not in self.folded:
-                total += channels * (1 + _INT8_CHANNEL_BYTES)
-        return total + sum(p.numel() for p in params if p not in covered)
-
 
 @dataclass(frozen=True)
 class Cost:
@@ -477,9 +441,12 @@ class Cost:
     Attributes:
         params: parameter count.
         macs: conv and linear multiply-accumulates.
-        peak_memory: peak activation memory of a batch-1 inference, in bytes at ``dtype``.
-        size: bytes of the deployed weights at ``dtype``.
+        peak_memory: bytes of RAM of a batch-1 inference: at int8 TFLite Micro's arena on ``platform``,
+            at float32 the live activations.
+        size: bytes in flash: at int8 the .tflite file, at float32 4 bytes a parameter.
         dtype: the deployment's element type, one of :data:`DTYPES`.
+        platform: the microcontroller of the int8 figures (:data:`sdsearch.core.platforms.PLATFORMS`).
+        tflm: the int8 estimate in full (planned and persistent arena, ops); None at float32.
     """
 
     params: int
@@ -487,6 +454,8 @@ class Cost:
     peak_memory: int
     size: int
     dtype: str = "int8"
+    platform: str = DEFAULT_PLATFORM
+    tflm: TflmEstimate | None = None
 
     @property
     def flops(self) -> int:
@@ -496,19 +465,25 @@ class Cost:
 
 @dataclass(frozen=True)
 class _Counts:
-    """What one traced forward pass yields, before a dtype turns elements into bytes."""
+    """What one traced forward pass yields, before a dtype and platform pick the byte figures."""
 
     params: int
     macs: int
     peak_elements: int
-    int8_size: int
+    tflm: tuple[tuple[str, TflmEstimate], ...]  # per platform
 
-    def cost(self, dtype: str) -> Cost:
-        size = self.int8_size if dtype == "int8" else DTYPE_BYTES[dtype] * self.params
-        return Cost(self.params, self.macs, self.peak_elements * DTYPE_BYTES[dtype], size, dtype)
+    def cost(self, dtype: str, platform: str = DEFAULT_PLATFORM) -> Cost:
+        if dtype != "int8":
+            return Cost(self.params, self.macs, self.peak_elements * DTYPE_BYTES[dtype],
+                        DTYPE_BYTES[dtype] * self.params, dtype, platform)  # fmt: skip
+        check_platform(platform)
+        tflm = dict(self.tflm)[platform]
+        return Cost(self.params, self.macs, tflm.arena_bytes, tflm.model_bytes, dtype, platform, tflm)
 
 
-def module_cost(module: nn.Module, input_shape: tuple[int, ...], *, dtype: str = "int8") -> Cost:
+def module_cost(
+    module: nn.Module, input_shape: tuple[int, ...], *, dtype: str = "int8", platform: str = DEFAULT_PLATFORM
+) -> Cost:
     """Params, per-sample MACs, peak activation memory and deployed size of ``module``.
 
     A module on the meta device is run as is; any other module is run through
@@ -528,11 +503,11 @@ def module_cost(module: nn.Module, input_shape: tuple[int, ...], *, dtype: str =
         ConfigError: ``dtype`` is not one of :data:`DTYPES`.
 
     Example:
-        >>> module_cost(nn.Linear(10, 5), (10,))  # 10 + 5 activations; 50 weights + 5 × (4 + 4) B
-        Cost(params=55, macs=50, peak_memory=15, size=90, dtype='int8')
+        >>> module_cost(nn.Linear(10, 5), (10,), dtype="float32")  # (10 + 5) x 4 B; 55 x 4 B
+        Cost(params=55, macs=50, peak_memory=60, size=220, dtype='float32', platform='cortex-m', tflm=None)
     """
     check_dtype(dtype)
-    return _module_counts(module, input_shape).cost(dtype)
+    return _module_counts(module, input_shape).cost(dtype, platform)
 
 
 def _module_counts(module: nn.Module, input_shape: tuple[int, ...]) -> _Counts:
@@ -561,8 +536,10 @@ def _trace(forward: Callable[[torch.Tensor], Any], x: torch.Tensor, params: list
     tracer = _Tracer(x)
     with torch.no_grad(), tracer:
         out = forward(x)
-    peak_elements, int8_size = tracer.finish(out, params)
-    return _Counts(sum(p.numel() for p in params), tracer.macs, peak_elements, int8_size)
+    peak_elements = tracer.finish(out)
+    graph = lower(tracer, [tracer.buffer(t) for t in _output_tensors(out)])
+    tflm = tuple((name, estimate(graph, name)) for name in PLATFORMS)
+    return _Counts(sum(p.numel() for p in params), tracer.macs, peak_elements, tflm)
 
 
 def exit_costs(
@@ -572,6 +549,7 @@ def exit_costs(
     in_chans: int,
     input_size: tuple[int, int],
     dtype: str = "int8",
+    platform: str = DEFAULT_PLATFORM,
 ) -> dict[str, Cost]:
     """Deploy cost of every exit of ``config``, in depth order (``"final"`` last).
 
@@ -589,7 +567,7 @@ def exit_costs(
         (['1', '2', '3', 'final'], 'int8')
     """
     check_dtype(dtype)
-    return {e: c.cost(dtype) for e, c in _exit_costs(config, num_classes, in_chans, tuple(input_size))}
+    return {e: c.cost(dtype, platform) for e, c in _exit_costs(config, num_classes, in_chans, tuple(input_size))}
 
 
 def deploy_cost(
@@ -600,6 +578,7 @@ def deploy_cost(
     in_chans: int,
     input_size: tuple[int, int],
     dtype: str = "int8",
+    platform: str = DEFAULT_PLATFORM,
 ) -> Cost:
     """Cost of the model that ``SelfDistillNet(config).deploy(exit)`` returns.
 
@@ -607,7 +586,8 @@ def deploy_cost(
         ConfigError: ``exit`` is not one of ``config.exits``, the config cannot be built, or
             ``dtype`` is not one of :data:`DTYPES`.
     """
-    costs = exit_costs(config, num_classes=num_classes, in_chans=in_chans, input_size=input_size, dtype=dtype)
+    costs = exit_costs(config, num_classes=num_classes, in_chans=in_chans, input_size=input_size, dtype=dtype,
+                       platform=platform)  # fmt: skip
     if exit not in costs:
         raise ConfigError(f"exit {exit!r} is not one of this config's exits: {', '.join(costs)}")
     return costs[exit]

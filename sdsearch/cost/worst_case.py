@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 from sdsearch.core.config import ModelConfig
+from sdsearch.core.platforms import DEFAULT_PLATFORM
 from sdsearch.cost.trace import Cost, FastMetaMode, module_cost
 from sdsearch.nn.network import AllExitsModel, SelfDistillNet
 
@@ -20,18 +21,25 @@ __all__ = ["every_exit_cost"]
 
 
 def every_exit_cost(
-    config: ModelConfig, *, num_classes: int, in_chans: int, input_size: tuple[int, int], dtype: str = "int8"
+    config: ModelConfig,
+    *,
+    num_classes: int,
+    in_chans: int,
+    input_size: tuple[int, int],
+    dtype: str = "int8",
+    platform: str = DEFAULT_PLATFORM,
 ) -> Cost:
     """The :class:`~sdsearch.cost.trace.Cost` of ``config`` deployed with every exit running."""
-    return _every_exit_cost(config, num_classes, in_chans, tuple(input_size), dtype)
+    return _every_exit_cost(config, num_classes, in_chans, tuple(input_size), dtype, platform)
 
 
 @functools.lru_cache(maxsize=256)
 def _every_exit_cost(
-    config: ModelConfig, num_classes: int, in_chans: int, input_size: tuple[int, int], dtype: str
+    config: ModelConfig, num_classes: int, in_chans: int, input_size: tuple[int, int], dtype: str, platform: str
 ) -> Cost:
     with FastMetaMode():  # init ops are slow on meta and pointless there
         net = SelfDistillNet(
             config, num_classes=num_classes, in_chans=in_chans, input_size=input_size, device="meta"
         )
-    return module_cost(AllExitsModel(net, share_weights=True), (in_chans, *input_size), dtype=dtype)
+    model = AllExitsModel(net, share_weights=True)
+    return module_cost(model, (in_chans, *input_size), dtype=dtype, platform=platform)

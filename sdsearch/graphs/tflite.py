@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import tempfile
@@ -37,7 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdsearch.core.platforms import MCU_INSTALL, mcu_available, missing_mcu_packages
 from sdsearch.core.quiet import native_output_silenced
+from sdsearch.graphs.contract import INPUT_SCALE, INPUT_ZERO_POINT
 from sdsearch.graphs.preprocess import PixelModel
 
 __all__ = [
@@ -49,23 +50,6 @@ __all__ = [
     "missing_mcu_packages",
     "strip_names",
 ]
-
-#: The int8 input's quantization: ``q = round(pixel / INPUT_SCALE) + INPUT_ZERO_POINT = pixel - 128``.
-INPUT_SCALE = 1.0
-INPUT_ZERO_POINT = -128
-#: How to get the converter and TFLite Micro's interpreter (pinned in pyproject.toml's ``mcu`` extra).
-MCU_INSTALL = "pip install 'sdsearch[mcu]'"
-_MCU_MODULES = ("litert_torch", "tflite_micro")
-
-
-def missing_mcu_packages() -> list[str]:
-    """The ``mcu`` extra's modules that cannot be imported here (found without importing them)."""
-    return [m for m in _MCU_MODULES if importlib.util.find_spec(m) is None]
-
-
-def mcu_available() -> bool:
-    """Whether .tflite conversion and TFLite Micro can run here."""
-    return not missing_mcu_packages()
 
 
 def int8_tflite(
@@ -99,7 +83,9 @@ def int8_tflite(
         model = PixelModel(module, mean, std).eval()  # float pixels go through its .float() unchanged
         example = (torch.zeros(1, h, w, c),)
         with torch.no_grad():
-            graph = torch.export.export(model, example).module()
+            # strict: TorchDynamo records each node's source function, which the quantizer's
+            # annotators match on; non-strict export leaves it out and every residual ADD stays float.
+            graph = torch.export.export(model, example, strict=True).module()
             quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
                 pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
             )

@@ -82,6 +82,31 @@ def cost_table(
     return table
 
 
+def tflm_check_table(checks: Mapping[str, Mapping[str, Mapping[str, int]]]) -> Table:
+    """Estimated against measured TFLite Micro bytes per exit (``sdsearch cost --tflm``)."""
+    from sdsearch.core.platforms import MEASURED_PLATFORM
+    from sdsearch.core.units import format_value
+
+    figures = {"arena_bytes": "arena", "arena_planned_bytes": "planned", "arena_persistent_bytes": "persistent",
+               "model_bytes": ".tflite"}  # fmt: skip
+    table = Table(
+        title=f"TFLite Micro, estimated / measured ({MEASURED_PLATFORM})",
+        caption="arena: the smallest tensor arena it runs in (planned tensors and scratch + persistent structs); "
+        ".tflite: the file's bytes. Measured with random non-degenerate weights in the tflite-micro interpreter.",
+        caption_justify="left",
+    )
+    table.add_column("exit", justify="right")
+    for label in figures.values():
+        table.add_column(label, justify="right")
+    for exit_name, check in checks.items():
+        cells = []
+        for figure in figures:
+            est, got = check["estimate"][figure], check["measured"][figure]
+            cells.append(f"{format_value(est, 'bytes')} / {format_value(got, 'bytes')} ({est / got:.2f}x)")
+        table.add_row(str(exit_name), *cells)
+    return table
+
+
 def studies_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     """One line per study: trial counts by outcome."""
     table = Table(title="studies")
