@@ -106,25 +106,20 @@ class _Op:
 class TflmGraph:
     """The TFLite graph of a deploy model as the converter emits it: ops in order, tensor sizes.
 
-    ``nbytes[t]`` is activation tensor ``t``'s bytes (int8, or float32 where the converter leaves an op
-    float); tensor 0 is the input, ``outputs`` the graph outputs.
+    ``nbytes[t]`` is activation tensor ``t``'s bytes (int8: its element count); tensor 0 is the input,
+    ``outputs`` the graph outputs.
     """
 
     nbytes: list[int] = field(default_factory=list)
-    floats: set[int] = field(default_factory=set)
     ops: list[_Op] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
 
-    def tensor(self, numel: int, *, float32: bool = False) -> int:
-        self.nbytes.append(int(numel) * (4 if float32 else 1))
-        if float32:
-            self.floats.add(len(self.nbytes) - 1)
+    def tensor(self, numel: int) -> int:
+        self.nbytes.append(int(numel))
         return len(self.nbytes) - 1
 
-    def emit(
-        self, kind: str, reads: list[int], numel: int, consts: list[_Const], *, float32: bool = False, **extra: Any
-    ) -> int:
-        out = self.tensor(numel, float32=float32)
+    def emit(self, kind: str, reads: list[int], numel: int, consts: list[_Const], **extra: Any) -> int:
+        out = self.tensor(numel)
         self.ops.append(_Op(kind, reads, out, consts, **extra))
         return out
 
@@ -211,7 +206,9 @@ def _mean(graph: TflmGraph, k: int, src: int, args: tuple[Any, ...], out_shape: 
 
 
 def _binary(kind: str) -> Any:
-    def lower_op(graph: TflmGraph, k: int, src: int, args: tuple[Any, ...], out_shape: Any, reads: list[int]) -> int:
+    def lower_op(
+        graph: TflmGraph, k: int, src: int, args: tuple[Any, ...], out_shape: Any, reads: list[int]
+    ) -> int:
         consts = []
         for a in args[:2]:
             if not isinstance(a, torch.Tensor) or a.dim() == 0:
@@ -222,7 +219,9 @@ def _binary(kind: str) -> Any:
 
 
 def _simple(kind: str, const_bytes: int = 0) -> Any:
-    def lower_op(graph: TflmGraph, k: int, src: int, args: tuple[Any, ...], out_shape: Any, reads: list[int]) -> int:
+    def lower_op(
+        graph: TflmGraph, k: int, src: int, args: tuple[Any, ...], out_shape: Any, reads: list[int]
+    ) -> int:
         consts = [_Const(kind.lower(), tuple(out_shape), const_bytes)] if const_bytes else []
         return graph.emit(kind, reads, math.prod(out_shape), consts)
 
@@ -252,15 +251,6 @@ _NARY = {
 }
 
 
-#: Ops that stay float after a float op (litert-torch's quantizer annotates none of them on their own):
-#: after a BatchNorm that does not fold, the SD attention's ReLU, upsampling and sigmoid run in float32.
-_FLOAT_OPS = {
-    _aten.relu: "RELU",
-    _aten.upsample_bilinear2d: "RESIZE_BILINEAR",
-    _aten.sigmoid: "LOGISTIC",
-}
-
-
 def lower(tracer: Any, outputs: list[int | None]) -> TflmGraph:
     """The TFLite graph of one traced deploy model (module docstring, step 1).
 
@@ -286,20 +276,10 @@ def lower(tracer: Any, outputs: list[int | None]) -> TflmGraph:
             continue
         out_shape = outs[0].shape
         n = math.prod(out_shape)
-        float_in = any(t in graph.floats for t in [src, *reads])
-        if tracer.kinds[k] == "bn":  # not folded: litert-torch leaves it, and what follows, float
-            if not float_in:
-                src = graph.emit("DEQUANTIZE", [src], n, [], float32=True)
-            scaled = graph.emit("MUL", [src], n, [_Const("bn_epsilon", k, 4)], float32=True)
-            scaled = graph.emit("MUL", [scaled], n, [_Const("bn_scale", k, 4 * out_shape[1])], float32=True)
-            tensor_of[target] = graph.emit("ADD", [scaled], n, [_Const("bn_shift", k, 4 * out_shape[1])], float32=True)
+        if tracer.kinds[k] == "bn":  # not folded (after a ReLU): a per-channel int8 MUL and ADD
+            scaled = graph.emit("MUL", [src], n, [_Const("bn_scale", k, out_shape[1])])
+            tensor_of[target] = graph.emit("ADD", [scaled], n, [_Const("bn_shift", k, out_shape[1])])
             continue
-        if float_in and packet in _FLOAT_OPS:  # the float region goes on
-            tensor_of[target] = graph.emit(_FLOAT_OPS[packet], [src], n, [], float32=True)
-            continue
-        if float_in:  # a quantized op reading float: QUANTIZE first
-            quantized = {t: graph.emit("QUANTIZE", [t], graph.nbytes[t] // 4, []) for t in {src, *reads} if t in graph.floats}
-            src, reads = quantized.get(src, src), [quantized.get(t, t) for t in reads]
         if packet in _UNARY:
             tensor_of[target] = _UNARY[packet](graph, k, src, args, out_shape)
         elif packet in _NARY:
@@ -403,7 +383,9 @@ def _persistent(graph: TflmGraph, platform: Platform) -> int:
     sizes = _Persistent()
     scale = platform.pointer_bytes / 8
     n_tensors = len(graph.nbytes) + len(graph.constants())
-    total = _align(int(sizes.eval_tensor * scale) * n_tensors) + _align(int(sizes.node * scale) * len(graph.ops))
+    total = _align(int(sizes.eval_tensor * scale) * n_tensors) + _align(
+        int(sizes.node * scale) * len(graph.ops)
+    )
     total += _io_structs(platform) + sizes.fixed
     for op in graph.ops:
         total += sizes.op_data.get(op.kind, _OP_DATA_DEFAULT)
@@ -451,13 +433,18 @@ def _planning(graph: TflmGraph, platform: Platform) -> int:
     not the head, is what sets the smallest arena.
     """
     word = platform.pointer_bytes
-    n_scratch = sum(1 for op in graph.ops for b in (op.cmsis_scratch if platform.cmsis_nn else op.scratch) if b)
+    n_scratch = sum(
+        1 for op in graph.ops for b in (op.cmsis_scratch if platform.cmsis_nn else op.scratch) if b
+    )
     n_tensors = len(graph.nbytes) + len(graph.constants())
     n_planned = sum(1 for n in graph.nbytes if n) + n_scratch
     request = _align_to(word + 8, word)
     info = _align_to(2 * word + 13, word)
     return (
-        _align(request * (n_scratch + 12)) + _align(word) + _align(info * (n_tensors + n_scratch)) + 40 * n_planned
+        _align(request * (n_scratch + 12))
+        + _align(word)
+        + _align(info * (n_tensors + n_scratch))
+        + 40 * n_planned
     )
 
 

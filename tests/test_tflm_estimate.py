@@ -1,0 +1,128 @@
+"""The TFLite Micro estimate: the greedy planner by hand, the lowering's ops, and agreement with TFLM itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdsearch.core.config import BackboneConfig, BranchesConfig, CBFEConfig, ModelConfig
+from sdsearch.core.platforms import PLATFORMS
+from sdsearch.cost.tflm import TflmGraph, _planned, estimate
+from sdsearch.cost.trace import exit_costs
+from sdsearch.data.datasets import DataShape
+
+REFERENCE = PLATFORMS["tflm-reference"]
+
+
+def _chain(sizes: list[int]) -> TflmGraph:
+    """Input of ``sizes[0]`` bytes, then one op per further size, each reading the previous tensor."""
+    graph = TflmGraph()
+    previous = graph.tensor(sizes[0])
+    for size in sizes[1:]:
+        previous = graph.emit("CONV_2D", [previous], size, [])
+    graph.outputs = [previous]
+    return graph
+
+
+def test_planner_overlaps_a_chain_to_its_largest_neighbouring_pair() -> None:
+    # 160 -> 320 -> 48 -> 16 bytes: op 1 holds 160 + 320, op 2 320 + 48; sizes are 16-byte aligned.
+    assert _planned(_chain([160, 320, 48, 16]), REFERENCE) == 160 + 320
+    assert _planned(_chain([150, 300, 40]), REFERENCE) == 160 + 304  # 150 -> 160, 300 -> 304
+
+
+def test_planner_keeps_a_skip_live_and_breaks_ties_as_tflm_does() -> None:
+    # x (64) feeds op 1 and the add (op 3): x, a, b are live together at op 2 and op 3.
+    graph = TflmGraph()
+    x = graph.tensor(64)
+    a = graph.emit("CONV_2D", [x], 64, [])
+    b = graph.emit("CONV_2D", [a], 64, [])
+    graph.outputs = [graph.emit("ADD", [b, x], 64, [])]
+    assert _planned(graph, REFERENCE) == 3 * 64
+    # Equal sizes are placed last-added first (TFLM fills its sort array from the back): the output
+    # (added last) goes to offset 0, and x, a, b above it; the peak is the same three buffers.
+
+
+def test_planner_counts_kernel_scratch_for_its_op_only() -> None:
+    graph = _chain([32, 32])
+    graph.ops[0].scratch.append(100)  # live during op 1 only: 32 + 32 + 112
+    assert _planned(graph, REFERENCE) == 32 + 32 + 112
+
+
+def _ops(config: ModelConfig, shape: tuple[int, int, int], exit_name: str = "final") -> dict[str, int]:
+    cost = exit_costs(config, num_classes=10, in_chans=shape[0], input_size=shape[1:])[exit_name]
+    assert cost.tflm is not None
+    return cost.tflm.ops
+
+
+def test_lowering_pads_where_pytorch_padding_is_not_same() -> None:
+    config = ModelConfig(
+        backbone=BackboneConfig(arch="resnet", width=0.25, depth=1), branches=BranchesConfig(placement=())
+    )
+    # 8x8: each stride-2 3x3 conv pads (1, 1) where TFLite's SAME pads (0, 1): three PADs; a 1-channel
+    # stem conv is a depthwise conv; the input's normalisation is one MUL and one ADD.
+    even = _ops(config, (1, 8, 8))
+    assert even["PAD"] == 3 and even["DEPTHWISE_CONV_2D"] == 1 and even["MUL"] == 1
+    # 9x9 (then 5x5, 3x3): (9 + 2 - 3) // 2 + 1 = 5 = ceil(9 / 2), SAME pads (1, 1): no PAD; 3 channels: CONV_2D.
+    odd = _ops(config, (3, 9, 9))
+    assert "PAD" not in odd and "DEPTHWISE_CONV_2D" not in odd
+
+
+def test_int8_figures_depend_on_the_platform() -> None:
+    config = ModelConfig(backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=1))
+    kw = {"num_classes": 10, "in_chans": 1, "input_size": (8, 8)}
+    cortex, reference = (
+        exit_costs(config, platform=p, **kw)["final"] for p in ("cortex-m", "tflm-reference")
+    )
+    # Half-size pointers shrink the persistent structs; CMSIS-NN's im2col buffers add to the plan.
+    assert cortex.tflm.arena_persistent_bytes < reference.tflm.arena_persistent_bytes
+    assert cortex.tflm.arena_planned_bytes >= reference.tflm.arena_planned_bytes
+    assert cortex.size == reference.size  # one file
+
+
+def test_estimate_is_aligned_and_sums_its_parts() -> None:
+    est = exit_costs(
+        ModelConfig(), num_classes=10, in_chans=3, input_size=(32, 32), platform="tflm-reference"
+    )
+    for cost in est.values():
+        t = cost.tflm
+        assert t.arena_bytes % 16 == 0
+        assert t.arena_bytes >= t.arena_planned_bytes + t.arena_persistent_bytes
+
+
+# -- against TFLite Micro (the mcu extra) --------------------------------------------------------------------
+
+#: Small configs of both backbones, CBFE on the trunk and on a branch, one conversion each.
+MEASURED = {
+    "resnet-trunk-cbfe": (ModelConfig(backbone=BackboneConfig(arch="resnet", width=0.125, depth=1),
+                                      cbfe=CBFEConfig(location="trunk", ratio=4)), (1, 8, 8), "final"),
+    "mobilenetv2-exit1": (ModelConfig(backbone=BackboneConfig(arch="mobilenetv2", width=0.25, depth=2),
+                                      branches=BranchesConfig(placement=(1,), style="lite"),
+                                      cbfe=CBFEConfig(location="branch", ratio=2)), (3, 16, 16), "1"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def measured_checks():
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("tflite_micro")
+    from sdsearch.cost.tflm_check import check_exits
+
+    return {
+        name: check_exits(config, DataShape(*shape, 10), exits=[exit_name])[exit_name]
+        for name, (config, shape, exit_name) in MEASURED.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(MEASURED))
+def test_estimate_is_within_ten_percent_of_tflite_micro(measured_checks, name) -> None:
+    check = measured_checks[name]
+    assert check.estimate.ops == check.measured.ops  # the lowering emits the converter's ops
+    for figure in ("arena_bytes", "model_bytes"):
+        assert abs(check.ratio(figure) - 1) <= 0.10, (figure, check.estimate, check.measured)
+    # The planned head is the planner replayed on the same graph: exact.
+    assert check.estimate.arena_planned_bytes == check.measured.arena_planned_bytes
+
+
+def test_estimate_runs_without_the_converter() -> None:
+    # The estimate needs nothing beyond torch: it is what the searcher uses before any training.
+    graph = _chain([64, 64])
+    assert estimate(graph, "cortex-m").arena_bytes > 0
