@@ -160,7 +160,10 @@ def _tflm_checks(
     with _console().status(f"{path}: converting {len(exits)} exits to .tflite and running TFLite Micro"):
         checks = check_exits(config.model, DataShape(*shape, classes), exits=exits, seed=config.seed)
     return {
-        e: {side: {f: int(getattr(getattr(c, side), f)) for f in COMPARED} for side in ("estimate", "measured")}
+        e: {
+            side: {f: int(getattr(getattr(c, side), f)) for f in COMPARED}
+            for side in ("estimate", "measured")
+        }
         for e, c in checks.items()
     }
 

@@ -82,7 +82,9 @@ def check_exits(
                            platform=MEASURED_PLATFORM)  # fmt: skip
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = non_degenerate(SelfDistillNet(config, num_classes=shape.num_classes, in_chans=c, input_size=(h, w)))
+        net = non_degenerate(
+            SelfDistillNet(config, num_classes=shape.num_classes, in_chans=c, input_size=(h, w))
+        )
     net.eval()
     pixels = np.random.default_rng(seed).integers(0, 256, (_N_CALIBRATION, c, h, w), dtype=np.uint8)
     checks = {}

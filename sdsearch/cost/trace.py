@@ -61,7 +61,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -71,9 +71,9 @@ from torch.utils._python_dispatch import (
 )
 
 from sdsearch.core.errors import ConfigError
-from sdsearch.core.platforms import DEFAULT_PLATFORM, PLATFORMS, check_platform
+from sdsearch.core.platforms import DEFAULT_PLATFORM, check_platform
 from sdsearch.core.units import DTYPE_BYTES, check_dtype
-from sdsearch.cost.tflm import TflmEstimate, estimate, lower
+from sdsearch.cost.tflm import TflmEstimate, TflmGraph, estimate, lower
 from sdsearch.nn.network import SelfDistillNet
 
 if TYPE_CHECKING:
@@ -470,14 +470,17 @@ class _Counts:
     params: int
     macs: int
     peak_elements: int
-    tflm: tuple[tuple[str, TflmEstimate], ...]  # per platform
+    graph: TflmGraph  # the TFLite lowering, estimated per platform when first asked
+    _estimates: dict[str, TflmEstimate] = field(default_factory=dict, compare=False, repr=False)
 
     def cost(self, dtype: str, platform: str = DEFAULT_PLATFORM) -> Cost:
         if dtype != "int8":
             return Cost(self.params, self.macs, self.peak_elements * DTYPE_BYTES[dtype],
                         DTYPE_BYTES[dtype] * self.params, dtype, platform)  # fmt: skip
         check_platform(platform)
-        tflm = dict(self.tflm)[platform]
+        if platform not in self._estimates:
+            self._estimates[platform] = estimate(self.graph, platform)
+        tflm = self._estimates[platform]
         return Cost(self.params, self.macs, tflm.arena_bytes, tflm.model_bytes, dtype, platform, tflm)
 
 
@@ -538,8 +541,7 @@ def _trace(forward: Callable[[torch.Tensor], Any], x: torch.Tensor, params: list
         out = forward(x)
     peak_elements = tracer.finish(out)
     graph = lower(tracer, [tracer.buffer(t) for t in _output_tensors(out)])
-    tflm = tuple((name, estimate(graph, name)) for name in PLATFORMS)
-    return _Counts(sum(p.numel() for p in params), tracer.macs, peak_elements, tflm)
+    return _Counts(sum(p.numel() for p in params), tracer.macs, peak_elements, graph)
 
 
 def exit_costs(
@@ -567,7 +569,9 @@ def exit_costs(
         (['1', '2', '3', 'final'], 'int8')
     """
     check_dtype(dtype)
-    return {e: c.cost(dtype, platform) for e, c in _exit_costs(config, num_classes, in_chans, tuple(input_size))}
+    return {
+        e: c.cost(dtype, platform) for e, c in _exit_costs(config, num_classes, in_chans, tuple(input_size))
+    }
 
 
 def deploy_cost(
