@@ -10,6 +10,7 @@ import torch
 
 from sdsearch import __version__
 from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
+from sdsearch.core.platforms import mcu_available
 from sdsearch.data.datasets import load_dataset
 from sdsearch.deploy.artifacts import load_checkpoint
 from sdsearch.deploy.build import ARTIFACTS, TrainResult, train
@@ -26,6 +27,11 @@ TINY = TrialConfig(
 )
 
 
+def _without_mcu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No .tflite (seconds saved) where a test is about something else; tests/test_tflm.py checks it."""
+    monkeypatch.setattr("sdsearch.core.platforms.missing_mcu_packages", lambda: ["tflite_micro"])
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     return train(TINY, out=tmp_path_factory.mktemp("runs") / "tiny", progress=False)
@@ -33,8 +39,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
 
 def test_train_writes_every_artifact(run: TrainResult) -> None:
     files = {p.name for p in run.out.iterdir()}
-    assert files == set(ARTIFACTS) == {"config.yaml", "metrics.json", "checkpoint.pt", "model.onnx",
-                                       "model.int8.onnx", "model.pt2"}  # fmt: skip
+    mcu = {"model.int8.tflite", "model_data.h", "model_data.cc"}  # with the mcu extra (tests/test_tflm.py)
+    assert set(ARTIFACTS) == {"config.yaml", "metrics.json", "checkpoint.pt", "model.onnx", "model.int8.onnx",
+                              "model.pt2", *mcu}  # fmt: skip
+    assert files == (set(ARTIFACTS) if mcu_available() else set(ARTIFACTS) - mcu)
     metrics = json.loads((run.out / "metrics.json").read_text())
     assert metrics == run.metrics
     assert metrics["deploy_exit"] == "3" and metrics["epochs_done"] == 2 and metrics["device"] == "cpu"
@@ -50,7 +58,8 @@ def test_train_writes_every_artifact(run: TrainResult) -> None:
 
 def test_metrics_report_each_deployed_file(run: TrainResult) -> None:
     files, n_test = run.metrics["files"], 360
-    assert set(files) == {"model.onnx", "model.int8.onnx", "model.pt2"}
+    written = {p.name for p in run.out.iterdir()}
+    assert set(files) == written - {"config.yaml", "metrics.json", "checkpoint.pt"}
     for name, entry in files.items():
         assert entry["bytes"] == (run.out / name).stat().st_size
     fp32, int8 = files["model.onnx"], files["model.int8.onnx"]
@@ -107,9 +116,13 @@ def test_pt2_on_raw_pixels_matches_the_deploy_module(run: TrainResult) -> None:
     assert acc == pytest.approx(run.metrics["test_accuracy"], abs=1 / len(x))
 
 
-def test_train_from_yaml_with_epochs_override(run: TrainResult, tmp_path: Path) -> None:
+def test_train_from_yaml_with_epochs_override(
+    run: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _without_mcu(monkeypatch)
     out = tmp_path / "again"
-    result = train(run.out / "config.yaml", out=out, epochs=1, progress=True, threads=1)
+    with pytest.warns(UserWarning, match=r"model\.int8\.tflite: not written"):
+        result = train(run.out / "config.yaml", out=out, epochs=1, progress=True, threads=1)
     assert result.metrics["epochs"] == 1 and result.fit.epochs_done == 1 and result.metrics["threads"] == 1
     assert load_trial_config(out / "config.yaml").train.epochs == 1
 
@@ -150,9 +163,12 @@ def test_full_split_trains_on_validation_images_too() -> None:
     assert full.mean != held.mean  # statistics of what is trained on
 
 
-def test_train_full_from_the_cli_says_which_split(run: TrainResult, tmp_path: Path, capsys) -> None:
+def test_train_full_from_the_cli_says_which_split(
+    run: TrainResult, tmp_path: Path, capsys, monkeypatch
+) -> None:
     from sdsearch.cli import main
 
+    _without_mcu(monkeypatch)
     out = tmp_path / "final"
     config = run.out / "config.yaml"
     assert main(["train", str(config), "--full", "--epochs", "1", "--threads", "1", "--out", str(out)]) == 0
@@ -178,6 +194,9 @@ def test_anytime_deployment_calibrates_exports_and_agrees_with_onnx_runtime(tmp_
     assert m["macs"] == anytime["macs"]["worst_case"]
     assert abs(sum(anytime["test"]["exit_share"].values()) - 1.0) < 1e-9
     assert anytime["onnx"]["status"] == "written" and anytime["onnx"]["exit_agreement"] == 1.0
+    # No TFLite form of an anytime model yet: no .tflite, and metrics.json says why.
+    assert m["tflm"] is None and "anytime" in m["tflm_skipped"]
+    assert not (result.out / "model.int8.tflite").exists()
     assert (
         anytime["val"]["accuracy"] >= anytime["val"]["deepest_accuracy"] - 0.02
     )  # the target, on validation

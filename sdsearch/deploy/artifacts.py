@@ -1,8 +1,10 @@
-"""Files a trained model leaves behind: the deployed exit as ONNX (fp32, int8) and torch.export, and checkpoints.
+"""Files a trained model leaves behind: the deployed exit as ONNX (fp32, int8), torch.export and an
+int8 .tflite with its C++ sources, and checkpoints.
 
-Every deployed file takes uint8 pixels ``(N, H, W, C)``: the input preprocessing is part of the
-graph (:mod:`sdsearch.graphs`). Exports run on the CPU in eval mode, so they run anywhere. The
-file names are :data:`sdsearch.graphs.contract.DEPLOY_FILES`.
+Every deployed file takes raw pixels: uint8 ``(N, H, W, C)``, or int8 ``pixel - 128`` for the
+.tflite; the input preprocessing is part of the graph (:mod:`sdsearch.graphs`). Exports run on the
+CPU in eval mode, so they run anywhere. The file names are
+:data:`sdsearch.graphs.contract.DEPLOY_FILES` and :data:`~sdsearch.graphs.contract.FIRMWARE_FILES`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint", "save_deploy_models"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "load_checkpoint",
+    "save_checkpoint",
+    "save_deploy_models",
+    "save_firmware",
+    "save_tflite",
+]
 
 CHECKPOINT_FORMAT = "sdsearch-checkpoint/1"
 PathLike = str | os.PathLike[str]
@@ -79,6 +88,55 @@ def save_deploy_models(
     torch.export.save(export_pt2(module, mean=mean, std=std, input_shape=input_shape), buffer)
     paths["pt2"] = write_atomic(out / DEPLOY_FILES["pt2"], buffer.getvalue())
     return paths
+
+
+def save_tflite(
+    module: nn.Module,
+    out_dir: PathLike,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_shape: tuple[int, int, int],
+    calibration: np.ndarray,
+) -> bytes:
+    """Write ``model.int8.tflite``, the full-integer int8 .tflite of a deploy module, and return its bytes.
+
+    Arguments as :func:`save_deploy_models`; ``calibration`` should be the images that calibrated
+    ``model.int8.onnx``, so the two int8 files agree. Needs the ``mcu`` extra.
+    """
+    from sdsearch.graphs.tflite import int8_tflite
+
+    model = int8_tflite(module, mean=mean, std=std, input_shape=input_shape, calibration=calibration)
+    write_atomic(Path(out_dir) / DEPLOY_FILES["tflite"], model)
+    return model
+
+
+def save_firmware(
+    model: bytes,
+    out_dir: PathLike,
+    *,
+    arena_bytes: int,
+    arena_source: str,
+    classes: Sequence[str] | None,
+    exit: str,
+) -> dict[str, Path]:
+    """Write ``model_data.h`` and ``model_data.cc``: the .tflite ``model`` as C++ for a firmware build.
+
+    Args:
+        model: the bytes of ``model.int8.tflite``.
+        out_dir: an existing folder.
+        arena_bytes: ``kTensorArenaSize``; ``arena_source`` says where it comes from, in the header.
+        classes, exit: as :func:`save_deploy_models`.
+
+    Returns:
+        File name -> the written path.
+    """
+    from sdsearch import __version__
+    from sdsearch.graphs.firmware import firmware_sources
+
+    sources = firmware_sources(model, arena_bytes=arena_bytes, arena_source=arena_source, classes=classes,
+                               exit=exit, version=__version__)  # fmt: skip
+    return {name: write_atomic(Path(out_dir) / name, text) for name, text in sources.items()}
 
 
 def save_checkpoint(

@@ -14,10 +14,15 @@ and writes into ``out``:
     model.onnx        ONNX (fp32) of ``deploy(config.deploy_exit)``
     model.int8.onnx   the same, statically quantized to int8 (calibrated on training images)
     model.pt2         the same in float32, ``torch.export``-ed (``torch.export.load``)
+    model.int8.tflite the same as a full-integer int8 .tflite (the same calibration images), for
+                      TensorFlow Lite Micro; a static exit only, with the ``mcu`` extra
+    model_data.h/.cc  that .tflite as C++ for a firmware build, with ``kTensorArenaSize``
 
-The deployed files take uint8 pixels ``(N, H, W, C)`` and return logits: normalisation is part of
-them (:mod:`sdsearch.graphs.onnx`). Test accuracies are float32, outside autocast, on every device.
-The checkpoint and config.yaml are written before the exports, so a failing export loses no training.
+The deployed files take uint8 pixels ``(N, H, W, C)`` (the .tflite int8 ``pixel - 128``) and return
+logits: normalisation is part of them (:mod:`sdsearch.graphs.onnx`). Test accuracies are float32,
+outside autocast, on every device. The .tflite runs the test split in TFLite Micro (``tflm`` in
+metrics.json: accuracy, agreement with model.int8.onnx, the arena). The checkpoint and config.yaml
+are written before the exports, so a failing export loses no training.
 """
 
 from __future__ import annotations
@@ -34,22 +39,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
 from sdsearch.core.config import TrialConfig
+from sdsearch.core.errors import SdsearchError
 from sdsearch.core.exits import ANYTIME
 from sdsearch.core.files import output_dir, write_atomic
 from sdsearch.core.metrics import METRICS
+from sdsearch.core.platforms import MCU_INSTALL, MEASURED_PLATFORM, mcu_available
 from sdsearch.data.datasets import Dataset, load_dataset
-from sdsearch.deploy.artifacts import save_checkpoint, save_deploy_models
-from sdsearch.graphs.contract import DEPLOY_FILES
+from sdsearch.deploy.artifacts import save_checkpoint, save_deploy_models, save_firmware, save_tflite
+from sdsearch.graphs.contract import DEPLOY_FILES, FIRMWARE_FILES, TFLITE_INPUT_LAYOUT
 from sdsearch.training.fit import EpochReport, FitResult, build, evaluate, fit, resolve_device
 
 __all__ = ["ARTIFACTS", "TRAINED_ON", "TrainResult", "train"]
 
-#: Files ``train`` writes.
-ARTIFACTS = ("config.yaml", "metrics.json", "checkpoint.pt", *DEPLOY_FILES.values())
+#: Files ``train`` writes for a static exit with the ``mcu`` extra (without it, all but the .tflite and
+#: its C++ sources; an anytime deployment writes ``model.anytime.onnx`` instead of those three).
+ARTIFACTS = ("config.yaml", "metrics.json", "checkpoint.pt", *DEPLOY_FILES.values(), *FIRMWARE_FILES)
 #: ``trained_on`` in metrics.json, by whether the validation split was held out.
 TRAINED_ON = {True: "train", False: "train+val"}
 
@@ -104,6 +113,7 @@ def train(
         0.91
     """
     from sdsearch.cost.metrics import DeployMetrics
+    from sdsearch.graphs.onnx import N_CALIBRATION, calibration_images
 
     cfg, provenance = _resolve_config(config, epochs)
     if threads is None and provenance.get("threads") and resolve_device(device).type == "cpu":
@@ -134,9 +144,12 @@ def train(
         **_input_spec(data),
     )
     _write_config(cfg, out_dir)
-    files = _deploy(net, cfg, data, out_dir)
+    calibration = calibration_images(data.x_train, N_CALIBRATION, seed=cfg.seed)
+    files = _deploy(net, cfg, data, out_dir, calibration)
+    tflm = _tflm(net, cfg, data, out_dir, calibration, files)
     metrics = _metrics(cfg, data, result, test, costs, dev, files, seconds=time.perf_counter() - started,
                        threads=threads or torch.get_num_threads())  # fmt: skip
+    metrics.update(tflm)
     if cfg.deploy_exit == ANYTIME:
         metrics.update(_anytime(net, cfg, data, out_dir, costs[ANYTIME]))
     write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -206,10 +219,11 @@ def _anytime(
     }
 
 
-def _deploy(net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path) -> dict[str, Any]:
+def _deploy(
+    net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path, calibration: np.ndarray
+) -> dict[str, Any]:
     """Write the deployed exit's files; their sizes, ONNX Runtime test accuracy and latency for metrics.json."""
     from sdsearch.cost.latency import onnx_latency
-    from sdsearch.graphs.onnx import N_CALIBRATION, calibration_images
     from sdsearch.graphs.runtime import cpu_deploy, onnx_accuracy, onnx_session
 
     shape = data.shape
@@ -217,7 +231,7 @@ def _deploy(net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path
     paths = save_deploy_models(
         cpu_deploy(net, static), out_dir, mean=data.mean, std=data.std,
         input_shape=(shape.in_chans, shape.height, shape.width), classes=data.classes, exit=static,
-        calibration=calibration_images(data.x_train, N_CALIBRATION, seed=cfg.seed),
+        calibration=calibration,
     )  # fmt: skip
     files: dict[str, Any] = {}
     for precision, path in paths.items():
@@ -230,9 +244,114 @@ def _deploy(net: torch.nn.Module, cfg: TrialConfig, data: Dataset, out_dir: Path
                 onnx_latency(path, threads=timing.threads, repeats=timing.repeats, warmup=timing.warmup), 4
             )
         if precision == "int8":
-            entry["calibration_images"] = min(N_CALIBRATION, len(data.x_train))
+            entry["calibration_images"] = len(calibration)
         files[path.name] = entry
     return files
+
+
+def _tflm(
+    net: torch.nn.Module,
+    cfg: TrialConfig,
+    data: Dataset,
+    out_dir: Path,
+    calibration: np.ndarray,
+    files: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the int8 .tflite and its C++ sources, and run the test split through it in TFLite Micro.
+
+    Returns metrics.json's ``tflm`` entry, null with ``tflm_skipped`` saying why when there is no
+    .tflite (an anytime deployment, no ``mcu`` extra, a failed conversion). Adds the files to ``files``.
+    """
+    path = out_dir / DEPLOY_FILES["tflite"]
+    if cfg.deploy_exit == ANYTIME:
+        return _no_tflm(
+            f"{path.name}: anytime models have no TFLite form yet (model.anytime.onnx is the deployed file)"
+        )
+    if not mcu_available():
+        warnings.warn(
+            f"{path}: not written; for the .tflite and its TFLite Micro check: {MCU_INSTALL}", stacklevel=3
+        )
+        return _no_tflm(f"{path.name}: not written; it needs the mcu extra: {MCU_INSTALL}")
+    from sdsearch.graphs.runtime import cpu_deploy, onnx_predictions, onnx_session
+    from sdsearch.graphs.tflm import CONVENTION, tflite_io, tflm_logits, tflm_measure
+
+    shape, static = data.shape, cfg.static_exit
+    started = time.perf_counter()
+    try:
+        model = save_tflite(cpu_deploy(net, static), out_dir, mean=data.mean, std=data.std, calibration=calibration,
+                            input_shape=(shape.in_chans, shape.height, shape.width))  # fmt: skip
+        converted = time.perf_counter()
+        report = tflm_measure(model)
+        logits = tflm_logits(model, data.x_test, arena=report.arena_bytes)  # the measured arena suffices
+    except SdsearchError:
+        raise  # a full disk: stop, as for every other file
+    except Exception as exc:  # a converter or runtime bug must not lose a finished training run
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        warnings.warn(
+            f"{path}: conversion or TFLite Micro check failed: {reason}", RuntimeWarning, stacklevel=3
+        )
+        return _no_tflm(f"{path.name}: conversion or TFLite Micro check failed: {reason}")
+    predicted = logits.argmax(1)
+    onnx_int8 = onnx_predictions(onnx_session(out_dir / DEPLOY_FILES["int8"]), data.x_test)
+    arena, arena_source = _firmware_arena(cfg, report.arena_bytes)
+    written = save_firmware(model, out_dir, arena_bytes=arena, arena_source=arena_source, classes=data.classes,
+                            exit=static)  # fmt: skip
+    inp, out = tflite_io(model)
+    files[path.name] = {
+        "precision": "int8", "bytes": len(model), "calibration_images": len(calibration),
+        "input": {"layout": TFLITE_INPUT_LAYOUT, "shape": list(inp.shape), "dtype": inp.dtype,
+                  "scale": inp.scale, "zero_point": inp.zero_point},
+        "output": {"shape": list(out.shape), "dtype": out.dtype, "scale": out.scale, "zero_point": out.zero_point},
+    }  # fmt: skip
+    header, source = FIRMWARE_FILES
+    files[header] = {"bytes": written[header].stat().st_size, "tensor_arena_bytes": arena,
+                     "tensor_arena_source": arena_source}  # fmt: skip
+    files[source] = {"bytes": written[source].stat().st_size}
+    return {
+        "tflm": {
+            "file": path.name,
+            "platform": MEASURED_PLATFORM,
+            "runtime": f"tflite-micro {_version('tflite-micro')}",
+            "test_images": len(data.y_test),
+            "test_accuracy": float(np.mean(predicted == data.y_test)),
+            "agreement_with_int8_onnx": float(np.mean(predicted == onnx_int8)),
+            **report.as_dict(),
+            "convert_seconds": round(converted - started, 3),
+            "seconds": round(time.perf_counter() - converted, 3),
+            "units": _TFLM_UNITS,
+            "convention": CONVENTION,
+        }
+    }
+
+
+#: Units of metrics.json's ``tflm`` entry (its ``*seconds`` keys say theirs).
+_TFLM_UNITS = {"test_accuracy": "fraction", "agreement_with_int8_onnx": "fraction", "arena_bytes": "bytes",
+               "arena_planned_bytes": "bytes", "arena_persistent_bytes": "bytes", "model_bytes": "bytes",
+               "ops": "count"}  # fmt: skip
+
+
+def _no_tflm(reason: str) -> dict[str, Any]:
+    return {"tflm": None, "tflm_skipped": reason}
+
+
+def _firmware_arena(cfg: TrialConfig, measured: int) -> tuple[int, str]:
+    """``kTensorArenaSize`` for ``deploy.platform``, and where the figure comes from (for the header).
+
+    Until an estimate for ``cortex-m`` exists, the arena measured on the reference kernels stands in.
+    """
+    return measured, (
+        f"the smallest arena TFLite Micro ran the model in on {MEASURED_PLATFORM} (its reference kernels on "
+        f"a 64-bit host); deploy.platform {cfg.deploy.platform} may need a different size"
+    )
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _input_spec(data: Dataset) -> dict[str, Any]:

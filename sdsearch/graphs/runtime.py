@@ -1,4 +1,5 @@
-"""Running deployed graphs in ONNX Runtime: sessions, accuracy on a split, and every exit's int8 accuracy."""
+"""Running deployed graphs: ONNX Runtime sessions, accuracy on a split, and every exit's int8 accuracy,
+in ONNX Runtime or, as the .tflite, in TensorFlow Lite Micro."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ if TYPE_CHECKING:
 
     from sdsearch.data.datasets import Dataset
 
-__all__ = ["cpu_deploy", "int8_accuracy", "onnx_accuracy", "onnx_session"]
+__all__ = [
+    "cpu_deploy",
+    "int8_accuracy",
+    "onnx_accuracy",
+    "onnx_predictions",
+    "onnx_session",
+    "tflm_accuracy",
+]
 
 
 def onnx_session(
@@ -47,12 +55,18 @@ def onnx_accuracy(
     """Top-1 accuracy of a pixels-in session on uint8 NCHW images ``x`` (a dataset split) with labels ``y``."""
     if len(x) == 0:
         raise ValueError("cannot evaluate on an empty split")
-    correct = 0
+    return float(np.mean(onnx_predictions(session, x, batch_size=batch_size) == y))
+
+
+def onnx_predictions(
+    session: onnxruntime.InferenceSession, x: np.ndarray, *, batch_size: int = 512
+) -> np.ndarray:
+    """The class a pixels-in session gives each uint8 NCHW image of ``x``."""
+    classes = []
     for i in range(0, len(x), batch_size):
         pixels = np.ascontiguousarray(x[i : i + batch_size].transpose(0, 2, 3, 1))
-        logits = session.run(None, {INPUT_NAME: pixels})[0]
-        correct += int((logits.argmax(1) == y[i : i + batch_size]).sum())
-    return correct / len(x)
+        classes.append(session.run(None, {INPUT_NAME: pixels})[0].argmax(1))
+    return np.concatenate(classes) if classes else np.zeros(0, np.int64)
 
 
 def cpu_deploy(net: nn.Module, exit: str) -> nn.Module:
@@ -87,11 +101,49 @@ def int8_accuracy(
         >>> int8_accuracy(net, net.exits, data, seed=trial_seed)   # doctest: +SKIP
         {'1': 0.91, 'final': 0.97}
     """
-    calibration = calibration_images(data.x_train, n_calibration, seed=seed)
-    input_shape = (data.shape.in_chans, data.shape.height, data.shape.width)
+    calibration, input_shape = _int8_inputs(data, n_calibration, seed)
     accuracy = {}
     for name in exits:
         graphs = onnx_graphs(cpu_deploy(net, name), mean=data.mean, std=data.std, input_shape=input_shape,
                              calibration=calibration)  # fmt: skip
         accuracy[name] = onnx_accuracy(onnx_session(graphs["int8"]), data.x_val, data.y_val)
     return accuracy
+
+
+def tflm_accuracy(
+    net: nn.Module,
+    exits: Sequence[str],
+    data: Dataset,
+    *,
+    n_calibration: int = N_CALIBRATION,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Validation accuracy of each exit's int8 .tflite in TensorFlow Lite Micro (``deploy.runtime: tflm``).
+
+    The .tflite is the one ``sdsearch train`` writes (calibrated on the same training images as
+    :func:`int8_accuracy`), run one image at a time by TFLite Micro's reference kernels: the
+    accuracy of the file a microcontroller runs. Needs the ``mcu`` extra; arguments, returns and
+    example as :func:`int8_accuracy`.
+    """
+    from sdsearch.graphs.tflite import int8_tflite
+    from sdsearch.graphs.tflm import tflm_logits
+
+    if len(data.x_val) == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    calibration, input_shape = _int8_inputs(data, n_calibration, seed)
+    accuracy = {}
+    for name in exits:
+        model = int8_tflite(cpu_deploy(net, name), mean=data.mean, std=data.std, input_shape=input_shape,
+                            calibration=calibration)  # fmt: skip
+        accuracy[name] = float(np.mean(tflm_logits(model, data.x_val).argmax(1) == data.y_val))
+    return accuracy
+
+
+def _int8_inputs(data: Dataset, n_calibration: int, seed: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The calibration images and the ``(C, H, W)`` input shape every int8 graph of ``data`` is made with."""
+    shape = data.shape
+    return calibration_images(data.x_train, n_calibration, seed=seed), (
+        shape.in_chans,
+        shape.height,
+        shape.width,
+    )

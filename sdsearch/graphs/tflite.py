@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import tempfile
@@ -86,6 +87,9 @@ def int8_tflite(
             # strict: TorchDynamo records each node's source function, which the quantizer's
             # annotators match on; non-strict export leaves it out and every residual ADD stays float.
             graph = torch.export.export(model, example, strict=True).module()
+            affine = _lone_batch_norms_as_affine(model, graph)
+            if affine is not None:
+                model, graph = affine, torch.export.export(affine, example, strict=True).module()
             quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
                 pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
             )
@@ -97,6 +101,50 @@ def int8_tflite(
             graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
         converted = litert_torch.convert(graph, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
         return strip_names(converted.model_content())
+
+
+class _ChannelAffine(nn.Module):
+    """An eval-mode BatchNorm as what it computes: ``x * scale + shift``, per channel."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.weight is not None:
+            scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+        self.register_buffer("scale", scale.detach().clone())
+        self.register_buffer("shift", shift.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        return x * self.scale.view(shape) + self.shift.view(shape)
+
+
+def _lone_batch_norms_as_affine(model: nn.Module, graph: torch.fx.GraphModule) -> nn.Module | None:
+    """A copy of ``model`` whose BatchNorms that follow no conv are their multiply-add; None if it has none.
+
+    The quantizer folds a BatchNorm into the conv before it. Any other one stays a float
+    subtraction in the .tflite (a DEQUANTIZE/QUANTIZE pair around it), and makes ``convert_pt2e``
+    try 96 conv-BatchNorm patterns, a torch.export each (about 40 CPU seconds), to fold none. As a
+    multiply-add it is quantized like any other.
+    """
+    convs = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default}
+    lone = set()
+    for node in graph.graph.nodes:
+        if node.target != torch.ops.aten.batch_norm.default or getattr(node.args[0], "target", None) in convs:
+            continue
+        mean = node.args[3]
+        path = str(getattr(mean, "target", "")).rpartition(".")[0]
+        bn = model.get_submodule(path) if path else None
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_var is not None:
+            lone.add(path)
+    if not lone:
+        return None
+    model = copy.deepcopy(model)
+    for path in lone:
+        parent, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent), name, _ChannelAffine(model.get_submodule(path)))
+    return model
 
 
 def _fix_input_range(graph: torch.fx.GraphModule, observer: type) -> None:

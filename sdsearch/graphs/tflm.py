@@ -29,8 +29,24 @@ import numpy as np
 
 from sdsearch.core.quiet import native_output_silenced
 
-__all__ = ["ARENA_STEP", "TflmReport", "tflm_logits", "tflm_measure", "tflm_ops"]
+__all__ = [
+    "ARENA_STEP",
+    "CONVENTION",
+    "TensorSpec",
+    "TflmReport",
+    "tflite_io",
+    "tflm_logits",
+    "tflm_measure",
+    "tflm_ops",
+]
 
+#: What a :class:`TflmReport` counts, in one line for captions and metrics.json.
+CONVENTION = (
+    "TFLite Micro's reference kernels on a 64-bit host, one image at a time; arena_bytes: the smallest arena "
+    "(16-byte steps) that allocates the model and runs it, arena_planned_bytes: its tensors and scratch "
+    "buffers overlapped by lifetime, arena_persistent_bytes: what lives as long as the interpreter; "
+    "model_bytes: the .tflite (flash)"
+)
 #: Arena sizes are searched in steps of TFLM's buffer alignment (MicroArenaBufferAlignment(), 16 B).
 ARENA_STEP = 16
 _HEAD = re.compile(rb"Arena allocation head (\d+) bytes")
@@ -58,6 +74,33 @@ class TflmReport:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A .tflite input's or output's shape, element type and (per-tensor) quantization."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float
+    zero_point: int
+
+
+def tflite_io(model: bytes) -> tuple[TensorSpec, TensorSpec]:
+    """The first input and first output of the .tflite's main subgraph, read from its flatbuffer."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    graph = schema.ModelT.InitFromPackedBuf(model, 0).subgraphs[0]
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+    def spec(index: int) -> TensorSpec:
+        tensor = graph.tensors[index]
+        q = tensor.quantization
+        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
+        zero = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+        return TensorSpec(tuple(int(d) for d in tensor.shape), types[tensor.type], scale, zero)
+
+    return spec(graph.inputs[0]), spec(graph.outputs[0])
 
 
 def tflm_ops(model: bytes) -> dict[str, int]:

@@ -99,8 +99,9 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     After training, a last report can follow, on the same epoch:
 
     - with ``deploy.quantize: int8``, every exit's validation accuracy as its statically quantized
-      int8 ONNX graph scores it (calibrated on training images), so the study's accuracy is the
-      accuracy of what will actually run;
+      int8 ONNX graph scores it (calibrated on training images), or with ``deploy.runtime: tflm`` its
+      int8 .tflite in TensorFlow Lite Micro, so the study's accuracy is the accuracy of what will
+      actually run;
     - for a network with shallow exits, the anytime report (thresholds calibrated on the validation
       split for ``deploy.target``, or the default target) that ``show --anytime`` draws; with
       ``deploy.exit: anytime`` its accuracy and expected MACs are the trial's.
@@ -131,9 +132,10 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
         return result
     last = result.history[-1]
     if cfg.deploy.quantize == "int8":
-        from sdsearch.graphs.runtime import int8_accuracy
+        from sdsearch.graphs.runtime import int8_accuracy, tflm_accuracy
 
-        int8 = int8_accuracy(net, net.exits, data, seed=cfg.seed)
+        score = tflm_accuracy if cfg.deploy.runtime == "tflm" else int8_accuracy
+        int8 = score(net, net.exits, data, seed=cfg.seed)
         last = dataclasses.replace(last, val_accuracy=int8, accuracy=int8[cfg.static_exit], precision="int8")
         report(last)
     if len(net.exits) > 1:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from sdsearch.core import platforms
 from sdsearch.core.config import (
     DEFAULT_ANYTIME_TARGET,
     LEAVES,
@@ -371,6 +372,7 @@ class _Rules:
     def check(self) -> None:
         self.value_needs()
         self.nesterov()
+        self.runtime()
         self.deploy()
         self.objectives()
         self.scheduler()
@@ -409,6 +411,29 @@ class _Rules:
         key, momentum = self.train_dim("momentum")
         if True in nesterov.values and momentum.lowest() == 0:
             raise self.fail(key, "nesterov needs momentum > 0 (raise momentum or set nesterov: false)")
+
+    def runtime(self) -> None:
+        """``deploy.runtime: tflm`` scores the int8 .tflite of a static exit, and needs the ``mcu`` extra."""
+        deploy = self.doc.deploy
+        if deploy.runtime != "tflm":
+            return
+        if deploy.exit == ANYTIME:
+            raise self.fail(
+                "deploy.runtime",
+                "tflm runs a static exit's .tflite, and anytime models have none until a TFLite form exists: "
+                "use runtime: onnxruntime, or deploy a static exit",
+            )
+        if deploy.quantize != "int8":
+            raise self.fail(
+                "deploy.runtime",
+                "tflm scores the int8 .tflite; it needs quantize: int8 (or runtime: onnxruntime)",
+            )
+        missing = platforms.missing_mcu_packages()  # looked up here, so one patch serves every check
+        if missing:
+            raise self.fail(
+                "deploy.runtime",
+                f"tflm needs the mcu extra ({', '.join(missing)} not installed): {platforms.MCU_INSTALL}",
+            )
 
     def deploy(self) -> None:
         deploy, placement = self.doc.deploy, self.dims["branches.placement"]
