@@ -35,7 +35,12 @@ def every_exit_cost(
 
 @functools.lru_cache(maxsize=256)
 def _every_exit_cost(
-    config: ModelConfig, num_classes: int, in_chans: int, input_size: tuple[int, int], dtype: str, platform: str
+    config: ModelConfig,
+    num_classes: int,
+    in_chans: int,
+    input_size: tuple[int, int],
+    dtype: str,
+    platform: str,
 ) -> Cost:
     with FastMetaMode():  # init ops are slow on meta and pointless there
         net = SelfDistillNet(
