@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sdsearch.graphs.contract import DEPLOY_FILES, FIRMWARE_FILES, TFLITE_INPUT_LAYOUT
-from sdsearch.graphs.tflm import ARENA_STEP, TensorSpec, tflite_io
+from sdsearch.graphs.tflm import ARENA_STEP, TensorSpec, tflite_io, tflm_ops
 
 __all__ = ["NAMESPACE", "c_string", "firmware_sources"]
 
@@ -57,7 +57,15 @@ def firmware_sources(
     arena = -(-arena_bytes // ARENA_STEP) * ARENA_STEP
     return {
         header: _header(
-            inp, out, names, len(model), arena=arena, arena_source=arena_source, exit=exit, version=version
+            inp,
+            out,
+            names,
+            len(model),
+            arena=arena,
+            arena_source=arena_source,
+            exit=exit,
+            version=version,
+            ops=tflm_ops(model),
         ),
         source: _source(model, names, header),
     }
@@ -73,6 +81,7 @@ def _header(
     arena_source: str,
     exit: str,
     version: str,
+    ops: dict[str, int],
 ) -> str:
     _, height, width, channels = inp.shape
     by = f"sdsearch {version}".strip()
@@ -85,6 +94,9 @@ def _header(
         "//         + kInputZeroPoint is pixel - 128 for every pixel 0-255.",
         "// Output: int8 logits (1, kNumClasses); logit = (q - kOutputZeroPoint) * kOutputScale, class = argmax.",
         f"// kTensorArenaSize: {_comment(arena_source)}.",
+        f"// Ops to register (tflite::MicroMutableOpResolver<{len(ops)}>): "
+        + ", ".join(f"{name} x{count}" for name, count in ops.items())
+        + ".",
         "#pragma once",
         "",
         f"namespace {NAMESPACE} {{",
