@@ -119,8 +119,7 @@ def _interpreter(model: bytes, arena: int):  # type: ignore[no-untyped-def]
     return runtime.Interpreter.from_bytes(model, arena_size=arena)
 
 
-def _runs(model: bytes, arena: int) -> bool:
-    """Whether ``model`` allocates and runs one inference (zeros in) in an arena of ``arena`` bytes."""
+def _runs_here(model: bytes, arena: int) -> bool:
     try:
         interpreter = _interpreter(model, arena)
         detail = interpreter.get_input_details(0)
@@ -131,11 +130,33 @@ def _runs(model: bytes, arena: int) -> bool:
     return True
 
 
+def _runs(model: bytes, arena: int) -> bool:
+    """Whether ``model`` allocates and runs one inference (zeros in) in an arena of ``arena`` bytes.
+
+    *design*: each try runs in a forked child. In an arena a little too small, some of TFLM's kernels
+    write through a failed allocation and the process dies of a segmentation fault (seen with narrow
+    ResNets on 8x8 inputs), which must not take ``sdsearch train`` or ``cost --tflm`` with it: a
+    child that dies did not run. A fork of a process that has the model in memory costs milliseconds.
+    """
+    if not hasattr(os, "fork"):
+        return _runs_here(model, arena)
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the exit status, never return into the caller's code
+        try:
+            code = 0 if _runs_here(model, arena) else 1
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def tflm_measure(model: bytes) -> TflmReport:
     """The arena ``model`` needs in TFLite Micro, planned and persistent parts, and its ops.
 
     The recording allocator's total in a large arena is the first guess; the answer is checked by
-    running in it and in 16 bytes less, and found by bisection when the guess is off.
+    running in it and in 16 bytes less, and found by bisection on the side the guess was off (small
+    models need more while TFLM plans them than the planned layout itself).
 
     Raises:
         RuntimeError: the model does not run in TFLite Micro even in a 64 MiB arena (an op it lacks).
@@ -147,10 +168,12 @@ def tflm_measure(model: bytes) -> TflmReport:
             if not _runs(model, big):
                 raise RuntimeError("the model does not run in TFLite Micro (an op its kernels lack?)")
         head, tail, total = _allocations(model, big)
-        if _runs(model, total) and (total <= ARENA_STEP or not _runs(model, total - ARENA_STEP)):
-            arena = total
+        if not _runs(model, total):  # planning needs more than the layout it plans
+            arena = _bisect(model, total + ARENA_STEP, big)
+        elif total > ARENA_STEP and _runs(model, total - ARENA_STEP):
+            arena = _bisect(model, ARENA_STEP, total - ARENA_STEP)
         else:
-            arena = _bisect(model, ARENA_STEP, big)
+            arena = total
     return TflmReport(arena, head, tail, len(model), tflm_ops(model))
 
 
