@@ -30,11 +30,10 @@ from sdsearch.core.config import BackboneConfig, BranchesConfig, CBFEConfig, Mod
 from sdsearch.core.platforms import MCU_INSTALL, mcu_available
 from sdsearch.cost.tflm_check import COMPARED, check_exits
 from sdsearch.data.datasets import DataShape
+from sdsearch.graphs.tflm import FIGURES
 
 INPUTS = ((1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 96, 96))
 WIDTHS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
-SHORT = {"arena_bytes": "arena", "arena_planned_bytes": "planned", "arena_persistent_bytes": "persist",
-         "model_bytes": ".tflite"}  # fmt: skip
 
 
 def sample(n: int, seed: int) -> list[tuple[ModelConfig, tuple[int, int, int], str]]:
@@ -80,7 +79,7 @@ def main() -> int:
             (ModelConfig(backbone=BackboneConfig(arch=arch, width=0.25, depth=1)), (1, 8, 8), "final")
             for arch in ("resnet", "mobilenetv2")
         ]
-    print(f"{'model':52} " + " ".join(f"{SHORT[f]:>22}" for f in COMPARED) + "   est ms  conv+run s")
+    print(f"{'model':52} " + " ".join(f"{FIGURES[f]:>22}" for f in COMPARED) + "   est ms  conv+run s")
     ratios: dict[str, list[float]] = {f: [] for f in COMPARED}
     rows = []
     for config, shape, exit_name in models:
@@ -104,7 +103,7 @@ def main() -> int:
         values = ratios[f]
         within = sum(abs(r - 1) <= 0.10 for r in values)
         stretch = sum(abs(r - 1) <= 0.05 for r in values)
-        print(f"  {SHORT[f]:8} median {statistics.median(values):.3f}  min {min(values):.3f}  max {max(values):.3f}"
+        print(f"  {FIGURES[f]:8} median {statistics.median(values):.3f}  min {min(values):.3f}  max {max(values):.3f}"
               f"  within 10%: {within}/{len(values)}  within 5%: {stretch}/{len(values)}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:

@@ -55,7 +55,10 @@ def test_module_cost_exact() -> None:
     # int8: TFLite Micro's figures on the platform asked for; params and MACs do not change.
     int8 = module_cost(seq, (2, 4, 4), platform="tflm-reference")
     assert (int8.params, int8.macs, int8.platform) == (211, 320, "tflm-reference")
-    assert int8.tflm is not None and (int8.peak_memory, int8.size) == (int8.tflm.arena_bytes, int8.tflm.model_bytes)
+    assert int8.tflm is not None and (int8.peak_memory, int8.size) == (
+        int8.tflm.arena_bytes,
+        int8.tflm.model_bytes,
+    )
     assert Cost(params=1, macs=7, peak_memory=0, size=0).flops == 14
 
 

@@ -71,9 +71,9 @@ def test_bn_folds_and_activations_fuse_into_their_producer() -> None:
         assert _live(model, shape) == expected
 
 
-def test_a_bn_that_cannot_fold_is_a_buffer_and_a_depthwise_layer() -> None:
+def test_a_bn_that_cannot_fold_is_a_buffer() -> None:
     # BN after a ReLU (SDAttention's pattern) does not fold: the ReLU fuses into the conv, the BN
-    # writes a new buffer and stores C x (1 + 4 + 4) bytes.
+    # writes a new buffer.
     model = nn.Sequential(_conv(3, 8, bias=False), nn.ReLU(), nn.BatchNorm2d(8), nn.ReLU())
     assert _live(model, (3, 8, 8)) == (8 + 8) * 64  # at the BN: the conv's output and its own
     assert _live(model, (3, 8, 8)) > _live(nn.Sequential(_conv(3, 8, bias=False), nn.ReLU()), (3, 8, 8))

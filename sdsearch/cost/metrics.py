@@ -6,9 +6,9 @@ Runtime on a random-weight network (:mod:`sdsearch.cost.latency`), once per dist
 when asked for. Values are in stored units: counts, bytes at ``deploy.dtype``, milliseconds.
 
 Example:
-    >>> metrics = DeployMetrics(DataShape(1, 8, 8, 10), latency=False)   # doctest: +SKIP
-    >>> metrics(config)["final"]                                        # doctest: +SKIP
-    {'params': 58242.0, 'macs': 225120.0, 'peak_memory': 3584.0, 'size': 62312.0}
+    >>> config = TrialConfig(model=ModelConfig(backbone=BackboneConfig(width=0.25, depth=1)))
+    >>> DeployMetrics(DataShape(1, 8, 8, 10))(config)["final"]   # int8, cortex-m  # doctest: +SKIP
+    {'params': 308538.0, 'macs': 993536.0, 'peak_memory': 15184.0, 'size': 333980.0}
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ model of its set within 10% on the ``tflm-reference`` platform). ``cortex-m`` di
 (4 bytes: the structs shrink) and in CMSIS-NN's scratch buffers.
 
 Example:
-    >>> from sdsearch.core.config import ModelConfig
-    >>> est = exit_estimates(ModelConfig(), num_classes=10, in_chans=1, input_size=(8, 8))  # doctest: +SKIP
-    >>> est["final"]["cortex-m"].arena_bytes                                               # doctest: +SKIP
+    >>> from sdsearch.cost.trace import exit_costs
+    >>> costs = exit_costs(ModelConfig(), num_classes=10, in_chans=1, input_size=(8, 8))   # doctest: +SKIP
+    >>> costs["final"].tflm.arena_bytes, costs["final"].peak_memory                       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -49,16 +49,16 @@ from typing import Any, NamedTuple
 import torch
 
 from sdsearch.core.platforms import PLATFORMS, Platform
+from sdsearch.graphs.tflm import ARENA_STEP
 
 __all__ = ["TflmEstimate", "TflmGraph", "estimate", "lower"]
 
 _aten = torch.ops.aten
-#: TFLM aligns every arena buffer and every tail allocation to 16 bytes (MicroArenaBufferAlignment()).
-_ALIGN = 16
 
 
 def _align(n: int) -> int:
-    return -(-n // _ALIGN) * _ALIGN
+    """``n`` rounded up to TFLM's alignment of every arena buffer and tail allocation."""
+    return -(-n // ARENA_STEP) * ARENA_STEP
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,25 @@ _NARY = {
     _aten._adaptive_avg_pool2d: _average_pool,
     _aten.avg_pool2d: _average_pool,
     _aten.cat: _simple("CONCATENATION"),
+    _aten.stack: _simple("PACK"),
+    _aten.max_pool2d: _simple("MAX_POOL_2D"),
+    _aten.max_pool2d_with_indices: _simple("MAX_POOL_2D"),
+    _aten.relu_: _simple("RELU"),
+    _aten.hardtanh_: _simple("RELU6"),
 }
+
+
+def _fused_in_place(tracer: Any, k: int) -> bool:
+    """An in-place activation (``ReLU(inplace=True)``) on a conv, BatchNorm, add or linear output: the
+    converter fuses it, as the tracer's folding does for the out-of-place ones."""
+    value = tracer.first_in[k]
+    return (
+        tracer.kinds[k] == "act"
+        and tracer.first_out[k] is None
+        and value is not None
+        and value[1] >= 0
+        and tracer.kinds[value[1]] in ("conv", "bn", "add", "linear")
+    )
 
 
 def lower(tracer: Any, outputs: list[int | None]) -> TflmGraph:
@@ -281,7 +299,7 @@ def lower(tracer: Any, outputs: list[int | None]) -> TflmGraph:
         target = out_buf if out_buf is not None else (first_in[0] if first_in is not None else None)
         if target is None or src is None:
             continue
-        if k in tracer.folded:  # BatchNorm folded, activation fused: the producer's tensor
+        if k in tracer.folded or _fused_in_place(tracer, k):  # BN folded, activation fused: the producer's
             tensor_of[target] = src
             continue
         out_shape = outs[0].shape
@@ -294,6 +312,11 @@ def lower(tracer: Any, outputs: list[int | None]) -> TflmGraph:
             tensor_of[target] = _UNARY[packet](graph, k, src, args, out_shape)
         elif packet in _NARY:
             tensor_of[target] = _NARY[packet](graph, k, src, args, out_shape, reads or [src])
+            graph.ops[-1].consts += [
+                _Const("operand", (k, i), a.numel())
+                for i, a in enumerate(args[:2])
+                if isinstance(a, torch.Tensor) and a.dim() > 0 and tracer.buffer(a) is None
+            ]
         else:  # anything else: one op writing a new tensor
             tensor_of[target] = graph.emit(str(packet).split(".")[-1].upper(), reads or [src], n, [])
     graph.outputs = [tensor_of[b] for b in outputs if b is not None and b in tensor_of]
@@ -362,7 +385,7 @@ class _Persistent:
     io_tensor: int = 64  # the persistent TfLiteTensor of each graph input and output
     io_quantization: int = 32  # its TfLiteAffineQuantization and zero-point array
     scratch_handle: int = 8  # ScratchBufferHandle: one pointer per scratch request
-    fixed: int = 633  # the interpreter's own structs: allocator, planner, subgraph tables
+    fixed: int = 585  # the interpreter's own structs: allocator, planner, subgraph tables
     #: Op data per kernel (the OpData struct and builtin options, 16-byte aligned), by TFLite op.
     op_data: dict[str, int] = field(default_factory=lambda: dict(_OP_DATA))
 
@@ -371,37 +394,39 @@ class _Persistent:
 _OP_DATA: dict[str, int] = {
     "CONV_2D": 108,
     "DEPTHWISE_CONV_2D": 108,
-    "FULLY_CONNECTED": 80,
+    "FULLY_CONNECTED": 64,
     "ADD": 72,
     "MUL": 68,
     "PAD": 64,
     "DEQUANTIZE": 56,
     "QUANTIZE": 56,
-    "RESHAPE": 44,
+    "RESHAPE": 60,
+    "MEAN": 48,
+    "SUM": 48,
     "LOGISTIC": 32,
+    "TRANSPOSE": 16,
     "RESIZE_BILINEAR": 16,
-    "MEAN": 0,  # with the FC and the fixed part: every deploy model has exactly one of each
-    "SUM": 0,
-    "TRANSPOSE": 0,
 }
 _OP_DATA_DEFAULT = 48
+_SIZES = _Persistent()
 
 
-def _io_structs(platform: Platform) -> int:
-    """The persistent ``TfLiteTensor`` and quantization of the graph's one input and one output."""
-    sizes = _Persistent()
-    return 2 * (int(sizes.io_tensor * platform.pointer_bytes / 8) + sizes.io_quantization)
+def _io_structs(graph: TflmGraph, platform: Platform) -> int:
+    """The persistent ``TfLiteTensor`` and quantization of the graph's input and each of its outputs."""
+    return (1 + max(len(graph.outputs), 1)) * (
+        int(_SIZES.io_tensor * platform.pointer_bytes / 8) + _SIZES.io_quantization
+    )
 
 
 def _persistent(graph: TflmGraph, platform: Platform) -> int:
     """The tail (module docstring, step 3), scaled from the 64-bit reference to ``platform``'s pointers."""
-    sizes = _Persistent()
+    sizes = _SIZES
     scale = platform.pointer_bytes / 8
     n_tensors = len(graph.nbytes) + len(graph.constants())
     total = _align(int(sizes.eval_tensor * scale) * n_tensors) + _align(
         int(sizes.node * scale) * len(graph.ops)
     )
-    total += _io_structs(platform) + sizes.fixed
+    total += _io_structs(graph, platform) + sizes.fixed
     for op in graph.ops:
         total += sizes.op_data.get(op.kind, _OP_DATA_DEFAULT)
         if op.channels:
@@ -476,7 +501,7 @@ def estimate(graph: TflmGraph, platform: str) -> TflmEstimate:
     target = PLATFORMS[platform]
     planned = _planned(graph, target)
     persistent = _persistent(graph, target)
-    planning = persistent - _io_structs(target) + _planning(graph, target)
+    planning = persistent - _io_structs(graph, target) + _planning(graph, target)
     return TflmEstimate(
         _align(max(planned + persistent, planning)), planned, persistent, _file_bytes(graph),
         dict(Counter(op.kind for op in graph.ops)),

@@ -25,6 +25,7 @@ from torch import nn
 from sdsearch.core.config import ModelConfig
 from sdsearch.core.platforms import MEASURED_PLATFORM
 from sdsearch.cost.trace import exit_costs
+from sdsearch.graphs.tflm import FIGURES
 
 if TYPE_CHECKING:
     from sdsearch.cost.tflm import TflmEstimate
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["COMPARED", "TflmCheck", "check_exits", "non_degenerate"]
 
 #: The figures compared, as named in both the estimate and the measurement.
-COMPARED = ("arena_bytes", "arena_planned_bytes", "arena_persistent_bytes", "model_bytes")
+COMPARED = tuple(FIGURES)
 #: Calibration images (random pixels) per conversion: enough for the activation ranges to exist.
 _N_CALIBRATION = 8
 
@@ -53,7 +54,7 @@ class TflmCheck:
 
 
 def non_degenerate(net: nn.Module, *, seed: int = 0) -> nn.Module:
-    """``net`` with every BatchNorm's affine and running statistics drawn away from zero, in place."""
+    """``net`` with every BatchNorm's gamma drawn from [0.5, 1.5] and beta from [-0.1, 0.1], in place."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():

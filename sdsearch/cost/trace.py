@@ -1,4 +1,4 @@
-"""Params, MACs, peak activation memory and weight size of deployed models, on the meta device.
+"""Params, MACs, peak memory and size of deployed models, on the meta device.
 
 One forward pass per exit on meta tensors (shapes only: no memory, no arithmetic) yields all four
 numbers: :class:`_Tracer`, a dispatch mode, sees every aten op, counts MACs and records the op
@@ -116,7 +116,9 @@ _KINDS: dict[Any, str] = {
     _aten.native_batch_norm: "bn",
     _aten._native_batch_norm_legit_no_training: "bn",
     _aten.relu: "act",
+    _aten.relu_: "act",
     _aten.hardtanh: "act",
+    _aten.hardtanh_: "act",
     _aten.clamp: "act",
     _aten.clamp_min: "act",
     _aten.clamp_max: "act",
@@ -498,12 +500,13 @@ def module_cost(
         module: any module whose ``forward`` takes one tensor.
         input_shape: shape of ONE sample, without the batch dimension, e.g. ``(3, 32, 32)``.
         dtype: deployment element type, one of :data:`DTYPES`.
+        platform: the microcontroller of the int8 figures, a key of ``sdsearch.core.platforms.PLATFORMS``.
 
     Returns:
         The :class:`Cost` at ``dtype``, with the conventions of the module docstring.
 
     Raises:
-        ConfigError: ``dtype`` is not one of :data:`DTYPES`.
+        ConfigError: ``dtype`` or ``platform`` is not a known one.
 
     Example:
         >>> module_cost(nn.Linear(10, 5), (10,), dtype="float32")  # (10 + 5) x 4 B; 55 x 4 B
@@ -560,7 +563,7 @@ def exit_costs(
 
     Raises:
         ConfigError: the config cannot be built (see :class:`~sdsearch.nn.network.SelfDistillNet`),
-            or ``dtype`` is not one of :data:`DTYPES`.
+            or ``dtype`` or ``platform`` is not a known one.
 
     Example:
         >>> from sdsearch.core.config import ModelConfig
@@ -588,7 +591,7 @@ def deploy_cost(
 
     Raises:
         ConfigError: ``exit`` is not one of ``config.exits``, the config cannot be built, or
-            ``dtype`` is not one of :data:`DTYPES`.
+            ``dtype`` or ``platform`` is not a known one.
     """
     costs = exit_costs(config, num_classes=num_classes, in_chans=in_chans, input_size=input_size, dtype=dtype,
                        platform=platform)  # fmt: skip

@@ -1,8 +1,9 @@
 """The cost of a model that runs every exit: an anytime deployment's worst case, what its budget bounds.
 
 Counted on the meta device like any deploy model (:mod:`sdsearch.cost.trace`): params, worst-case
-MACs, peak activation memory (each stage's map stays live while its exit's branch runs, since the
-trunk goes on from it) and size, of :class:`~sdsearch.nn.network.AllExitsModel`.
+MACs, peak memory (each stage's map stays live while its exit's branch runs, since the trunk goes on
+from it; at int8 TFLite Micro's arena for a graph with one output per exit) and size, of
+:class:`~sdsearch.nn.network.AllExitsModel`.
 
 Example:
     >>> every_exit_cost(ModelConfig(), num_classes=10, in_chans=1, input_size=(8, 8)).macs  # doctest: +SKIP

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sdsearch.graphs.contract import DEPLOY_FILES, FIRMWARE_FILES, TFLITE_INPUT_LAYOUT
+from sdsearch.graphs.contract import DEPLOY_FILES, FIRMWARE_FILES, INPUT_ZERO_POINT, TFLITE_INPUT_LAYOUT
 from sdsearch.graphs.tflm import ARENA_STEP, TensorSpec, tflite_io, tflm_ops
 
 __all__ = ["NAMESPACE", "c_string", "firmware_sources"]
@@ -102,7 +102,7 @@ def _header(
         f"namespace {NAMESPACE} {{",
         "",
         f"constexpr unsigned int kModelDataLen = {size};",
-        "extern const unsigned char kModelData[kModelDataLen];  // alignas(16) in the definition",
+        f"extern const unsigned char kModelData[kModelDataLen];  // alignas({ARENA_STEP}) in the definition",
         "",
         f"constexpr int kTensorArenaSize = {arena};",
         "",
@@ -131,7 +131,7 @@ def _source(model: bytes, classes: list[str], header: str) -> str:
     ]
     names = [f"    {c_string(name)}," for name in classes]
     return "\n".join([f'#include "{header}"', "", f"namespace {NAMESPACE} {{", "",
-                      "alignas(16) const unsigned char kModelData[kModelDataLen] = {", *rows, "};", "",
+                      f"alignas({ARENA_STEP}) const unsigned char kModelData[kModelDataLen] = {{", *rows, "};", "",
                       "const char* const kClassNames[kNumClasses] = {", *names, "};", "",
                       f"}}  // namespace {NAMESPACE}", ""])  # fmt: skip
 
@@ -140,7 +140,8 @@ def _check_pixel_input(inp: TensorSpec) -> None:
     """The header promises ``q = pixel - 128``; refuse a .tflite whose input quantizes pixels otherwise."""
     pixels = np.arange(256)
     q = np.round(pixels / inp.scale) + inp.zero_point if inp.scale > 0 else None
-    if inp.dtype != "int8" or len(inp.shape) != 4 or q is None or not np.array_equal(q, pixels - 128):
+    expected = pixels + INPUT_ZERO_POINT  # INPUT_SCALE is 1
+    if inp.dtype != "int8" or len(inp.shape) != 4 or q is None or not np.array_equal(q, expected):
         raise ValueError(f"the .tflite's input is not int8 NHWC pixels q = pixel - 128: {inp}")
 
 

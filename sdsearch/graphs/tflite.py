@@ -37,20 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdsearch.core.platforms import MCU_INSTALL, mcu_available, missing_mcu_packages
 from sdsearch.core.quiet import native_output_silenced
 from sdsearch.graphs.contract import INPUT_SCALE, INPUT_ZERO_POINT
 from sdsearch.graphs.preprocess import PixelModel
 
-__all__ = [
-    "INPUT_SCALE",
-    "INPUT_ZERO_POINT",
-    "MCU_INSTALL",
-    "int8_tflite",
-    "mcu_available",
-    "missing_mcu_packages",
-    "strip_names",
-]
+__all__ = ["int8_tflite", "strip_names"]
 
 
 def int8_tflite(

@@ -32,6 +32,7 @@ from sdsearch.core.quiet import native_output_silenced
 __all__ = [
     "ARENA_STEP",
     "CONVENTION",
+    "FIGURES",
     "TensorSpec",
     "TflmReport",
     "tflite_io",
@@ -47,8 +48,17 @@ CONVENTION = (
     "buffers overlapped by lifetime, arena_persistent_bytes: what lives as long as the interpreter; "
     "model_bytes: the .tflite (flash)"
 )
-#: Arena sizes are searched in steps of TFLM's buffer alignment (MicroArenaBufferAlignment(), 16 B).
+#: Arena sizes are searched in steps of TFLM's buffer alignment (MicroArenaBufferAlignment(), 16 B),
+#: the alignment of every buffer in its arena and of the model array TFLM reads.
 ARENA_STEP = 16
+#: The byte figures of a model in TFLite Micro (fields of :class:`TflmReport` and of the estimate of
+#: sdsearch.cost.tflm), with their short labels for tables.
+FIGURES = {
+    "arena_bytes": "arena",
+    "arena_planned_bytes": "planned",
+    "arena_persistent_bytes": "persistent",
+    "model_bytes": ".tflite",
+}
 _HEAD = re.compile(rb"Arena allocation head (\d+) bytes")
 _TAIL = re.compile(rb"Arena allocation tail (\d+) bytes")
 _TOTAL = re.compile(rb"Arena allocation total (\d+) bytes")

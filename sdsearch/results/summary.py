@@ -86,9 +86,8 @@ def tflm_check_table(checks: Mapping[str, Mapping[str, Mapping[str, int]]]) -> T
     """Estimated against measured TFLite Micro bytes per exit (``sdsearch cost --tflm``)."""
     from sdsearch.core.platforms import MEASURED_PLATFORM
     from sdsearch.core.units import format_value
+    from sdsearch.graphs.tflm import FIGURES as figures
 
-    figures = {"arena_bytes": "arena", "arena_planned_bytes": "planned", "arena_persistent_bytes": "persistent",
-               "model_bytes": ".tflite"}  # fmt: skip
     table = Table(
         title=f"TFLite Micro, estimated / measured ({MEASURED_PLATFORM})",
         caption="arena: the smallest tensor arena it runs in (planned tensors and scratch + persistent structs); "
