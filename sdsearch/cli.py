@@ -156,7 +156,7 @@ def _tflm_checks(
         described = describe(config.data)
         shape = shape or (described.in_chans, described.height, described.width)
         classes = classes or described.num_classes
-    exits = [e for e in config.model.exits]
+    exits = list(config.model.exits)
     with _console().status(f"{path}: converting {len(exits)} exits to .tflite and running TFLite Micro"):
         checks = check_exits(config.model, DataShape(*shape, classes), exits=exits, seed=config.seed)
     return {

@@ -332,7 +332,6 @@ def _planned(graph: TflmGraph, platform: Platform) -> int:
     first = [-1] * len(graph.nbytes)
     last = [-1] * len(graph.nbytes)
     first[0] = last[0] = 0
-    buffers: list[tuple[int, int, int]] = []  # (aligned bytes, first, last), in TFLM's order
     scratch: list[tuple[int, int, int]] = []
     for i, op in enumerate(graph.ops, start=1):
         if first[op.out] < 0:
@@ -345,6 +344,7 @@ def _planned(graph: TflmGraph, platform: Platform) -> int:
                 scratch.append((_align(b), i, i))
     for t in graph.outputs:
         last[t] = n_ops
+    # (aligned bytes, first, last), in TFLM's order: tensors by index, then scratch requests
     buffers = [(_align(n), first[t], last[t]) for t, n in enumerate(graph.nbytes) if n and first[t] >= 0]
     buffers += scratch
     # TFLM fills its sort array from the back (greedy_memory_planner.cc, CalculateOffsetsIfNeeded),
