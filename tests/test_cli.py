@@ -124,6 +124,17 @@ def test_cost_shows_peak_memory_and_size_with_units(tmp_path, capsys):
     assert [format_value(n, "bytes") for n in (999, 1024, 11_249_632)] == ["999 B", "1 KiB", "10.7 MiB"]
 
 
+def test_cost_tflm_without_the_mcu_extra_says_how_to_get_it(tmp_path, capsys, monkeypatch):
+    import sdsearch.cli
+
+    monkeypatch.setattr(sdsearch.cli, "mcu_available", lambda: False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {dataset: digits}\nspace:\n  backbone: {arch: resnet, width: 0.25, depth: 1}\n")
+    assert main(["cost", str(cfg), "--tflm", "--no-latency"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--tflm" in err and "pip install 'sdsearch[mcu]'" in err
+
+
 def test_cost_refuses_a_space_and_bad_shapes(capsys):
     assert main(["cost", "spaces/iot_budget.yaml"]) == 2
     assert "is still a distribution" in capsys.readouterr().err
