@@ -2,7 +2,7 @@
 
 What an int8 deployment's ``peak_memory`` and ``size`` are (the ``deploy.dtype: int8`` convention): the
 RAM TensorFlow Lite Micro needs to run the model's .tflite (:mod:`sdsearch.graphs.tflite`), and that
-file's bytes in flash. Both are computed before training, in about a millisecond per exit, by replaying
+file's bytes in flash. Both are computed before training, in a few milliseconds per exit, by replaying
 what the converter and the runtime do:
 
 1. **Lowering** (:func:`lower`): the traced aten ops become the TFLite ops litert-torch emits for them:
@@ -14,25 +14,29 @@ what the converter and the runtime do:
 2. **The planned arena** (the *head*): every non-constant tensor and every kernel scratch buffer, sized
    up to TFLM's 16-byte alignment, live from the op that writes it to the last op that reads it (the
    graph input from before the first op, the output to after the last), placed by TFLM's
-   ``GreedyMemoryPlanner``: largest first (a stable sort), each at the lowest offset whose gap between
-   the buffers live at the same time fits it. The reference kernels ask for scratch only in MEAN and SUM
-   (an int32 accumulator per output element, and two index arrays: ``reduce_common.cc``); CMSIS-NN's
-   convolutions ask for their im2col and depthwise buffers (:data:`_CMSIS_SCRATCH`).
+   ``GreedyMemoryPlanner``: largest first (equal sizes last-added first), each at the lowest offset
+   whose gap between the buffers live at the same time fits it. The reference kernels ask for scratch
+   only in MEAN and SUM (an int32 accumulator per output element, and two index arrays:
+   ``reduce_common.cc``); CMSIS-NN's convolutions ask for their im2col and depthwise buffers
+   (:func:`_cmsis_conv_scratch`).
 3. **The persistent part** (the *tail*): a ``TfLiteEvalTensor`` per tensor, a ``NodeAndRegistration``
    per op, each kernel's op data with its per-channel output multipliers and shifts (two int32 arrays
    of the output channels, each allocation 16-byte aligned), the input and output ``TfLiteTensor``
-   structs with their quantization, and the interpreter's fixed structs (:class:`_Persistent`).
+   structs with their quantization, and the interpreter's fixed structs (:class:`_Persistent`). The
+   arena is the larger of head + tail and the moment TFLM plans the head (:func:`_planning`), which
+   is what sets it for small models.
 4. **The file**: the constant buffers (int8 weights, int32 biases, shape and index operands), each
    16-byte aligned by the aligner every sdsearch .tflite passes through, plus the flatbuffer tables of
    tensors, quantization parameters (a float32 scale and an int64 zero point per channel), operators
    and the model header (:data:`_FILE`).
 
 The struct and table sizes are TFLite Micro's and the flatbuffer schema's; the few that are not
-documented were fitted once to measurements (``bench/tflm_agreement.py`` prints the agreement: every
-model of its set within 10% on the ``tflm-reference`` platform). ``cortex-m`` differs in pointer size
-(4 bytes: the structs shrink) and in CMSIS-NN's scratch buffers.
+documented were fitted once to measurements (``bench/tflm_agreement.py`` prints the agreement: all 48
+models of its set within 5% on the ``tflm-reference`` platform, the head exact). ``cortex-m`` differs
+in pointer size (4 bytes: the structs shrink) and in CMSIS-NN's scratch buffers.
 
 Example:
+    >>> from sdsearch.core.config import ModelConfig
     >>> from sdsearch.cost.trace import exit_costs
     >>> costs = exit_costs(ModelConfig(), num_classes=10, in_chans=1, input_size=(8, 8))   # doctest: +SKIP
     >>> costs["final"].tflm.arena_bytes, costs["final"].peak_memory                       # doctest: +SKIP
