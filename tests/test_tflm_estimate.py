@@ -101,7 +101,9 @@ MEASURED_ONCE = [("resnet", 15216, 334480), ("mobilenetv2", 27136, 101520)]
 def test_estimate_matches_figures_tflite_micro_measured(arch: str, arena: int, file_bytes: int) -> None:
     """Without the extra too: the estimate of two small models against what TFLite Micro measured."""
     config = ModelConfig(backbone=BackboneConfig(arch=arch, width=0.25, depth=1))
-    cost = exit_costs(config, num_classes=10, in_chans=1, input_size=(8, 8), platform="tflm-reference")["final"]
+    cost = exit_costs(config, num_classes=10, in_chans=1, input_size=(8, 8), platform="tflm-reference")[
+        "final"
+    ]
     assert abs(cost.peak_memory / arena - 1) <= 0.02 and abs(cost.size / file_bytes - 1) <= 0.02
 
 
