@@ -33,7 +33,7 @@ from sdsearch.search.testing import FakeFit
 doc, address = json.loads(sys.argv[1]), sys.argv[2]
 run(parse_space(doc, source="faults.yaml"), address=address, fit_fn=FakeFit(epoch_seconds=float(sys.argv[3])), progress=False)
 """
-EPOCH_SECONDS = 2.0  # the stopped driver's trials run 3 epochs of this (6 s in all): slack for a loaded machine
+EPOCH_SECONDS = 2.0  # the stopped driver's trials run 3 epochs of this (6 s): slack on a busy machine
 
 
 def space_doc(tmp_path, trials=6):
