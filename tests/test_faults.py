@@ -57,6 +57,9 @@ def start_driver(doc, ray_session):
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, json.dumps(doc), address, str(EPOCH_SECONDS)],
         env=env,
+        # A shell runs background jobs with SIGINT ignored, and children inherit that: a suite started
+        # with `&` would then test a driver that cannot be interrupted. The driver gets the default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
