@@ -139,3 +139,20 @@ def test_estimate_is_within_ten_percent_of_tflite_micro(measured_checks, name) -
         assert abs(check.ratio(figure) - 1) <= 0.10, (figure, check.estimate, check.measured)
     # The planned head is the planner replayed on the same graph: exact.
     assert check.estimate.arena_planned_bytes == check.measured.arena_planned_bytes
+
+
+def test_an_in_place_relu_fuses_like_an_out_of_place_one() -> None:
+    from torch import nn
+
+    from sdsearch.cost.trace import module_cost
+
+    def chain(inplace: bool) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=inplace), nn.Conv2d(8, 8, 3, padding=1)
+        )
+
+    in_place, plain = (
+        module_cost(chain(flag), (3, 8, 8), platform="tflm-reference") for flag in (True, False)
+    )
+    assert in_place.tflm.ops == plain.tflm.ops == {"MUL": 1, "ADD": 1, "CONV_2D": 2}
+    assert (in_place.peak_memory, in_place.size) == (plain.peak_memory, plain.size)

@@ -270,19 +270,6 @@ _NARY = {
 }
 
 
-def _fused_in_place(tracer: Any, k: int) -> bool:
-    """An in-place activation (``ReLU(inplace=True)``) on a conv, BatchNorm, add or linear output: the
-    converter fuses it, as the tracer's folding does for the out-of-place ones."""
-    value = tracer.first_in[k]
-    return (
-        tracer.kinds[k] == "act"
-        and tracer.first_out[k] is None
-        and value is not None
-        and value[1] >= 0
-        and tracer.kinds[value[1]] in ("conv", "bn", "add", "linear")
-    )
-
-
 def lower(tracer: Any, outputs: list[int | None]) -> TflmGraph:
     """The TFLite graph of one traced deploy model (module docstring, step 1).
 
@@ -303,7 +290,7 @@ def lower(tracer: Any, outputs: list[int | None]) -> TflmGraph:
         target = out_buf if out_buf is not None else (first_in[0] if first_in is not None else None)
         if target is None or src is None:
             continue
-        if k in tracer.folded or _fused_in_place(tracer, k):  # BN folded, activation fused: the producer's
+        if k in tracer.folded:  # BatchNorm folded, activation fused (in place too): the producer's tensor
             tensor_of[target] = src
             continue
         out_shape = outs[0].shape

@@ -411,10 +411,11 @@ class _Tracer(FastMetaMode):
         for k, kind in enumerate(self.kinds):
             into = _FOLDS_INTO.get(kind)  # type: ignore[arg-type]
             value, out = self.first_in[k], self.first_out[k]
-            if into is None or value is None or out is None or value[1] < 0:
+            if into is None or value is None or value[1] < 0:
                 continue
             if self.kinds[value[1]] in into and readers[value] == 1:  # its producer's only consumer
-                group[find(out)] = find(value[0])
+                if out is not None:  # an in-place one (ReLU(inplace=True)) already shares the buffer
+                    group[find(out)] = find(value[0])
                 self.folded.add(k)
         last = max(n_ops - 1, 0)
         for t in _output_tensors(outputs):
