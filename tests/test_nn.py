@@ -21,7 +21,7 @@ from sdsearch.core.errors import ConfigError
 from sdsearch.core.registry import BACKBONES, BRANCH_STYLES, FUSIONS
 from sdsearch.cost.trace import exit_costs
 from sdsearch.nn.backbones import create_backbone, list_backbones, register_backbone
-from sdsearch.nn.blocks import CBFE, LiteBranch, SDBranch
+from sdsearch.nn.blocks import CBFE, LiteBranch, SDBranch, SepConv
 from sdsearch.nn.network import SDOutput, SelfDistillNet
 
 # Contract tests run over every registered implementation (as timm's tests do over list_models()).
@@ -120,10 +120,35 @@ def test_whole_net_builds_on_meta(arch: str) -> None:
 # --- blocks ----------------------------------------------------------------------------------
 
 
+def test_every_cbfe_ratio_up_to_the_channels_builds_another_module() -> None:
+    """0.2's floor of 8 hidden channels made ratios 2, 4 and 8 one module on 16-channel stages."""
+    for channels in (4, 16, 40):
+        hidden = [CBFE(channels, ratio=r).fc1.out_channels for r in (1, 2, 4, 8, 16) if r <= channels]
+        assert len(set(hidden)) == len(hidden), (channels, hidden)
+    assert CBFE(4, ratio=8).fc1.out_channels == 1  # r > C: one hidden channel, never zero
+
+
+def test_sepconv_is_the_sd_codes_two_depthwise_pointwise_pairs() -> None:
+    """SD's SepConv: dw(stride) -> pw C_in -> BN -> ReLU -> dw -> pw C_out -> BN -> ReLU."""
+    m = SepConv(8, 16, stride=2)
+    layers = [x for x in m.modules() if not list(x.children())]
+    kinds = [(type(x).__name__, getattr(x, "groups", None), getattr(x, "stride", None)) for x in layers]
+    assert kinds == [
+        ("Conv2d", 8, (2, 2)), ("Conv2d", 1, (1, 1)), ("BatchNorm2d", None, None), ("ReLU", None, None),
+        ("Conv2d", 8, (1, 1)), ("Conv2d", 1, (1, 1)), ("BatchNorm2d", None, None), ("ReLU", None, None),
+    ]  # fmt: skip
+    assert [x.out_channels for x in layers if isinstance(x, torch.nn.Conv2d)] == [8, 8, 8, 16]
+    x = torch.randn(2, 8, 8, 8)
+    want = x
+    for layer in layers:
+        want = layer(want)
+    torch.testing.assert_close(m(x), want)
+
+
 def test_cbfe_formula() -> None:
     torch.manual_seed(0)
     m = CBFE(32, ratio=16).eval()
-    assert m.fc1.out_channels == 8  # max(32 // 16, 8)
+    assert m.fc1.out_channels == 2  # the paper's C / r (at least 1)
     assert CBFE(64, ratio=2).fc1.out_channels == 32
     for bn in (m.bn1, m.bn2):  # non-trivial statistics, so the check covers BN placement
         bn.running_mean.uniform_(-1, 1)
@@ -301,4 +326,4 @@ def test_fusion_inputs_not_detached() -> None:
         net = make_net(make_config(fusion=fusion))
         out = net(torch.randn(2, 3, *SIZE))
         out.fused_logits.sum().backward()
-        assert net.branches["1"].attn.conv.conv_dw.weight.grad is not None, fusion
+        assert net.branches["1"].attn.conv.pair1.conv_dw.weight.grad is not None, fusion

@@ -80,10 +80,10 @@ class ConvNormAct(nn.Module):
 
 
 class SepConv(nn.Module):
-    """Separable conv: depthwise k×k (carries the stride), pointwise 1×1, BN, ReLU.
+    """Separable conv of the SD code: two depthwise-pointwise pairs, each followed by BN and ReLU.
 
-    *design*: one depthwise-pointwise pair. The SD code stacks two pairs per SepConv; one pair keeps
-    the branches light, which is what an edge budget rewards.
+    ``dw k×k (stride) -> pw C_in -> BN -> ReLU -> dw k×k -> pw C_out -> BN -> ReLU``, as ``SepConv``
+    in the SD authors' ``resnet.py`` (the first pair keeps the channels, the second changes them).
     """
 
     def __init__(
@@ -92,6 +92,28 @@ class SepConv(nn.Module):
         out_chs: int,
         stride: int = 1,
         kernel_size: int = 3,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.pair1 = _DepthwisePointwise(in_chs, in_chs, stride, kernel_size, **dd)
+        self.pair2 = _DepthwisePointwise(in_chs, out_chs, 1, kernel_size, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pair2(self.pair1(x))
+
+
+class _DepthwisePointwise(nn.Module):
+    """One pair of :class:`SepConv`: depthwise k×k (carries the stride), pointwise 1×1, BN, ReLU."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        kernel_size: int,
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -113,9 +135,10 @@ class CBFE(nn.Module):
     """Channel-based feature enhancement: ``F * sigmoid(bn2(fc2(relu(bn1(fc1(F))))))``.
 
     Unlike SE there is no global pooling: the gate is computed per position, so it can enhance
-    channels differently across the map. ``h = max(C // r, 8)`` keeps the bottleneck from collapsing
-    on narrow (width-scaled) stages. The BN/ReLU/sigmoid placement is *design* (the paper gives
-    reduce, restore and multiply).
+    channels differently across the map. The hidden width is the paper's ``C / r``, floored and at least
+    1 (``max(C // r, 1)``), so every ratio r <= C builds a different module; 0.2's floor of 8 made
+    ratios 2, 4 and 8 build the same module on narrow stages. The BN/ReLU/sigmoid placement is
+    *design* (the paper gives reduce, restore and multiply).
 
     Args:
         channels: C, channels of the input (and output).
@@ -134,7 +157,7 @@ class CBFE(nn.Module):
         if ratio < 1:
             raise ValueError(f"CBFE ratio must be >= 1, but got {ratio}")
         dd = {"device": device, "dtype": dtype}
-        rd_channels = max(channels // ratio, 8)
+        rd_channels = max(channels // ratio, 1)
         self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(rd_channels, **dd)
         self.act = nn.ReLU()
@@ -148,7 +171,8 @@ class CBFE(nn.Module):
 
 
 class SDAttention(nn.Module):
-    """SD/SCAN attention: ``x * sigmoid(up2(relu(bn(SepConv_s2(x)))))``.
+    """SD/SCAN attention: ``x * sigmoid(up2(relu(bn(SepConv_s2(x)))))``, as in the SD code (its
+    :class:`SepConv` already ends in BN and ReLU; the code applies another pair, and so do we).
 
     The upsampling interpolates to the input's exact size instead of a fixed factor 2, so odd map
     sizes (a stride-2 conv turns 5 into 3, and 3×2 is not 5) work; for even sizes it is the same
