@@ -57,11 +57,14 @@ def test_kd_zero_when_student_equals_teacher() -> None:
     assert kd_loss(z, z.flip(0), 3.0).item() > 0
 
 
+@pytest.mark.parametrize("kd_t2", [False, True])
 @pytest.mark.parametrize("style", ["byot", "sd"])
-def test_loss_formula(style: str) -> None:
+def test_loss_formula(style: str, kd_t2: bool) -> None:
     torch.manual_seed(0)
     net = make_net()
-    cfg = LossConfig(teacher="deepest", kd_weight=0.3, temperature=3.0, feature_weight=0.0, style=style)
+    cfg = LossConfig(
+        teacher="deepest", kd_weight=0.3, temperature=3.0, feature_weight=0.0, style=style, kd_t2=kd_t2
+    )
     loss_fn = SelfDistillLoss(cfg, net)
     y = torch.tensor([0, 1, 2, 3])
     logits = {e: torch.randn(4, 5) for e in net.exits}
@@ -77,7 +80,7 @@ def test_loss_formula(style: str) -> None:
         (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(logits[e] / 3, 1))).sum(1).mean()
         for e in ("1", "2", "3")
     )
-    kd = 0.3 * (1.0 if style == "sd" else 9.0) * kl
+    kd = 0.3 * (9.0 if kd_t2 else 1.0) * kl  # BYOT's eq. 1 and the SD code: no T² unless asked
     torch.testing.assert_close(res.parts["ce"], ce)
     torch.testing.assert_close(res.parts["kd"], kd)
     torch.testing.assert_close(res.total, ce + kd)
@@ -106,10 +109,16 @@ def test_teachers_are_detached_and_pick_students() -> None:
 
 
 def expected_loss(
-    out: SDOutput, y: torch.Tensor, cfg: LossConfig, adapters: dict[str, torch.nn.Conv2d]
+    out: SDOutput,
+    y: torch.Tensor,
+    cfg: LossConfig,
+    adapters: dict[str, torch.nn.Conv2d],
+    heads: dict[str, torch.nn.Linear] | None = None,
+    gap_heads: dict[str, torch.nn.Linear] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The loss of nn/losses.py's docstring written out by hand (plain softmax sums, an einsum for the
-    1×1 convs), with the teacher explicitly detached; nothing is shared with ``SelfDistillLoss``."""
+    1×1 convs, matrix products for RSKD's heads), with the teacher explicitly detached; nothing is
+    shared with ``SelfDistillLoss``."""
     sd = cfg.style == "sd"
     exits = list(out.logits)
     keep = 1 - cfg.kd_weight
@@ -131,49 +140,80 @@ def expected_loss(
     t = cfg.temperature
     p_t = F.softmax(z_t / t, dim=1)
     kl = sum((p_t * (p_t.log() - F.log_softmax(out.logits[e] / t, dim=1))).sum(1).mean() for e in students)
-    mse = sum(
-        (
+    if cfg.hint == "byot":  # BYOT's eq. 1: the branch map itself against the teacher's
+        mse = sum(((out.features[e] - f_t) ** 2).mean() for e in exits[:-1])
+    else:
+        mse = sum(
             (
-                torch.einsum("oi,bihw->bohw", a.weight[:, :, 0, 0], out.features[e])
-                + a.bias[None, :, None, None]
-                - f_t
-            )
-            ** 2
-        ).mean()
-        for e, a in adapters.items()
-    )
+                (
+                    torch.einsum("oi,bihw->bohw", a.weight[:, :, 0, 0], out.features[e])
+                    + a.bias[None, :, None, None]
+                    - f_t
+                )
+                ** 2
+            ).mean()
+            for e, a in adapters.items()
+        )
+    gap = torch.zeros(())
+    for e, h in (heads or {}).items():  # RSKD: G_e's head regresses the logit gap to the teacher
+        pooled = out.features[e].mean(dim=(2, 3))
+        gap = gap + ((pooled @ h.weight.T + h.bias - (z_t - out.logits[e]).detach()) ** 2).mean()
+    for e, h in (gap_heads or {}).items():  # ... and the map a branch reads, the pooled feature gap
+        pooled = out.stage_features[e].mean(dim=(2, 3))
+        target = (f_t.mean(dim=(2, 3)) - out.features[e].mean(dim=(2, 3))).detach()
+        gap = gap + ((pooled @ h.weight.T + h.bias - target) ** 2).mean()
     parts = {
         "ce": cfg.ce_weight * ce,
-        "kd": cfg.kd_weight * (1.0 if sd else t * t) * kl,
+        "kd": cfg.kd_weight * (t * t if cfg.kd_t2 else 1.0) * kl,
         "feature": cfg.feature_weight * mse,
+        "rskd": cfg.rskd_weight * gap,
     }
-    return {**parts, "total": parts["ce"] + parts["kd"] + parts["feature"]}
+    return {**parts, "total": parts["ce"] + parts["kd"] + parts["feature"] + parts["rskd"]}
 
 
+#: Loss options beyond the style: (kd_t2, hint, rskd_weight, rskd_layers).
+OPTIONS = [(True, "adapter", 0.0, "last"), (False, "byot", 0.5, "last"), (False, "adapter", 0.8, "all")]
+
+
+@pytest.mark.parametrize(("kd_t2", "hint", "rskd_weight", "rskd_layers"), OPTIONS)
 @pytest.mark.parametrize("style", ["byot", "sd"])
 @pytest.mark.parametrize(
     ("fusion", "teacher"),
     [("residual", "fused"), ("channel_attention", "deepest"), ("channel_attention", "ensemble")],
 )
-def test_full_loss_formula_with_fusion_and_feature_hints(fusion: str, teacher: str, style: str) -> None:
+def test_full_loss_formula_with_fusion_and_feature_hints(
+    fusion: str, teacher: str, style: str, kd_t2: bool, hint: str, rskd_weight: float, rskd_layers: str
+) -> None:
     net = make_net(fusion=fusion).train()
     with torch.no_grad():  # zero-initialised gammas make e.g. the residual fused map equal F_L
         for p in net.parameters():
             if not p.any():
                 p.normal_(std=0.1)
     cfg = LossConfig(
-        teacher=teacher, kd_weight=0.7, temperature=2.5, feature_weight=0.4, ce_weight=0.6, style=style
-    )
+        teacher=teacher, kd_weight=0.7, temperature=2.5, feature_weight=0.4, ce_weight=0.6, style=style,
+        kd_t2=kd_t2, hint=hint, rskd_weight=rskd_weight, rskd_layers=rskd_layers,
+    )  # fmt: skip
     loss_fn = SelfDistillLoss(cfg, net)
-    assert sorted(loss_fn.adapters) == ["1", "2", "3"]  # one per branch exit, none for final
+    # One adapter per branch exit (none for final) with hint: adapter; BYOT's hint has none.
+    assert sorted(loss_fn.adapters) == (["1", "2", "3"] if hint == "adapter" else [])
+    students = ["1", "2", "3"] + ([] if teacher == "deepest" else ["final"])
+    assert sorted(loss_fn.residual_heads) == (students if rskd_weight else [])
+    assert sorted(loss_fn.feature_gap_heads) == (["1", "2", "3"] if rskd_layers == "all" else [])
     torch.manual_seed(1)
-    for p in loss_fn.adapters.parameters():  # non-trivial biases too (a conv's default init is small)
+    for p in loss_fn.parameters():  # non-trivial biases too (a conv's default init is small)
         torch.nn.init.normal_(p, std=0.3)
     x, y = torch.randn(4, 3, *SIZE), torch.tensor([0, 1, 2, 4])
     out = net(x)
     res = loss_fn(out, y)
-    want = expected_loss(out, y, cfg, dict(loss_fn.adapters.items()))
-    for k in ("ce", "kd", "feature"):
+    want = expected_loss(
+        out,
+        y,
+        cfg,
+        dict(loss_fn.adapters.items()),
+        dict(loss_fn.residual_heads),
+        dict(loss_fn.feature_gap_heads),
+    )
+    for k in ("ce", "kd", "feature") + (("rskd",) if rskd_weight else ()):
         assert want[k].item() > 1e-4, k  # every part really contributes
         torch.testing.assert_close(res.parts[k], want[k].detach(), msg=lambda m, k=k: f"{k}: {m}")
     torch.testing.assert_close(res.total, want["total"])

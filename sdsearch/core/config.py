@@ -251,6 +251,13 @@ def _placement(value: Any) -> Any:
 
 Stage = Annotated[int, Strict(), OneOf(tuple(range(1, N_STAGES)))]
 
+#: Loss styles: whose CE weighting and KD form (see ``sdsearch.nn.losses``).
+LOSS_STYLES = ("byot", "sd")
+#: Feature-hint forms.
+HINTS = ("adapter", "byot")
+#: Where RSKD's residual heads sit.
+RSKD_LAYERS = ("last", "all")
+
 
 class BackboneConfig(Record):
     """Backbone family and size: ``width`` scales channels, ``depth`` is blocks per stage."""
@@ -315,9 +322,22 @@ class LossConfig(Record):
     #: alpha of BYOT and SD: the KD term's weight, and CE keeps (1 - alpha).
     kd_weight: UnitFloat = 0.3
     temperature: PosFloat = 3.0
+    #: Hinton's T² factor on the KD term. Off: BYOT's eq. 1 and the SD code have none (an unofficial
+    #: BYOT re-implementation multiplies by T², as sdsearch 0.2 did).
+    kd_t2: Bool = False
     feature_weight: NonNegFloat = 0.03
+    #: The feature hint: ``adapter`` compares conv1x1(G_i) with the teacher map (the SD code's
+    #: adaptation layers); ``byot`` compares G_i itself (BYOT: the bottleneck is the adaptation).
+    hint: Annotated[str, OneOf(HINTS), AppliesWhen(When("loss.feature_weight", not_in=(0, 0.0)))] = "adapter"
+    #: RSKD (Liu et al. 2025): weight of the residual-gap regression (0 = off).
+    rskd_weight: NonNegFloat = 0.0
+    #: ``last``: each student exit's last feature map learns the teacher-student logit gap; ``all``
+    #: adds the intermediate extension (the map a branch reads learns the deeper feature gap).
+    rskd_layers: Annotated[
+        str, OneOf(RSKD_LAYERS), AppliesWhen(When("loss.rskd_weight", not_in=(0, 0.0)))
+    ] = "last"
     ce_weight: NonNegFloat = 1.0
-    style: Annotated[str, OneOf(("byot", "sd"))] = "byot"
+    style: Annotated[str, OneOf(LOSS_STYLES)] = "byot"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,12 +42,15 @@ class SDOutput:
         fused_logits: the fused head's logits, or ``None`` without fusion.
         features: G_i per branch exit and F_L under ``"final"``, all (B, C_L, H_L, W_L).
         fused_features: the fused map, or ``None`` without fusion.
+        stage_features: per branch exit, the stage map its branch reads (C_i, H_i, W_i): where
+            RSKD's intermediate extension attaches.
     """
 
     logits: dict[str, torch.Tensor]
     fused_logits: torch.Tensor | None
     features: dict[str, torch.Tensor]
     fused_features: torch.Tensor | None
+    stage_features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class ExitModel(nn.Module):
@@ -182,10 +185,12 @@ class SelfDistillNet(nn.Module):
     def forward(self, x: torch.Tensor) -> SDOutput:
         x = self.stem(x)
         features: dict[str, torch.Tensor] = {}
+        stage_features: dict[str, torch.Tensor] = {}
         for i, stage in enumerate(self.stages, start=1):
             x = stage(x)
             name = str(i)
             if name in self.branches:
+                stage_features[name] = x
                 features[name] = self.branches[name](x)
         features[FINAL] = x
         logits = {e: self.heads[e](features[e]) for e in self.exits}
@@ -193,7 +198,7 @@ class SelfDistillNet(nn.Module):
         if self.fusion is not None:
             fused_features = self.fusion([features[e] for e in self.exits])
             fused_logits = self.fusion.head(fused_features)
-        return SDOutput(logits, fused_logits, features, fused_features)
+        return SDOutput(logits, fused_logits, features, fused_features, stage_features)
 
     def deploy(self, exit: str, *, share_weights: bool = False) -> ExitModel:
         """A new single-exit model with deep copies of what ``exit`` needs at inference.
