@@ -279,12 +279,20 @@ def describe_limits(budget: Mapping[str, float]) -> str:
 
 #: Per stored metric whose meaning has changed: per ``deploy.dtype``, the convention id of studies
 #: stamped before the metric appeared here (legacy) and today's. ``{platform}`` becomes
-#: ``deploy.platform``. A new meaning is one line here plus its words in the metric's ``versions``,
-#: e.g. ``"loss": {d: ("byot", "sd-v2") for d in DTYPE_BYTES}``.
+#: ``deploy.platform``. A new meaning is one line here plus its words in the metric's ``versions``.
+#: ``loss`` is no metric: it versions what every stored accuracy was trained under.
 _VERSIONS: dict[str, dict[str, tuple[str, str]]] = {
     "peak_memory": {"int8": ("liveness", "tflm-arena:{platform}"), "float32": ("liveness", "liveness")},
     "size": {"int8": ("int8-weights", "tflite-bytes"), "float32": ("float32-params", "float32-params")},
+    # Not a metric: the loss and modules every trial's accuracy was trained under (LOSS_CHANGES).
+    "loss": dict.fromkeys(DTYPE_BYTES, ("sdsearch-0.2", "papers-1")),
 }
+
+#: What the ``loss`` convention ``papers-1`` changed from ``sdsearch-0.2``, in words for messages.
+LOSS_CHANGES = (
+    "KD without T² unless loss.kd_t2, CBFE hidden width C/r (was at least 8), "
+    "sd branches with two depthwise-pointwise pairs per SepConv"
+)
 
 
 def _family(convention: str) -> str:
@@ -321,4 +329,7 @@ def changed_conventions(stored: Mapping[str, str], current: Mapping[str, str]) -
 
 def describe_changes(changes: Mapping[str, tuple[str, str]]) -> str:
     """``peak_memory: liveness -> tflm-arena:cortex-m; size: int8-weights -> tflite-bytes``."""
-    return "; ".join(f"{m}: {old} -> {new}" for m, (old, new) in changes.items())
+    return "; ".join(
+        f"{m}: {old} -> {new}" + (f" ({LOSS_CHANGES})" if m == "loss" else "")
+        for m, (old, new) in changes.items()
+    )

@@ -44,7 +44,7 @@ import torch
 import yaml
 
 from sdsearch.core.config import TrialConfig
-from sdsearch.core.errors import SdsearchError
+from sdsearch.core.errors import ConfigError, SdsearchError, SpaceError
 from sdsearch.core.exits import ANYTIME
 from sdsearch.core.files import output_dir, write_atomic
 from sdsearch.core.metrics import METRICS
@@ -126,7 +126,12 @@ def train(
     data = load_dataset(cfg.data, seed=cfg.seed, full=full)
     out_dir = output_dir(out_dir, key="out")  # after the checks that can fail on bad input
     shape = data.shape
-    net, loss = build(cfg, shape)
+    try:
+        net, loss = build(cfg, shape)
+    except ConfigError as exc:  # a config its data cannot build: name the file it came from
+        if isinstance(config, TrialConfig):
+            raise
+        raise SpaceError(os.fspath(config), exc.key or "", exc.message) from None
     static = cfg.static_exit
     with _progress_bar(progress, cfg.train.epochs, static, held_out=data.val_held_out) as report:
         result = fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=dev,
@@ -167,9 +172,30 @@ def _resolve_config(
 
         space = load_space(config)
         config, provenance = space.fixed_config(), space.provenance or {}
+        _refuse_older_loss(space.source, config, provenance)
     if epochs is not None:
         config = config.replace(train=config.train.replace(epochs=epochs))
     return config, provenance
+
+
+def _refuse_older_loss(source: str, config: TrialConfig, provenance: Mapping[str, Any]) -> None:
+    """A config exported from a study trained under an older loss would not train to its stored
+    values: refused, naming what changed (a hand-written config, without provenance, is not)."""
+    from sdsearch.core.metrics import LOSS_CHANGES, current_convention, stored_conventions
+
+    if not provenance:
+        return
+    dtype = config.deploy.dtype
+    stored = stored_conventions(provenance.get("conventions"), dtype).get("loss")
+    current = current_convention("loss", dtype)
+    if stored != current:
+        raise SpaceError(
+            source,
+            "provenance",
+            f"exported from study {provenance.get('study')} trained under the {stored} loss, and the loss has "
+            f"changed since ({LOSS_CHANGES}); export it again from a study run with --fresh, or delete the "
+            "provenance block to train this config under today's loss",
+        )
 
 
 def _anytime(

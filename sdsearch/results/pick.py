@@ -119,6 +119,8 @@ def export_config(
         "pick": str(pick),
         "storage": record.storage,
         "values": dict(chosen.metrics),
+        # What the values were measured under: train refuses a config whose loss has changed since.
+        "conventions": dict(record.conventions),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     worker = next((t.user_attrs.get(attrs.WORKER) for t in record.trials if t.number == chosen.trial), None)
