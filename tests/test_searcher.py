@@ -41,7 +41,10 @@ def fake_costs(config: TrialConfig) -> dict[str, dict[str, float]]:
     }
 
 
-def make_searcher(budget=None, space=None, storage=None, cost_fn=fake_costs, max_rejections=500):
+def make_searcher(
+    budget=None, space=None, storage=None, cost_fn=fake_costs, max_rejections=500, fingerprint_fn=None,
+    max_duplicates=100,
+):  # fmt: skip
     spec = dict(SPACE) if space is None else space
     if budget is not None:
         spec["budget"] = budget
@@ -53,7 +56,8 @@ def make_searcher(budget=None, space=None, storage=None, cost_fn=fake_costs, max
         directions=directions(sp.objectives), sampler=optuna.samplers.RandomSampler(seed=1), storage=storage
     )
     searcher = SDOptunaSearch(SpaceSampler(sp), study=study, storage=storage, objectives=sp.objectives,
-                              budget=sp.budget, cost_fn=cost_fn, max_rejections=max_rejections)  # fmt: skip
+                              budget=sp.budget, cost_fn=cost_fn, max_rejections=max_rejections,
+                              fingerprint_fn=fingerprint_fn, max_duplicates=max_duplicates)  # fmt: skip
     return searcher, study
 
 
@@ -393,7 +397,7 @@ def test_live_view_reads_the_accuracy_objective_wherever_it_stands():
 
     done = [(0, SimpleNamespace(state=TrialState.COMPLETE, values=[48_000.0, 0.91])),
             (1, SimpleNamespace(state=TrialState.COMPLETE, values=[12_000.0, 0.85]))]  # fmt: skip
-    fake = SimpleNamespace(completed=done, n_rejected=0)
+    fake = SimpleNamespace(completed=done, n_rejected=0, n_duplicates=0)
     view = LiveView(fake, target=4, done_before=0, title="t", objectives=("params", "accuracy"),
                     console=Console(file=io.StringIO()))  # fmt: skip
     stats = view.stats()
@@ -474,3 +478,63 @@ def test_after_a_fatal_storage_error_results_and_completions_are_not_told(monkey
     searcher.on_trial_complete("b", result(epoch=1))
     assert study.trials[b["trial_number"]].state == TrialState.RUNNING
     assert sorted(t.number for t in searcher.in_flight) == sorted([a["trial_number"], b["trial_number"]])
+
+
+# --- duplicates: one training per distinct network, loss and training --------------------------------
+
+
+def by_width(config: TrialConfig) -> str:
+    """A stand-in fingerprint: widths 0.25 and 0.5 train the same thing, 1.0 another."""
+    return "narrow" if config.model.backbone.width < 1.0 else "wide"
+
+
+DUP_SPACE = {**SPACE, "budget": {}}
+
+
+def test_a_config_that_trains_what_a_trained_trial_trained_is_told_its_result_and_never_trained():
+    searcher, study = make_searcher(space=DUP_SPACE, fingerprint_fn=by_width)
+    first = searcher.suggest("a")
+    searcher.on_trial_complete("a", result(0.9))
+    second = searcher.suggest("b")  # every narrow config asked meanwhile was settled inside suggest
+    assert by_width(TrialConfig.from_dict(second["config"])) != by_width(
+        TrialConfig.from_dict(first["config"])
+    )
+    duplicates = [t for t in study.trials if attrs.DUPLICATE_OF in t.user_attrs]
+    assert duplicates and searcher.n_duplicates == len(duplicates)
+    original = study.trials[first["trial_number"]]
+    for t in duplicates:
+        assert t.user_attrs[attrs.DUPLICATE_OF] == original.number
+        assert t.state == TrialState.COMPLETE and t.values == original.values  # the sampler learns from it
+        assert attrs.outcome(t) is attrs.Outcome.DUPLICATE and not attrs.outcome(t).counts
+        assert not attrs.outcome(t).on_front and attrs.CANDIDATES not in t.user_attrs
+    counts = attrs.count(study.trials)
+    assert counts["trained"] == 1 and counts["duplicate"] == len(duplicates)
+
+
+def test_a_duplicate_of_a_trial_still_training_waits_for_its_result():
+    searcher, study = make_searcher(space=DUP_SPACE, fingerprint_fn=by_width)
+    asked = [searcher.suggest("a"), searcher.suggest("b")]  # one narrow, one wide: the rest wait
+    assert {by_width(TrialConfig.from_dict(s["config"])) for s in asked} == {"narrow", "wide"}
+    waiting = [t for t in study.trials if attrs.DUPLICATE_OF in t.user_attrs]
+    assert waiting and all(t.state == TrialState.RUNNING for t in waiting)
+    assert {t.number for t in searcher.in_flight} >= {
+        t.number for t in waiting
+    }  # failed if the driver stops
+    searcher.on_trial_complete("a", result(0.7))
+    searcher.on_trial_complete("b", {**result(0.1), keys.ACCURACY: float("nan")})  # b fails
+    by_original = {s["trial_number"]: study.trials[s["trial_number"]] for s in asked}
+    for t in (study.trials[t.number] for t in waiting):
+        original = by_original[t.user_attrs[attrs.DUPLICATE_OF]]
+        assert t.state == original.state and t.values == original.values
+        if original.state == TrialState.FAIL:
+            assert f"trial {original.number}" in t.user_attrs[attrs.FAIL_REASON]
+    assert not searcher.in_flight
+
+
+def test_a_space_of_duplicates_only_ends_the_search():
+    searcher, study = make_searcher(space=DUP_SPACE, fingerprint_fn=lambda c: "same", max_duplicates=5)
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", result(0.9))
+    assert searcher.suggest("b") == SDOptunaSearch.FINISHED
+    assert searcher.exhausted and searcher.n_duplicates == 5
+    assert attrs.count(study.trials)["trained"] == 1

@@ -115,13 +115,15 @@ class Candidate:
 class Counts:
     """How many trials of a study are in each state; each trial is counted once.
 
-    Rejected trials (any state) and interrupted ones (FAIL, re-enqueued) are counted apart, exactly as
+    Rejected trials (any state), duplicates (told another trial's result) and interrupted ones (FAIL,
+    re-enqueued) are counted apart, exactly as
     ``sdsearch studies`` counts them; ``feasible`` is the part of ``complete`` inside the budget.
     """
 
     complete: int = 0
     feasible: int = 0
     rejected: int = 0
+    duplicate: int = 0
     failed: int = 0
     pruned: int = 0
     interrupted: int = 0
@@ -143,6 +145,8 @@ class Counts:
         ]
         if self.interrupted:
             parts.insert(-1, f"{self.interrupted} interrupted")
+        if self.duplicate:
+            parts.insert(2, f"{self.duplicate} duplicate")
         if self.waiting:
             parts.append(f"{self.waiting} waiting")
         return ", ".join(parts)

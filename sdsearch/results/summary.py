@@ -109,7 +109,17 @@ def tflm_check_table(checks: Mapping[str, Mapping[str, Mapping[str, int]]]) -> T
 def studies_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     """One line per study: trial counts by outcome."""
     table = Table(title="studies")
-    columns = ("study", "complete", "rejected", "failed", "pruned", "interrupted", "running", "target")
+    columns = (
+        "study",
+        "complete",
+        "rejected",
+        "duplicate",
+        "failed",
+        "pruned",
+        "interrupted",
+        "running",
+        "target",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "study" else "right")
     for row in rows:
@@ -121,10 +131,17 @@ def run_summary(summary: RunSummary, source: str) -> Text:
     """What ``sdsearch run`` did, and the next command to type."""
     c = summary.counts
     counts = f"complete {c['complete']}, rejected {c['rejected']}, failed {c['failed']}, pruned {c['pruned']}"
+    if c.get("duplicate"):
+        counts += f", duplicates {c['duplicate']} (told an earlier trial's result, not trained again)"
     if summary.added == 0 and summary.trained >= summary.target:
         return Text(
             f"study {summary.study_name} is complete: {summary.trained}/{summary.target} trained trials ({counts}); "
             f"raise trials or pass --trials N to extend it. See it with: sdsearch show {source}"
+        )
+    if summary.exhausted:
+        counts += (
+            f"; stopped early: the sampler proposed only configurations the study had trained, so the space "
+            f"has no untried one left (widen {source} to go on)"
         )
     minutes, seconds = divmod(int(summary.seconds), 60)
     return Text.assemble(

@@ -104,6 +104,7 @@ class LiveView(Callback):
             "done": done,
             "running": len(self.running),
             "rejected": self.searcher.n_rejected,
+            "duplicates": self.searcher.n_duplicates,
             "failed": sum(o.state == TrialState.FAIL for o in outcomes),
             "pruned": sum(o.state == TrialState.PRUNED for o in outcomes),
             "best": max((v[self.quality] for v in values), default=None),
@@ -119,6 +120,7 @@ class LiveView(Callback):
         return Text.assemble(
             (self.title, "bold"),
             f"  done {s['done']}/{self.target} · running {s['running']} · rejected {s['rejected']} · "
-            f"failed {s['failed']} · pruned {s['pruned']} · best accuracy {best} · front {s['front']} · "
+            + (f"duplicates {s['duplicates']} · " if s["duplicates"] else "")
+            + f"failed {s['failed']} · pruned {s['pruned']} · best accuracy {best} · front {s['front']} · "
             f"elapsed {_duration(s['elapsed'])} · ETA {eta}",
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import tempfile
@@ -63,6 +64,8 @@ class RunSummary:
     trained: int
     counts: Mapping[str, int]
     seconds: float
+    #: The sampler proposed only configs the study had trained already: no untried one was left.
+    exhausted: bool = False
 
     @property
     def added(self) -> int:
@@ -232,8 +235,9 @@ def run(
         study.set_user_attr(attrs.TARGET, target)
         before = attrs.count(study.get_trials(deepcopy=False))
         missing = target - before["trained"]
+        exhausted = False
         if missing > 0:
-            _search(
+            exhausted = _search(
                 space,
                 study,
                 db,
@@ -247,6 +251,7 @@ def run(
             )
         after = attrs.count(study.get_trials(deepcopy=False))
     return RunSummary(
+        exhausted=exhausted,
         study_name=space.name,
         storage=mask_url(space.storage),
         target=target,
@@ -290,12 +295,16 @@ def _search(
     address: str | None,
     fit_fn: Callable[..., Any] | None,
     progress: bool,
-) -> None:
-    """Train ``missing`` trials through one fresh Tuner; in-flight trials are retired on any exit."""
+) -> bool:
+    """Train ``missing`` trials through one fresh Tuner; in-flight trials are retired on any exit.
+
+    Returns whether the space ran out of untried configurations first.
+    """
     from sdsearch.core.config import TrialConfig
     from sdsearch.cost.metrics import DeployMetrics
     from sdsearch.search import searcher as searching
     from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
+    from sdsearch.training.identity import training_fingerprint
 
     cost_fn = DeployMetrics(dataset.shape, latency=_uses_latency(space))
     for trial in study.get_trials(deepcopy=False):  # latencies measured by earlier runs of the study
@@ -311,6 +320,7 @@ def _search(
         budget=space.budget,
         cost_fn=cost_fn,
         max_rejections=searching.MAX_CONSECUTIVE_REJECTIONS,
+        fingerprint_fn=functools.partial(training_fingerprint, shape=dataset.shape),
     )
     store_bytes = max(256 * 2**20, 3 * dataset.nbytes)
     with ray_session(address, object_store_bytes=store_bytes), searcher.heartbeats():
@@ -340,6 +350,7 @@ def _search(
             f"{space.source}: budget: {searcher.consecutive_rejections} configs in a row broke the budget "
             f"({describe_limits(space.budget)}); raise the budget or offer smaller widths, depths or fewer exits"
         )
+    return searcher.exhausted
 
 
 def _fit(

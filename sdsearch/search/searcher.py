@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 VALID_CONSTRAINT = "valid"
 #: Consecutive budget rejections after which a space is declared infeasible.
 MAX_CONSECUTIVE_REJECTIONS = 500
+#: Consecutive duplicates (configs that train what a trial of the study trains) after which the
+#: space is taken to have no untried configuration left.
+MAX_CONSECUTIVE_DUPLICATES = 100
 
 #: Costs of one config: exit -> metric -> value (stored units: counts, bytes, ms).
 Costs = Mapping[str, Mapping[str, float]]
@@ -214,6 +217,10 @@ class SDOptunaSearch(Searcher):
         budget: metric -> limit on the deployed exit.
         cost_fn: config -> exit -> metric -> value (meta device and ONNX Runtime, before training).
         max_rejections: consecutive rejections before the space is declared infeasible.
+        fingerprint_fn: config -> what it trains (:func:`~sdsearch.training.identity.training_fingerprint`);
+            a config whose fingerprint a trial of the study already has is not trained again: it is
+            told that trial's result (at once, or when that trial ends) and does not count.
+        max_duplicates: consecutive duplicates before the space is taken to be exhausted.
     """
 
     def __init__(
@@ -226,6 +233,8 @@ class SDOptunaSearch(Searcher):
         budget: Mapping[str, float],
         cost_fn: Callable[[TrialConfig], Costs],
         max_rejections: int = MAX_CONSECUTIVE_REJECTIONS,
+        fingerprint_fn: Callable[[TrialConfig], str] | None = None,
+        max_duplicates: int = MAX_CONSECUTIVE_DUPLICATES,
     ) -> None:
         super().__init__(metric=keys.ACCURACY, mode="max")
         self._space = space
@@ -236,6 +245,13 @@ class SDOptunaSearch(Searcher):
         self._budget = dict(budget)
         self._cost_fn = cost_fn
         self._max_rejections = max_rejections
+        self._fingerprint_fn = fingerprint_fn
+        self._max_duplicates = max_duplicates
+        self._fingerprints: dict[str, str] = {}  # Ray trial id -> fingerprint of what it trains
+        self._in_flight: dict[str, int] = {}  # fingerprint -> number of the trial training it
+        self._waiting: dict[
+            str, list[optuna.trial.Trial]
+        ] = {}  # fingerprint -> duplicates of an in-flight trial
         self._trials: dict[str, optuna.trial.Trial] = {}  # Ray trial id -> asked Optuna trial
         self._pending: dict[str, tuple[TrialConfig, Costs]] = {}
         self._told_ray: set[str] = set()
@@ -247,6 +263,10 @@ class SDOptunaSearch(Searcher):
         self.consecutive_rejections = 0
         self.n_rejected = 0
         self.infeasible = False
+        self.consecutive_duplicates = 0
+        self.n_duplicates = 0
+        #: Only duplicates were left to ask for: the space has no untried configuration.
+        self.exhausted = False
         self.completed: list[tuple[int, TrialOutcome]] = []
         #: The storage became unreachable or full: the run must end (the runner raises this).
         self.fatal: SdsearchError | None = None
@@ -264,9 +284,12 @@ class SDOptunaSearch(Searcher):
         return Searcher.FINISHED
 
     def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.infeasible:
+        if self.infeasible or self.exhausted:
             return Searcher.FINISHED
         while self.consecutive_rejections < self._max_rejections:
+            if self.consecutive_duplicates >= self._max_duplicates:
+                self.exhausted = True
+                return Searcher.FINISHED
             with warnings.catch_warnings():  # "heartbeats are meant for Study.optimize": we beat ourselves
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
                 ot_trial = self._study.ask()
@@ -299,6 +322,13 @@ class SDOptunaSearch(Searcher):
                 self._reject(ot_trial, why, invalid, self._rejected_values(deployed))
                 continue
             self.consecutive_rejections = 0
+            fingerprint = self._fingerprint(ot_trial, config)
+            if fingerprint is not None and self._settled_as_duplicate(ot_trial, fingerprint):
+                continue
+            self.consecutive_duplicates = 0
+            if fingerprint is not None:
+                self._fingerprints[trial_id] = fingerprint
+                self._in_flight[fingerprint] = ot_trial.number
             self._trials[trial_id] = ot_trial
             with self._lock:
                 self._pending[trial_id] = (config, costs)
@@ -376,6 +406,11 @@ class SDOptunaSearch(Searcher):
         self._study.tell(ot_trial, outcome.values, state=outcome.state)
         self._told(ot_trial)
         self.completed.append((ot_trial.number, outcome))
+        fingerprint = self._fingerprints.pop(trial_id, None)
+        if fingerprint is not None:
+            self._in_flight.pop(fingerprint, None)
+            for duplicate in self._waiting.pop(fingerprint, []):
+                self._settle(duplicate, ot_trial.number, outcome.state, outcome.values)
 
     @contextlib.contextmanager
     def _storage_faults(self) -> Iterator[None]:
@@ -472,6 +507,56 @@ class SDOptunaSearch(Searcher):
                 if trial is ot_trial:
                     del self._untold[storage_id]
 
+    # -- duplicates --------------------------------------------------------------------------------
+    def _fingerprint(self, ot_trial: optuna.trial.Trial, config: TrialConfig) -> str | None:
+        if self._fingerprint_fn is None:
+            return None
+        fingerprint = self._fingerprint_fn(config)
+        ot_trial.set_user_attr(attrs.FINGERPRINT, fingerprint)
+        return fingerprint
+
+    def _settled_as_duplicate(self, ot_trial: optuna.trial.Trial, fingerprint: str) -> bool:
+        """Whether the trial trains what another one of the study trains: then it is told that
+        trial's result (or waits for it, if that trial is still training here) and never trained."""
+        running = self._in_flight.get(fingerprint)
+        if running is not None:
+            ot_trial.set_user_attr(attrs.DUPLICATE_OF, running)
+            self._waiting.setdefault(fingerprint, []).append(ot_trial)
+            self._count_duplicate()
+            return True
+        original = next(
+            (
+                t
+                for t in self._study.get_trials(deepcopy=False, states=_TRAINED_STATES)
+                if t.user_attrs.get(attrs.FINGERPRINT) == fingerprint and attrs.outcome(t).counts
+            ),
+            None,
+        )
+        if original is None:
+            return False
+        self._settle(ot_trial, original.number, original.state, original.values)
+        self._count_duplicate()
+        return True
+
+    def _settle(
+        self, ot_trial: optuna.trial.Trial, original: int, state: TrialState, values: list[float] | None
+    ) -> None:
+        """Tell a duplicate what its original was told, so the sampler learns from every trial."""
+        ot_trial.set_user_attr(attrs.DUPLICATE_OF, original)
+        if state == TrialState.COMPLETE:
+            self._study.tell(ot_trial, values)
+        elif state == TrialState.PRUNED:
+            ot_trial.set_constraint(attrs.STOPPED_EARLY_CONSTRAINT, 1.0)
+            self._study.tell(ot_trial, state=TrialState.PRUNED)
+        else:
+            ot_trial.set_user_attr(attrs.FAIL_REASON, f"the same training as trial {original}, which failed")
+            self._study.tell(ot_trial, state=TrialState.FAIL)
+        self._told(ot_trial)
+
+    def _count_duplicate(self) -> None:
+        self.consecutive_duplicates += 1
+        self.n_duplicates += 1
+
     def _rejected_values(self, deployed: Mapping[str, float]) -> list[float]:
         """Objective values of a config that never trains: accuracy 0 and its real costs (a cost known
         only after training, such as expected MACs, takes its metric's fallback, the worst case)."""
@@ -495,6 +580,10 @@ class SDOptunaSearch(Searcher):
         self._told(ot_trial)
         self.consecutive_rejections += 1
         self.n_rejected += 1
+
+
+#: States of a trial whose result a duplicate can take over.
+_TRAINED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class _StopOnFatal(Stopper):

@@ -39,6 +39,10 @@ Trial user attrs:
     ``RESTARTS``: list of ``{"epoch": n, "node": ..., "host": ..., "reason": one line}``, one per
     attempt whose worker died (its Ray node lost, or killed for memory) after reporting epoch n;
     Ray re-ran the trial from the start (once at most), and the trial's state is the last attempt's.
+    ``FINGERPRINT``: hash of what the trial trains (network, loss, training; see
+    ``sdsearch.training.identity``), set before it is trained.
+    ``DUPLICATE_OF``: number of the trial that trained what this one would have: it was told that
+    trial's result and never trained; it does not count toward ``trials`` nor stand on a front.
     ``ANYTIME``: for a trained trial with shallow exits, the accuracy / expected-MACs curve of early
     exiting on the validation split (see sdsearch.anytime).
 
@@ -76,6 +80,8 @@ INTERRUPTED = "interrupted"
 DRIVER = "driver"
 WORKER = "worker"
 ANYTIME = "anytime"
+FINGERPRINT = "fingerprint"
+DUPLICATE_OF = "duplicate_of"
 RESTARTS = "restarts"
 
 REJECTED_BUDGET = "budget"
@@ -91,6 +97,7 @@ class Outcome(enum.Enum):
 
     COMPLETE = "complete"
     REJECTED = "rejected"
+    DUPLICATE = "duplicate"
     FAILED = "failed"
     PRUNED = "pruned"
     INTERRUPTED = "interrupted"
@@ -114,6 +121,8 @@ def outcome(trial: FrozenTrial) -> Outcome:
 
     if REJECTED in trial.user_attrs:
         return Outcome.REJECTED
+    if DUPLICATE_OF in trial.user_attrs:
+        return Outcome.DUPLICATE
     if trial.state == TrialState.FAIL and (
         trial.user_attrs.get(INTERRUPTED, False) or EPOCHS_DONE not in trial.user_attrs
     ):
