@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from sdsearch import __version__
@@ -254,7 +255,7 @@ def test_resuming_a_study_of_older_conventions_is_refused_in_one_line(tmp_path, 
     assert main(["run", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"{path}: study tiny stores peak_memory, size")
-    assert "(peak_memory: liveness -> tflm-arena:cortex-m; size: int8-weights -> tflite-bytes)" in err
+    assert "(peak_memory: liveness -> tflm-arena:cortex-m; size: int8-weights -> tflite-bytes; loss: " in err
     assert "run with --fresh to start a new study (the old one is kept as tiny.1)" in err
 
 
@@ -274,3 +275,56 @@ def test_show_labels_figures_of_older_conventions_with_them(tmp_path, capsys):
     old = capsys.readouterr().out
     assert "peak memory (int8, liveness)" in old and "size (int8, int8-weights)" in old
     assert "an older convention: studies started now count tflm-arena" in old
+
+
+class _ShortBranch(torch.nn.Module):
+    """A registered branch style that keeps its stage's map size: it never reaches the deepest map."""
+
+    def __init__(self, in_chs, in_size, out_chs, out_size, *, cbfe_ratio=None, device=None, dtype=None):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_chs, out_chs, 1, device=device, dtype=dtype)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+TRAINER_CONFIG = """
+name: fixed
+data: {{dataset: digits}}
+train: {{epochs: 1, batch_size: 64}}
+space:
+  backbone: {{width: 0.125, depth: 1}}
+  branches: {{placement: [2], style: {style}}}
+  loss: {{hint: byot}}
+"""
+
+
+def test_byot_hint_on_a_branch_that_misses_the_deepest_map_is_bad_input(tmp_path, capsys):
+    from sdsearch.core.registry import BRANCH_STYLES
+
+    path = tmp_path / "fixed.yaml"
+    path.write_text(TRAINER_CONFIG.format(style="short"))
+    BRANCH_STYLES.register("short", _ShortBranch)
+    try:
+        assert main(["train", str(path), "--out", str(tmp_path / "out")]) == 2
+    finally:
+        BRANCH_STYLES.unregister("short")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"{path}: loss.hint: 'byot' compares each branch's map with the deepest map")
+    assert "use hint: adapter" in err and not (tmp_path / "out").exists()
+
+
+def test_an_exported_config_of_the_older_loss_is_refused_naming_what_changed(tmp_path, capsys):
+    from sdsearch.core.metrics import LOSS_CHANGES
+
+    path = tmp_path / "old.yaml"
+    exported = TRAINER_CONFIG.format(style="sd") + "provenance: {study: s, trial: 3, exit: final}\n"
+    path.write_text(exported)  # exported before the loss convention was stamped
+    assert main(["train", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"{path}: provenance: exported from study s trained under "
+    )
+    assert f"sdsearch-0.2 loss, and the loss has changed since ({LOSS_CHANGES})" in err
+    assert "--fresh" in err and not (tmp_path / "out").exists()

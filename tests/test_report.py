@@ -187,7 +187,7 @@ def test_figures_of_older_conventions_are_labelled_with_them_everywhere(tmp_path
 
     drop_study_attr(url, "mem", attrs.CONVENTIONS)
     front = load_front(url)
-    assert front.conventions == {"peak_memory": "liveness", "size": "int8-weights"}
+    assert front.conventions == {"peak_memory": "liveness", "size": "int8-weights", "loss": "sdsearch-0.2"}
     console = Console(record=True, width=220, color_system=None)
     console.print(front_report(front))
     text = console.export_text()

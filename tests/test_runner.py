@@ -8,6 +8,7 @@ from _front_study import drop_study_attr
 from optuna.trial import TrialState
 
 from sdsearch.core.errors import InfeasibleSpaceError, StudyError, StudyLockedError
+from sdsearch.core.metrics import LOSS_CHANGES
 from sdsearch.search.runner import run
 from sdsearch.search.study import prepare_study, study_lock
 from sdsearch.search.testing import FakeFit
@@ -90,9 +91,14 @@ def test_a_new_study_is_stamped_with_todays_conventions(tmp_path):
     assert study.user_attrs[attrs.CONVENTIONS] == {
         "peak_memory": "tflm-arena:tflm-reference",
         "size": "tflite-bytes",
+        "loss": "papers-1",
     }
     study = _prepare(make_space(tmp_path, name="f32", deploy={"dtype": "float32"}))
-    assert study.user_attrs[attrs.CONVENTIONS] == {"peak_memory": "liveness", "size": "float32-params"}
+    assert study.user_attrs[attrs.CONVENTIONS] == {
+        "peak_memory": "liveness",
+        "size": "float32-params",
+        "loss": "papers-1",
+    }
 
 
 def test_an_int8_study_of_older_conventions_is_refused_then_fresh_keeps_it(tmp_path):
@@ -104,8 +110,9 @@ def test_an_int8_study_of_older_conventions_is_refused_then_fresh_keeps_it(tmp_p
     with pytest.raises(StudyError) as info:
         _prepare(space)
     assert str(info.value) == (
-        f"{space.source}: study e2e stores peak_memory, size under older conventions "
-        "(peak_memory: liveness -> tflm-arena:cortex-m; size: int8-weights -> tflite-bytes); "
+        f"{space.source}: study e2e stores peak_memory, size, loss under older conventions "
+        "(peak_memory: liveness -> tflm-arena:cortex-m; size: int8-weights -> tflite-bytes; "
+        f"loss: sdsearch-0.2 -> papers-1 ({LOSS_CHANGES})); "
         "run with --fresh to start a new study (the old one is kept as e2e.1)"
     )
     study = _prepare(space, fresh=True)
@@ -114,14 +121,16 @@ def test_an_int8_study_of_older_conventions_is_refused_then_fresh_keeps_it(tmp_p
     assert attrs.CONVENTIONS not in old.user_attrs and len(old.trials) == 1  # kept as it was
 
 
-def test_a_float32_study_of_older_conventions_resumes(tmp_path):
-    """At float32 the stored figures still mean what they meant: nothing to refuse."""
+def test_a_float32_study_of_the_older_loss_is_refused_for_its_loss_only(tmp_path):
+    """At float32 the stored costs still mean what they meant, but every accuracy was trained under
+    the older loss: that alone is named."""
     space = make_space(tmp_path, deploy={"dtype": "float32"})
     _prepare(space).enqueue_trial({"backbone.width": 0.125})
     drop_study_attr(space.storage, space.name, attrs.CONVENTIONS)
-    study = _prepare(space)
-    assert len(study.trials) == 1
-    assert study.user_attrs[attrs.CONVENTIONS] == {"peak_memory": "liveness", "size": "float32-params"}
+    with pytest.raises(
+        StudyError, match=r"e2e stores loss under older conventions \(loss: sdsearch-0.2 -> papers-1 "
+    ):
+        _prepare(space)
 
 
 def test_a_new_convention_is_one_line_and_refuses_studies_stamped_before_it(tmp_path, monkeypatch):
@@ -131,8 +140,10 @@ def test_a_new_convention_is_one_line_and_refuses_studies_stamped_before_it(tmp_
 
     space = make_space(tmp_path)
     _prepare(space)
-    monkeypatch.setitem(metrics._VERSIONS, "loss", {d: ("byot", "sd-v2") for d in DTYPES})
-    with pytest.raises(StudyError, match=r"e2e stores loss under older conventions \(loss: byot -> sd-v2\);"):
+    monkeypatch.setitem(metrics._VERSIONS, "latency", {d: ("ort", "ort-v2") for d in DTYPES})
+    with pytest.raises(
+        StudyError, match=r"e2e stores latency under older conventions \(latency: ort -> ort-v2\);"
+    ):
         _prepare(space)
 
 

@@ -124,7 +124,6 @@ def train(
     started = time.perf_counter()
 
     data = load_dataset(cfg.data, seed=cfg.seed, full=full)
-    out_dir = output_dir(out_dir, key="out")  # after the checks that can fail on bad input
     shape = data.shape
     try:
         net, loss = build(cfg, shape)
@@ -132,6 +131,7 @@ def train(
         if isinstance(config, TrialConfig):
             raise
         raise SpaceError(os.fspath(config), exc.key or "", exc.message) from None
+    out_dir = output_dir(out_dir, key="out")  # after the checks that can fail on bad input
     static = cfg.static_exit
     with _progress_bar(progress, cfg.train.epochs, static, held_out=data.val_held_out) as report:
         result = fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=dev,

@@ -9,8 +9,10 @@ trains the branches and the trunk too. The fused logits are ``head(F_fused)`` (G
 - ``spatial_mask_avg``: Qin et al., Electronics 14(1):182 (2025),
   https://doi.org/10.3390/electronics14010182, faithful to the abstract; the mask is a CBAM-style
   spatial gate (Woo et al., ECCV 2018, https://arxiv.org/abs/1807.06521; timm's ``SpatialAttn``).
-- ``residual``: *design*, our reading of RSKD (Liu, Zhang, He, IEEE Transactions on Big Data 11(5),
-  2025): the fused map starts as F_L and learns corrections from the branch maps.
+- ``residual``: *design*, no paper's: ``F_fused = F_L + Σ_j BN0(conv1x1(G_j))`` with BN0's gamma
+  zero at init, so the fused map starts as F_L and learns corrections from the branch maps. (sdsearch
+  0.2 called it a reading of RSKD; it is not: RSKD has a pseudo-teacher and a residual *target*,
+  and is the loss term ``loss.rskd_weight``, see ``sdsearch.nn.losses``.)
 """
 
 from __future__ import annotations

@@ -114,12 +114,17 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """Read a file from :func:`write_csv` back into typed records (the inverse, empty cell = None)."""
     types = {**_ID_COLUMNS, **dict.fromkeys(METRICS.names(), float)}
     types |= {key: _LEAF_TYPES.get(leaf.kind, str) for key, leaf in LEAVES.items()}
+    # An empty cell is None (a leaf that did not apply), except where "" is a value (no placement).
+    conditional = {key for key, leaf in LEAVES.items() if leaf.applies is not None}
     with Path(path).open(newline="", encoding="utf-8") as f:
-        return [{k: _parse_cell(v, types.get(k, str)) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: _parse_cell(v, types.get(k, str), nullable=k in conditional) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
-def _parse_cell(text: str, kind: type) -> Any:
-    if text == "" and kind is not str:
+def _parse_cell(text: str, kind: type, *, nullable: bool = False) -> Any:
+    if text == "" and (kind is not str or nullable):
         return None
     if kind is bool:
         return text == "True"

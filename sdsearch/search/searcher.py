@@ -322,7 +322,11 @@ class SDOptunaSearch(Searcher):
                 self._reject(ot_trial, why, invalid, self._rejected_values(deployed))
                 continue
             self.consecutive_rejections = 0
-            fingerprint = self._fingerprint(ot_trial, config)
+            try:
+                fingerprint = self._fingerprint(ot_trial, config)
+            except (SdsearchError, ValueError, RuntimeError) as exc:  # its loss cannot be built
+                self._reject(ot_trial, attrs.REJECTED_INVALID, f"cannot be built: {exc}", None)
+                continue
             if fingerprint is not None and self._settled_as_duplicate(ot_trial, fingerprint):
                 continue
             self.consecutive_duplicates = 0
