@@ -517,9 +517,7 @@ def test_a_duplicate_of_a_trial_still_training_waits_for_its_result():
     assert {by_width(TrialConfig.from_dict(s["config"])) for s in asked} == {"narrow", "wide"}
     waiting = [t for t in study.trials if attrs.DUPLICATE_OF in t.user_attrs]
     assert waiting and all(t.state == TrialState.RUNNING for t in waiting)
-    assert {t.number for t in searcher.in_flight} >= {
-        t.number for t in waiting
-    }  # failed if the driver stops
+    assert {t.number for t in searcher.in_flight} >= {t.number for t in waiting}  # failed if the driver stops
     searcher.on_trial_complete("a", result(0.7))
     searcher.on_trial_complete("b", {**result(0.1), keys.ACCURACY: float("nan")})  # b fails
     by_original = {s["trial_number"]: study.trials[s["trial_number"]] for s in asked}
