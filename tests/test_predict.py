@@ -20,7 +20,7 @@ SMALL = TrialConfig(
     model=ModelConfig(
         backbone=BackboneConfig(width=0.25, depth=1), branches=BranchesConfig(placement=(1, 3))
     ),
-    train=TrainConfig(epochs=6, batch_size=64),
+    train=TrainConfig(epochs=10, batch_size=64),
     deploy_exit="1",
 )
 N_IMAGES = 40
