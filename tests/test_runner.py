@@ -33,6 +33,8 @@ def make_space(tmp_path, **overrides):
         "space": {
             "backbone": {"arch": "mobilenetv2", "width": {"choice": [0.125, 0.75, 1.0]}, "depth": 1},
             "branches": {"placement": {"subset": [1, 2]}},
+            # Without it the space has 4 distinct configs in budget: a 6-trial study would run out.
+            "train": {"lr": {"float": [0.01, 0.1], "log": True}},
         },
     }
     doc.update(overrides)
@@ -49,7 +51,7 @@ def test_run_trains_target_rejects_over_budget_and_resumes(tmp_path, ray_session
     assert summary.trained == 4 and summary.counts["complete"] == 4
     all_trials = trials(space)
     rejected = [t for t in all_trials if attrs.REJECTED in t.user_attrs]
-    trained = [t for t in all_trials if t.state == TrialState.COMPLETE and attrs.REJECTED not in t.user_attrs]
+    trained = [t for t in all_trials if attrs.outcome(t) is attrs.Outcome.COMPLETE]
     assert rejected, "wide configs (over 60k params) must have been drawn and rejected"
     for t in rejected:  # never reached Ray: no worker, no epochs
         assert attrs.WORKER not in t.user_attrs and attrs.EPOCHS_DONE not in t.user_attrs
@@ -249,7 +251,8 @@ def test_moasha_through_the_runner_prunes_with_partial_candidates(tmp_path, ray_
         scheduler={"type": "moasha", "grace_epochs": 1, "reduction_factor": 2},
         resources={"cpu": 1, "concurrent": 1},
         space={  # lr 0.2 is worse than 0.05 at the same width and cost: dominated at every rung
-            "backbone": {"arch": "mobilenetv2", "width": {"choice": [0.125, 1.0]}, "depth": 1},
+            # (8 distinct configs: a config is trained once, so 6 trials need more than 4)
+            "backbone": {"arch": "mobilenetv2", "width": {"choice": [0.125, 1.0]}, "depth": {"int": [1, 2]}},
             "train": {"lr": {"choice": [0.05, 0.2]}},
         },
     )
@@ -264,3 +267,24 @@ def test_moasha_through_the_runner_prunes_with_partial_candidates(tmp_path, ray_
             for c in t.user_attrs[attrs.CANDIDATES]
         )
     assert summary.counts["complete"] + summary.counts["pruned"] == 6
+
+
+def test_a_config_is_trained_once_however_often_it_is_sampled(tmp_path, ray_session):
+    """Four distinct configs fit the budget: a 6-trial study trains each once, tells every repeat its
+    twin's result, and stops when the sampler proposes nothing new."""
+    space = make_space(tmp_path, trials=6)
+    space = parse_space(
+        {**space.document, "space": {k: v for k, v in space.document["space"].items() if k != "train"}},
+        source=space.source,
+    )
+    summary = run(space, fit_fn=FakeFit(), progress=False)
+    assert summary.exhausted and summary.trained == 4 and summary.counts["duplicate"] >= 100
+    trained = [t for t in trials(space) if attrs.outcome(t).counts]
+    fingerprints = [t.user_attrs[attrs.FINGERPRINT] for t in trained]
+    assert len(set(fingerprints)) == 4 and all(t.user_attrs[attrs.WORKER]["pid"] > 0 for t in trained)
+    by_number = {t.number: t for t in trained}
+    for t in trials(space):
+        if attrs.DUPLICATE_OF in t.user_attrs:
+            original = by_number[t.user_attrs[attrs.DUPLICATE_OF]]
+            assert t.user_attrs[attrs.FINGERPRINT] == original.user_attrs[attrs.FINGERPRINT]
+            assert t.values == original.values and attrs.WORKER not in t.user_attrs
