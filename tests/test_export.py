@@ -175,3 +175,22 @@ def test_config_to_document_round_trip(config: TrialConfig, tmp_path: Path) -> N
     path = tmp_path / "rt.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert load_trial_config(path) == config
+
+
+def test_a_duplicate_trial_points_to_its_twin(tmp_path: Path) -> None:
+    url = storage_url(tmp_path)
+    b = StudyBuilder(url, "twins", objectives=("accuracy", "params"))
+    b.trained((0.9, 10_000, 900_000))
+    study = optuna.load_study(study_name="twins", storage=url)
+    first = study.trials[0]
+    study.add_trial(  # as the searcher stores a duplicate of trial 0: its values, no candidates
+        optuna.trial.create_trial(
+            params=first.params, distributions=first.distributions, values=first.values,
+            user_attrs={"config": first.user_attrs["config"], "duplicate_of": 0},
+        )
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"trial 1 trained nothing: it is the same training as trial 0; pick trial:0"
+    ):
+        export_config(url, pick="trial:1")
+    assert export_config(url, pick="best")["provenance"]["trial"] == 0  # never on a front

@@ -356,3 +356,24 @@ def test_short_training_on_digits(fusion: str, digits: tuple[torch.Tensor, ...])
         acc = (net.deploy("final")(x_te).argmax(1) == y_te).float().mean().item()
         assert torch.equal(out.logits["final"].argmax(1), net.deploy("final")(x_te).argmax(1))
     assert acc > 0.6, acc
+
+
+def test_rskd_heads_and_hint_forms_are_training_only() -> None:
+    """RSKD's heads and the hint adapters live in the loss: the network, its deployed exits and
+    every deploy cost are the same with or without them."""
+    from sdsearch.core.config import TrialConfig
+    from sdsearch.cost.metrics import DeployMetrics
+    from sdsearch.data.datasets import DataShape
+
+    model = make_net().config
+    plain = TrialConfig(model=model, loss=LossConfig())
+    rskd = TrialConfig(model=model, loss=LossConfig(rskd_weight=1.0, rskd_layers="all", hint="byot"))
+    shape = DataShape(in_chans=3, height=SIZE[0], width=SIZE[1], num_classes=5)
+    assert DeployMetrics(shape)(plain) == DeployMetrics(shape)(rskd)
+    net = make_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    loss_fn = SelfDistillLoss(rskd.loss, net)
+    assert len(loss_fn.residual_heads) == 3 and len(loss_fn.feature_gap_heads) == 3
+    assert net.state_dict().keys() == before.keys()  # nothing was added to the network
+    deployed = net.deploy("2")
+    assert not any("residual" in k or "gap" in k for k in deployed.state_dict())

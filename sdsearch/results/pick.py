@@ -149,6 +149,12 @@ def _pick_trial(
     if attrs.REJECTED in trial.user_attrs:
         reason = trial.user_attrs[attrs.REJECTED]
         raise ConfigError(f"trial {number} was rejected ({reason}) and never trained; {show}", key="pick")
+    if attrs.DUPLICATE_OF in trial.user_attrs:
+        twin = trial.user_attrs[attrs.DUPLICATE_OF]
+        raise ConfigError(
+            f"trial {number} trained nothing: it is the same training as trial {twin}; pick trial:{twin}",
+            key="pick",
+        )
     exits = trial_candidates(trial, record.objectives) if is_trained(trial) else None
     if not exits:
         raise ConfigError(
