@@ -1,0 +1,201 @@
+"""Elastic width: one multi-exit network whose leading channel slices run as narrower networks.
+
+Slimmable networks (Yu et al., ICLR 2019, https://arxiv.org/abs/1812.08928; universally slimmable,
+ICCV 2019, https://arxiv.org/abs/1903.05134) train one set of weights at several widths. Here the
+network at multiplier m is *defined* as the :class:`SelfDistillNet` that ``backbone.width`` times m
+builds, with every parameter the leading slice of the widest network's parameter of the same name
+(``weight[:out, :in]``): what runs at width m in training is exactly the model deployed at width m,
+so its costs are that config's costs and its logits those of its deployed exits, bit for bit.
+
+*design*: the narrower networks have no fusion head (they learn by in-place distillation from the
+widest network's exits, which is their only teacher), and each width keeps its own BatchNorm
+statistics (switchable BN, Yu et al. 2019, with shared affine parameters as in the universally
+slimmable form): the widest network's statistics never mix with a narrow width's.
+
+A backbone can be sliced when its channels at a smaller width are the leading channels at a larger
+one, layer by layer. The built-in ``resnet`` and ``mobilenetv2`` are; a user's factory says so with
+an ``elastic_width = True`` attribute, and every parameter of the narrower network must then fit
+inside the widest one's (checked when the network is built).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from sdsearch.core.config import ModelConfig
+from sdsearch.core.errors import ConfigError
+from sdsearch.core.registry import BACKBONES
+from sdsearch.nn.network import ExitModel, SDOutput, SelfDistillNet
+
+__all__ = ["ElasticNet", "can_slice"]
+
+_KEY = "train.elastic_widths"
+
+
+def can_slice(arch: str) -> bool:
+    """Whether backbone ``arch`` keeps its narrower channels as the leading ones of its wider ones."""
+    if BACKBONES.is_builtin(arch):
+        return True
+    try:
+        return bool(getattr(BACKBONES.get(arch), "elastic_width", False))
+    except (KeyError, ImportError):
+        return False
+
+
+class ElasticNet(nn.Module):
+    """The widest :class:`SelfDistillNet` of a config, runnable at every width multiplier.
+
+    Args:
+        config: the model config; ``backbone.width`` times each multiplier is a width.
+        multipliers: in (0, 1]; the largest is the widest network, the one that holds the weights.
+            Multipliers that build the same network are merged into the largest of them.
+        num_classes, in_chans, input_size, device, dtype: as :class:`SelfDistillNet`.
+
+    Attributes:
+        net: the widest network (its parameters are all the parameters there are).
+        multipliers: the distinct widths, widest first.
+        merged: every given multiplier -> the multiplier whose network it builds.
+
+    Raises:
+        ConfigError: a multiplier out of (0, 1], a backbone that cannot be sliced, or a narrower
+            network with a parameter that does not fit inside the widest one's.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        multipliers: Sequence[float],
+        *,
+        num_classes: int,
+        in_chans: int = 3,
+        input_size: tuple[int, int] = (32, 32),
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if not multipliers:
+            raise ConfigError("needs at least one width multiplier", key=_KEY)
+        if any(not 0 < m <= 1 for m in multipliers):
+            raise ConfigError(f"multipliers must be in (0, 1], got {list(multipliers)}", key=_KEY)
+        if not can_slice(config.backbone.arch):
+            raise ConfigError(
+                f"backbone {config.backbone.arch!r} cannot be sliced to narrower widths; use resnet or "
+                "mobilenetv2, or give its factory `elastic_width = True` if its narrower channels are the "
+                "leading ones of its wider ones",
+                key=_KEY,
+            )
+        self.base = config
+        self._shape = {"num_classes": num_classes, "in_chans": in_chans, "input_size": tuple(input_size)}
+        ordered = sorted(set(multipliers), reverse=True)
+        self.net = SelfDistillNet(
+            self.width_config(ordered[0], narrow=False), **self._shape, device=device, dtype=dtype
+        )
+        # Structure only, on the meta device: never registered, so never trained or saved.
+        metas = {m: SelfDistillNet(self.width_config(m), **self._shape, device="meta") for m in ordered}
+        largest: dict[str, float] = {}  # a network's layout -> the largest multiplier that builds it
+        for m in ordered:
+            largest.setdefault(repr(metas[m]), m)
+        self.merged = {m: largest[repr(metas[m])] for m in multipliers}
+        self._narrow = {m: metas[m] for m in ordered[1:] if largest[repr(metas[m])] == m}
+        self.multipliers: tuple[float, ...] = tuple(dict.fromkeys(self.merged[m] for m in ordered))
+        self._slices = {m: self._check_slices(m, narrow) for m, narrow in self._narrow.items()}
+        # Switchable BN: each narrower width's running statistics, starting as the widest's do.
+        wide_buffers = dict(self.net.named_buffers())
+        self.stats = nn.ModuleDict(
+            {
+                _name(m): _Buffers(
+                    {n: wide_buffers[n][self._slices[m][n]].clone() for n, _ in narrow.named_buffers()}
+                )
+                for m, narrow in self._narrow.items()
+            }
+        )
+
+    def train(self, mode: bool = True) -> ElasticNet:
+        """Train or eval mode for every width: the narrower networks are not submodules."""
+        super().train(mode)
+        for narrow in self._narrow.values():
+            narrow.train(mode)
+        return self
+
+    def width_config(self, multiplier: float, *, narrow: bool = True) -> ModelConfig:
+        """The model config of width ``multiplier``; narrower networks have no fusion head."""
+        bb = self.base.backbone
+        model = self.base.replace(backbone=bb.replace(width=bb.width * multiplier))
+        return model.replace(fusion=model.fusion.replace(type="none")) if narrow else model
+
+    def forward(self, x: torch.Tensor, width: float | None = None) -> SDOutput:
+        """The network's outputs at ``width`` (a given multiplier; None: the widest)."""
+        m = self._width(width)
+        if m == self.multipliers[0]:
+            return self.net(x)
+        return functional_call(self._narrow[m], self.tensors(m), (x,))
+
+    def tensors(self, width: float) -> dict[str, torch.Tensor]:
+        """Every parameter (a slice of the widest one's: gradients reach it) and buffer (this
+        width's own BN statistics) of the network at ``width``."""
+        m = self._width(width)
+        if m == self.multipliers[0]:
+            return {**dict(self.net.named_parameters()), **dict(self.net.named_buffers())}
+        wide = dict(self.net.named_parameters())
+        params = {n: wide[n][index] for n, index in self._slices[m].items() if n in wide}
+        return {**params, **self.stats[_name(m)].as_dict()}
+
+    def subnet(self, width: float) -> SelfDistillNet:
+        """A standalone network of ``width`` holding copies of its slices and statistics."""
+        m = self._width(width)
+        net = SelfDistillNet(self.width_config(m, narrow=m != self.multipliers[0]), **self._shape)
+        net.load_state_dict({n: t.detach().clone() for n, t in self.tensors(m).items()})
+        return net.train(self.training)
+
+    def deploy(self, exit: str, width: float | None = None) -> ExitModel:
+        """The plain single-exit model of ``exit`` at ``width`` (see :meth:`SelfDistillNet.deploy`)."""
+        return self.subnet(self._width(width)).deploy(exit)
+
+    def _width(self, width: float | None) -> float:
+        if width is None:
+            return self.multipliers[0]
+        if width not in self.merged:
+            raise ConfigError(f"width {width} is not one of {sorted(self.merged, reverse=True)}", key=_KEY)
+        return self.merged[width]
+
+    def _check_slices(self, m: float, narrow: SelfDistillNet) -> dict[str, tuple[slice, ...]]:
+        """Each tensor of the network at ``m`` as leading slices of the widest one's of the same name."""
+        wide = {**dict(self.net.named_parameters()), **dict(self.net.named_buffers())}
+        slices = {}
+        for name, t in (*narrow.named_parameters(), *narrow.named_buffers()):
+            big = wide.get(name)
+            if (
+                big is None
+                or big.dim() != t.dim()
+                or any(s > b for s, b in zip(t.shape, big.shape, strict=True))
+            ):
+                have = "none" if big is None else tuple(big.shape)
+                raise ConfigError(
+                    f"at multiplier {m} the network's {name} has shape {tuple(t.shape)}, which is not a "
+                    f"slice of the widest network's ({have}); backbone {self.base.backbone.arch!r} "
+                    "cannot run at this width",
+                    key=_KEY,
+                )
+            slices[name] = tuple(slice(0, s) for s in t.shape)
+        return slices
+
+
+class _Buffers(nn.Module):
+    """Named tensors as buffers of one module (a dotted name is stored with ``/`` for ``.``)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        for name, t in tensors.items():
+            self.register_buffer(name.replace(".", "/"), t)
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {n.replace("/", "."): t for n, t in self.named_buffers()}
+
+
+def _name(multiplier: float) -> str:
+    # Module names cannot hold dots.
+    return f"w{multiplier:g}".replace(".", "_")
