@@ -108,3 +108,35 @@ def test_a_backbone_that_does_not_say_it_slices_is_refused() -> None:
         assert info.value.key == "train.elastic_widths"
     finally:
         BACKBONES.unregister("opaque")
+
+
+def test_sandwich_training_on_digits_teaches_every_width() -> None:
+    """fit() with the sandwich rule: the widest network learns from labels, the narrower ones from
+    it in place, and every width ends well above chance on held-out digits."""
+    from sdsearch.core.config import DataConfig, LossConfig, TrainConfig
+    from sdsearch.data.datasets import load_dataset
+    from sdsearch.nn.losses import SandwichLoss
+    from sdsearch.training.fit import evaluate, fit
+
+    data = load_dataset(DataConfig(dataset="digits", val_fraction=0.2), seed=0)
+    torch.manual_seed(0)
+    model = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1), branches=BranchesConfig(placement=(2,)))
+    net = ElasticNet(model, (1.0, 0.75, 0.5, 0.25), num_classes=10, in_chans=1, input_size=(8, 8))
+    loss = SandwichLoss(LossConfig(), net)
+    result = fit(net, loss, data, TrainConfig(epochs=6, batch_size=64, lr=0.1), seed=0, threads=1)
+    assert result.history[-1].loss_parts["inplace"] > 0
+    for m in net.multipliers:
+        subnet = net.subnet(m).eval()
+        acc = evaluate(subnet, data.x_val, data.y_val, mean=data.mean, std=data.std)
+        assert min(acc.values()) > 0.5, (m, acc)
+
+
+def test_the_sandwich_is_the_narrowest_and_one_width_between() -> None:
+    from sdsearch.core.config import LossConfig
+    from sdsearch.nn.losses import SandwichLoss
+
+    loss = SandwichLoss(LossConfig(), elastic())
+    torch.manual_seed(0)
+    drawn = [tuple(loss.sandwich()) for _ in range(40)]
+    assert {d[0] for d in drawn} == {0.25} and {d[1] for d in drawn} == {0.75, 0.5}
+    assert SandwichLoss(LossConfig(), elastic(multipliers=(1.0, 0.5))).sandwich() == [0.5]

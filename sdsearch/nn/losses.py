@@ -66,9 +66,10 @@ from torch import nn
 from sdsearch.core.config import LossConfig
 from sdsearch.core.errors import ConfigError
 from sdsearch.core.exits import FINAL, exit_stage
+from sdsearch.nn.elastic import ElasticNet
 from sdsearch.nn.network import SDOutput, SelfDistillNet
 
-__all__ = ["LossOutput", "SelfDistillLoss", "ce_weights", "kd_loss", "students"]
+__all__ = ["LossOutput", "SandwichLoss", "SelfDistillLoss", "ce_weights", "kd_loss", "students"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,10 @@ class SelfDistillLoss(nn.Module):
             }
         )
 
+    def batch_loss(self, net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> LossOutput:
+        """Loss of one training batch: the network's forward pass, then :meth:`forward`."""
+        return self(net(x), target)
+
     def forward(self, out: SDOutput, target: torch.Tensor) -> LossOutput:
         """Loss of one batch.
 
@@ -206,6 +211,45 @@ class SelfDistillLoss(nn.Module):
             mean = torch.stack([out.logits[e] for e in self.exits]).mean(dim=0)
             return mean.detach(), final_map
         return out.logits[FINAL].detach(), final_map
+
+
+class SandwichLoss(nn.Module):
+    """The sandwich rule of slimmable training (Yu & Huang, ICCV 2019) for an :class:`ElasticNet`.
+
+    Per batch: the widest network under the self-distillation loss, then the narrowest width and
+    one random width between them (none with two widths), each *distilled in place*: every exit of
+    the narrower network learns the widest network's same exit, ``KL(softmax(z_wide) ‖
+    softmax(z_m))`` at temperature 1, the teacher detached, no labels (the paper's soft targets;
+    at T = 1 KL and its soft cross-entropy differ by a constant). The part ``inplace`` is their sum.
+
+    Args:
+        config: the widest network's loss.
+        net: the elastic network (its widest network sizes the self-distillation loss).
+    """
+
+    def __init__(self, config: LossConfig, net: ElasticNet) -> None:
+        super().__init__()
+        self.widest = SelfDistillLoss(config, net.net)
+        self.multipliers = net.multipliers
+
+    def batch_loss(self, net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> LossOutput:
+        """Loss of one training batch at the sandwich's widths (the random one from torch's generator)."""
+        wide_out = net(x)
+        wide = self.widest(wide_out, target)
+        teacher = {e: z.detach() for e, z in wide_out.logits.items()}
+        inplace = wide.total.new_zeros(())
+        for m in self.sandwich():
+            out = net(x, width=m)
+            inplace = inplace + sum(kd_loss(z, teacher[e], 1.0) for e, z in out.logits.items())
+        return LossOutput(wide.total + inplace, {**wide.parts, "inplace": inplace.detach()})
+
+    def sandwich(self) -> list[float]:
+        """The narrower widths of one step: the narrowest, and one drawn from those in between."""
+        narrower = self.multipliers[1:]
+        if len(narrower) <= 1:
+            return list(narrower)
+        middle = narrower[:-1]
+        return [narrower[-1], middle[int(torch.randint(len(middle), ()))]]
 
 
 def students(teacher: str, exits: tuple[str, ...]) -> tuple[str, ...]:

@@ -180,6 +180,8 @@ def fit(
     """Train ``net`` with ``loss`` on ``data.x_train``; evaluate every exit on ``data.x_val`` each epoch.
 
     The optimizer updates ``net.parameters()`` and ``loss.parameters()`` (the loss owns adapters).
+    Each step's loss is ``loss.batch_loss(net, x, y)`` (one forward pass for a
+    :class:`~sdsearch.nn.losses.SelfDistillLoss`, the sandwich's widths for a ``SandwichLoss``).
     AMP (bf16 autocast) is used only on CUDA, when ``cfg.amp`` asks for it. Channels-last follows
     ``cfg.channels_last`` on every device: it was also 1.15-1.4x faster on CPU here
     (resnet / mobilenetv2 on digits, one thread), at the same determinism per thread count.
@@ -344,7 +346,7 @@ def _loop(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with _autocast(dev, amp):
-                out = loss(net(xb), yb)
+                out = loss.batch_loss(net, xb, yb)
             optimizer.zero_grad(set_to_none=True)
             out.total.backward()
             optimizer.step()
