@@ -249,9 +249,8 @@ class SDOptunaSearch(Searcher):
         self._max_duplicates = max_duplicates
         self._fingerprints: dict[str, str] = {}  # Ray trial id -> fingerprint of what it trains
         self._in_flight: dict[str, int] = {}  # fingerprint -> number of the trial training it
-        self._waiting: dict[
-            str, list[optuna.trial.Trial]
-        ] = {}  # fingerprint -> duplicates of an in-flight trial
+        # fingerprint -> the duplicates waiting for the in-flight trial that trains it
+        self._waiting: dict[str, list[optuna.trial.Trial]] = {}
         self._trials: dict[str, optuna.trial.Trial] = {}  # Ray trial id -> asked Optuna trial
         self._pending: dict[str, tuple[TrialConfig, Costs]] = {}
         self._told_ray: set[str] = set()
@@ -390,6 +389,7 @@ class SDOptunaSearch(Searcher):
             # Another driver judged it stale and failed it; its retry is queued, so drop this result.
             logger.warning("trial %d was finished elsewhere; its late result is dropped", ot_trial.number)
             self._told(ot_trial)
+            self._in_flight.pop(self._fingerprints.pop(trial_id, ""), None)  # its waiters are retired
             return
         outcome = final_state(result, error=error, config=config, costs=costs, objectives=self._objectives)
         ot_trial.set_user_attr(attrs.EPOCHS_DONE, outcome.epochs_done)
