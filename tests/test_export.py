@@ -194,3 +194,19 @@ def test_a_duplicate_trial_points_to_its_twin(tmp_path: Path) -> None:
     ):
         export_config(url, pick="trial:1")
     assert export_config(url, pick="best")["provenance"]["trial"] == 0  # never on a front
+
+
+def test_knee_of_a_two_point_front_is_the_most_accurate_and_says_so(tmp_path: Path) -> None:
+    """The case that made the rule: 76.4% and 88.5%; the cheaper end is no knee."""
+    url = storage_url(tmp_path)
+    b = StudyBuilder(url, "two", objectives=("accuracy", "params"))
+    b.trained((0.764, 5_000, 146_000))
+    b.trained((0.885, 9_000, 150_000))
+    with pytest.warns(
+        UserWarning,
+        match=r"no knee: the front has 2 points, and a knee needs at least 3; the most accurate point stands in for it: trial 1",
+    ):
+        doc = export_config(url, pick="knee")
+    assert doc["provenance"]["trial"] == 1
+    front = sdsearch.load_front(url)
+    assert front.knee.trial == 1 and front.knee_of_front.index is None

@@ -11,7 +11,7 @@ from _front_study import TIGHT, StudyBuilder, standard_study, storage_url
 
 import sdsearch
 from sdsearch.core.errors import ConfigError, StudyError
-from sdsearch.core.pareto import hypervolume, knee_point, pareto_front
+from sdsearch.core.pareto import find_knee, hypervolume, pareto_front
 from sdsearch.results.front import Candidate, build_front, reference_point
 from sdsearch.results.read import load_front, read_study
 
@@ -100,29 +100,56 @@ def test_pareto_front_empty_and_duplicates() -> None:
     assert pareto_front([[1, 2], [1, 2], [0, 3]], ("maximize", "minimize")) == [0, 1]
 
 
-def test_knee_point_picks_the_corner_and_ignores_units() -> None:
+def test_the_knee_is_the_point_farthest_beyond_the_extremes_line_and_ignores_units() -> None:
     directions = ("maximize", "minimize")
     l_shape = [[0.50, 1.0], [0.89, 2.0], [0.90, 10.0], [0.91, 100.0]]
-    assert knee_point(l_shape, directions) == 1
+    assert find_knee(l_shape, directions).index == 1
     scaled = [[a * 100, c * 1e6] for a, c in l_shape]  # percent and raw MACs: same knee
-    assert knee_point(scaled, directions) == 1
-    assert knee_point([[0.7, 5.0]], directions) == 0
+    assert find_knee(scaled, directions).index == 1
+    # By hand: normalised (1, 0), (0.0488, 0.0101), ...; the line through the extremes is x + y = 1.
+    assert find_knee(l_shape, directions).distance == pytest.approx((1 - 0.02 / 0.41 - 1 / 99) / 2**0.5)
 
 
-def test_knee_point_log_scale_compares_costs_by_ratio() -> None:
+def test_the_knee_compares_costs_by_ratio_on_a_log_scale() -> None:
     directions = ("maximize", "minimize")
     decades = [[0.50, 1e3], [0.85, 1e4], [0.90, 1e5], [0.92, 1e6]]
-    assert knee_point(decades, directions) == 2  # linear: 1e5 still looks cheap next to 1e6
-    assert knee_point(decades, directions, log=[False, True]) == 1
+    assert find_knee(decades, directions).index == 2  # linear: 1e5 still looks cheap next to 1e6
+    assert find_knee(decades, directions, log=[False, True]).index == 1
 
 
-def test_knee_point_three_objectives_on_front() -> None:
+@pytest.mark.parametrize("front", [[[0.7, 5.0]], [[0.764, 146e3], [0.885, 150e3]]], ids=["one", "two"])
+def test_fewer_than_three_points_have_no_knee(front) -> None:
+    knee = find_knee(front, ("maximize", "minimize"))
+    assert knee.index is None and f"the front has {len(front)} point" in knee.reason
+
+
+def test_a_straight_front_has_no_knee_and_a_bulge_under_the_margin_is_none() -> None:
+    directions = ("maximize", "minimize")
+    straight = [[0.5, 1.0], [0.7, 2.0], [0.9, 3.0]]
+    knee = find_knee(straight, directions)
+    assert knee.index is None and "no point stands out from the line" in knee.reason
+    slight = [[0.5, 1.0], [0.72, 2.0], [0.9, 3.0]]  # 0.05 above the line in accuracy: 0.035 from it
+    assert find_knee(slight, directions).index is None
+    assert find_knee(slight, directions, margin=0.03).index == 1
+    clear = [[0.5, 1.0], [0.85, 2.0], [0.9, 3.0]]
+    assert find_knee(clear, directions).index == 1
+
+
+def test_three_objective_knee_uses_the_plane_through_the_extremes() -> None:
+    directions = ("maximize", "minimize", "minimize")
+    # Extremes at the normalised corners (0,1,1), (1,0,1), (1,1,0): the plane x + y + z = 2.
+    front = [[1.0, 10.0, 10.0], [0.0, 0.0, 10.0], [0.0, 10.0, 0.0], [0.8, 3.0, 3.0]]
+    knee = find_knee(front, directions)
+    assert knee.index == 3 and knee.distance == pytest.approx((2 - 0.2 - 0.3 - 0.3) / 3**0.5)
+    # Params and MACs best in one point: the extremes span a line, and the distance is to it.
+    correlated = [[0.7, 9e3, 3e5], [0.85, 2e4, 8e5], [0.9, 4e4, 1.2e6], [0.93, 5.5e4, 2e6]]
+    knee = find_knee(correlated, directions, log=[False, True, True])
+    assert knee.index == 1 and knee.distance == pytest.approx(0.151, abs=0.002)  # worked by hand
     rng = random.Random(3)
     points = [[rng.random(), rng.random() * 1e5, rng.random() * 1e6] for _ in range(60)]
-    directions = ("maximize", "minimize", "minimize")
     front = [points[i] for i in pareto_front(points, directions)]
-    knee = knee_point(front, directions, log=[False, True, True])
-    assert 0 <= knee < len(front)
+    knee = find_knee(front, directions, log=[False, True, True])
+    assert knee.index is None or 0 <= knee.index < len(front)
 
 
 def test_reference_point_uses_budget_else_worst_observed() -> None:

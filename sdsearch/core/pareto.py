@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,11 +25,13 @@ from sdsearch.core.errors import ConfigError
 
 __all__ = [
     "DIRECTIONS",
+    "KNEE_MARGIN",
+    "Knee",
     "as_losses",
     "check_directions",
     "crowding_distance",
+    "find_knee",
     "hypervolume",
-    "knee_point",
     "nondominated_sort",
     "pareto_front",
 ]
@@ -200,40 +203,98 @@ def hypervolume(
     return volume / box
 
 
-def knee_point(
+#: How far (in objectives normalised to the front's span, each axis [0, 1]) a point must stand
+#: beyond the line or plane through the front's extremes to be its knee.
+KNEE_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class Knee:
+    """The knee of a front, or why it has none.
+
+    Attributes:
+        index: the knee's index into the points, or None.
+        distance: how far the farthest point stands beyond the extremes' line or plane (0 for none).
+        reason: why there is no knee (None when there is one), in words for a message.
+    """
+
+    index: int | None
+    distance: float
+    reason: str | None = None
+
+
+def find_knee(
     points: Sequence[Sequence[float]],
     directions: Sequence[str],
     *,
     log: Sequence[bool] | None = None,
-) -> int:
-    """Index of the knee of a front: the point closest to the utopia point after normalisation.
+    margin: float = KNEE_MARGIN,
+) -> Knee:
+    """The knee of a front: the point farthest beyond the line (plane) through the front's extremes.
 
-    Method (*design*): each objective is turned into a loss, optionally log10-scaled (costs spanning
-    decades are compared by ratio, as on the log-x plots), then min-max normalised over the front;
-    the utopia point is then the origin and the knee is the point with the smallest Euclidean
-    distance to it: the best compromise, invariant to units and scaling. It works for any number of
-    objectives (the max-distance-to-hyperplane knee degenerates in 3-d with collinear extremes).
-    Objectives that are constant over the front are ignored. Ties go to the earlier point.
+    Method (Das, "On characterizing the knee of the Pareto curve", 1999; Branke et al., PPSN 2004):
+    each objective becomes a loss, optionally on a log10 scale (costs spanning decades compare by
+    ratio, as on the log-x plots), min-max normalised over the front; objectives constant over the
+    front are dropped. The extremes are, per objective, the point best in it; the knee is the point
+    farthest from the line (2 objectives) or plane through them, on the side of the ideal point,
+    provided it stands out by at least ``margin``. Where one point is best in several objectives
+    (params and MACs often go together) the extremes span less than a plane, and the distance is
+    to what they span: the line through two extremes in 3 objectives.
+
+    There is no knee with fewer than 3 points (two points are both extremes) or when no point stands
+    out (a straight front: every compromise is as good as another).
 
     Args:
-        points: the front (the knee of a dominated set is still computed, but means little).
+        points: the front.
         directions: ``"maximize"`` or ``"minimize"`` per objective.
         log: per objective, whether to compare on a log10 scale (positive values only).
-
-    Returns:
-        Index into ``points``.
+        margin: the least distance that makes a knee.
     """
     raw = np.array(points, dtype=float).reshape(-1, len(directions))
-    if raw.shape[0] == 0:
-        raise ValueError("knee_point needs at least one point")
+    n = raw.shape[0]
+    if n < 3:
+        return Knee(None, 0.0, f"the front has {n} point{'s' if n != 1 else ''}, and a knee needs at least 3")
     for j, use_log in enumerate(log or ()):
         if use_log:
             raw[:, j] = np.log10(np.maximum(raw[:, j], 1e-12))
     arr = as_losses(raw, directions)
     lo, hi = arr.min(axis=0), arr.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    distance = np.sqrt((((arr - lo) / span) ** 2).sum(axis=1))
-    return int(np.argmin(distance))
+    varying = hi > lo
+    norm = (arr[:, varying] - lo[varying]) / (hi - lo)[varying]
+    d = norm.shape[1]
+    if d < 2:
+        return Knee(None, 0.0, "the front varies in one objective only")
+    anchors = np.unique(norm[[int(np.lexsort((norm.sum(axis=1), norm[:, j]))[0]) for j in range(d)]], axis=0)
+    if len(anchors) == 1:
+        return Knee(None, 0.0, "one point is best in every objective")
+    distance = _beyond(norm, anchors)
+    best = int(np.argmax(distance))  # ties go to the earlier point
+    shape = "line" if len(anchors) == 2 else "plane"
+    if distance[best] < margin:
+        return Knee(
+            None,
+            max(float(distance[best]), 0.0),
+            f"no point stands out from the {shape} through the front's extremes by {margin:g} "
+            f"(the farthest by {max(float(distance[best]), 0.0):.3f}, in objectives normalised to the front)",
+        )
+    return Knee(best, float(distance[best]))
+
+
+def _beyond(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Signed distance of each point from the affine hull of ``anchors``: positive on the side of
+    the ideal point (the origin of the normalised losses), negative beyond it."""
+    origin = anchors[0]
+    basis = (anchors[1:] - origin).T  # d x (k - 1)
+    projector = basis @ np.linalg.pinv(basis)
+
+    def off_hull(x: np.ndarray) -> np.ndarray:
+        rel = x - origin
+        return rel - rel @ projector.T
+
+    ideal_side = off_hull(np.zeros(points.shape[1]))
+    residual = off_hull(points)
+    sign = np.sign(residual @ ideal_side) if np.linalg.norm(ideal_side) > 0 else np.ones(len(points))
+    return sign * np.linalg.norm(residual, axis=1)
 
 
 def _hv(points: np.ndarray, ref: np.ndarray) -> float:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from sdsearch.core.errors import ConfigError, StudyError
 from sdsearch.core.exits import FINAL, exit_order
 from sdsearch.core.metrics import METRICS, describe_limits, limit_of, metric_value
-from sdsearch.core.pareto import hypervolume, knee_point, pareto_front
+from sdsearch.core.pareto import Knee, find_knee, hypervolume, pareto_front
 from sdsearch.results.budget import effective_budget
 from sdsearch.store import attrs
 
@@ -269,11 +269,27 @@ class Front:
         return hypervolume(pts, self.directions, self.reference, ideal=ideal)
 
     @cached_property
-    def knee(self) -> Candidate:
-        """Knee of :attr:`front` by :func:`knee_point`, costs on a log scale (as the plots show them)."""
+    def knee_of_front(self) -> Knee:
+        """The knee of :attr:`front` by :func:`~sdsearch.core.pareto.find_knee`, costs on a log scale
+        (as the plots show them); its ``reason`` says why there is none."""
         pts = [c.values(self.objectives) for c in self.front]
         log = [d == "minimize" for d in self.directions]
-        return self.front[knee_point(pts, self.directions, log=log)]
+        return find_knee(pts, self.directions, log=log)
+
+    @property
+    def knee(self) -> Candidate:
+        """The knee of :attr:`front`; where it has none, its most accurate point (:attr:`knee_note` says so)."""
+        index = self.knee_of_front.index
+        if index is not None:
+            return self.front[index]
+        quality = next(m for m in self.objectives if METRICS.get(m).direction == "maximize")
+        return self.best[quality]
+
+    @property
+    def knee_note(self) -> str | None:
+        """One line when :attr:`knee` is the most accurate point for want of a knee, else None."""
+        reason = self.knee_of_front.reason
+        return None if reason is None else f"no knee: {reason}; the most accurate point stands in for it"
 
     def describe_budget(self) -> str:
         """``params <= 50k, macs <= 2M, peak_memory <= 64 KiB`` (or ``none``) for tables and messages."""

@@ -100,6 +100,8 @@ def export_config(
     else:
         front = build_front(record, candidates=candidates, budget=budget)
         chosen = front.knee if kind == "knee" else front.best["accuracy"]
+        if kind == "knee" and front.knee_note:
+            warnings.warn(f"{front.knee_note}: trial {chosen.trial} exit {chosen.exit}", stacklevel=2)
 
     try:
         stored = TrialConfig.from_dict(chosen.config)

@@ -145,7 +145,7 @@ def _panel(ax: Axes, front: Front, metric: str) -> None:
             color=_KNEE_COLOR,
             edgecolors="black",
             linewidths=0.6,
-            label=f"knee {knee.label}",
+            label=f"knee {knee.label}" if front.knee_note is None else f"no knee; most accurate {knee.label}",
             zorder=5,
         )
     xs = [c.value(metric) for c in (*front.points, *partial) if _finite(c, metric)] or [1.0]

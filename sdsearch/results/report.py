@@ -152,10 +152,12 @@ def _shown_leaves(front: Front, rows: list[dict[str, Any]]) -> list[str]:
 
 def front_table(front: Front) -> Table:
     """The selected front's figures, cheapest first; the knee row is bold and tagged."""
-    knee, best = front.knee, front.best
+    knee = front.knee if front.knee_note is None else None  # no knee: nothing is tagged one
+    best = front.best
     what = "(trial, exit) candidates" if front.candidates else "trials (deployed exit)"
     metrics = _shown_metrics(front)
-    table = Table(title=f"{front.study_name}: Pareto front of {what}", caption=_caption(front, metrics))
+    caption = _caption(front, metrics) + (f"\n{front.knee_note}" if front.knee_note else "")
+    table = Table(title=f"{front.study_name}: Pareto front of {what}", caption=caption)
     for column in ("trial", "exit", *(front.heading(m) for m in metrics)):
         # Figures are what the table is for: a narrow terminal wraps the caption, never a number.
         table.add_column(column, justify="right", no_wrap=True)
