@@ -140,3 +140,36 @@ def test_the_sandwich_is_the_narrowest_and_one_width_between() -> None:
     drawn = [tuple(loss.sandwich()) for _ in range(40)]
     assert {d[0] for d in drawn} == {0.25} and {d[1] for d in drawn} == {0.75, 0.5}
     assert SandwichLoss(LossConfig(), elastic(multipliers=(1.0, 0.5))).sandwich() == [0.5]
+
+
+def test_evaluating_at_a_width_is_evaluating_its_network() -> None:
+    from sdsearch.core.config import DataConfig
+    from sdsearch.data.datasets import load_dataset
+    from sdsearch.training.fit import evaluate
+
+    data = load_dataset(DataConfig(dataset="digits", val_fraction=0.2), seed=0)
+    torch.manual_seed(0)
+    model = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1), branches=BranchesConfig(placement=(2,)))
+    net = ElasticNet(model, (1.0, 0.5), num_classes=10, in_chans=1, input_size=(8, 8))
+    args = {"mean": data.mean, "std": data.std}
+    for m in net.multipliers:
+        assert evaluate(net.at(m), data.x_val, data.y_val, **args) == evaluate(
+            net.subnet(m), data.x_val, data.y_val, **args
+        )
+
+
+def test_recalibration_sets_one_widths_statistics_to_the_exact_batch_mean() -> None:
+    net = elastic()
+    _train_a_little(net)  # statistics away from their initial values, so a reset would show
+    net.eval()
+    wide_before = {n: b.clone() for n, b in net.net.named_buffers()}
+    xs = [torch.randn(16, 3, 16, 16) for _ in range(3)]
+    net.recalibrate(0.5, xs)
+    assert all(torch.equal(b, wide_before[n]) for n, b in net.net.named_buffers())  # other widths untouched
+    stats = net.stats["w0_5"].as_dict()
+    # The stem's BN sees the stem conv's output: its statistic is the mean over all batches.
+    conv_w = net.tensors(0.5)["stem.conv.weight"]
+    means = [torch.nn.functional.conv2d(x, conv_w, padding=1).mean(dim=(0, 2, 3)) for x in xs]
+    torch.testing.assert_close(stats["stem.bn.running_mean"], torch.stack(means).mean(0))
+    assert int(stats["stem.bn.num_batches_tracked"]) == 3 and not net.training
+    assert net.net.stem.bn.momentum == 0.1  # restored

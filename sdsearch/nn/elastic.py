@@ -20,7 +20,7 @@ inside the widest one's (checked when the network is built).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -134,6 +134,38 @@ class ElasticNet(nn.Module):
             return self.net(x)
         return functional_call(self._narrow[m], self.tensors(m), (x,))
 
+    def at(self, width: float) -> nn.Module:
+        """A module that runs this network at ``width`` (sharing its weights): what code that calls
+        ``net(x)`` (evaluation, calibration) takes."""
+        return _AtWidth(self, self._width(width))
+
+    @torch.no_grad()
+    def recalibrate(self, width: float, batches: Iterable[torch.Tensor]) -> None:
+        """Recompute ``width``'s BatchNorm statistics as the exact mean over ``batches`` (train-mode
+        forward passes, no gradients): the universally slimmable network's post-training
+        calibration, the alternative to the running statistics kept per width while training."""
+        m = self._width(width)
+        module = self.net if m == self.multipliers[0] else self._narrow[m]
+        norms = [b for b in module.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+        momenta = [b.momentum for b in norms]
+        own = dict(self.net.named_buffers()) if m == self.multipliers[0] else self.stats[_name(m)].as_dict()
+        for name, t in own.items():  # this width's statistics only
+            if name.endswith(("running_mean", "num_batches_tracked")):
+                t.zero_()
+            elif name.endswith("running_var"):
+                t.fill_(1.0)
+        mode = self.training
+        try:
+            for b in norms:
+                b.momentum = None  # a cumulative average: every batch counts alike
+            self.train()
+            for x in batches:
+                self(x, width=m)
+        finally:
+            for b, momentum in zip(norms, momenta, strict=True):
+                b.momentum = momentum
+            self.train(mode)
+
     def tensors(self, width: float) -> dict[str, torch.Tensor]:
         """Every parameter (a slice of the widest one's: gradients reach it) and buffer (this
         width's own BN statistics) of the network at ``width``."""
@@ -182,6 +214,17 @@ class ElasticNet(nn.Module):
                 )
             slices[name] = tuple(slice(0, s) for s in t.shape)
         return slices
+
+
+class _AtWidth(nn.Module):
+    """An :class:`ElasticNet` at one width: ``forward(x)`` is ``net(x, width=width)``."""
+
+    def __init__(self, net: ElasticNet, width: float) -> None:
+        super().__init__()
+        self.net, self.width = net, width
+
+    def forward(self, x: torch.Tensor) -> SDOutput:
+        return self.net(x, width=self.width)
 
 
 class _Buffers(nn.Module):
