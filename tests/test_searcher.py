@@ -536,3 +536,39 @@ def test_a_space_of_duplicates_only_ends_the_search():
     assert searcher.suggest("b") == SDOptunaSearch.FINISHED
     assert searcher.exhausted and searcher.n_duplicates == 5
     assert attrs.count(study.trials)["trained"] == 1
+
+
+def test_a_failed_original_is_not_copied_its_config_trains_again():
+    """A failure may be the machine's: the next proposal of the same training gets its own run."""
+    searcher, study = make_searcher(space=DUP_SPACE, fingerprint_fn=lambda c: "same")
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", {**result(0.1), keys.ACCURACY: float("nan")})  # a fails
+    again = searcher.suggest("b")
+    assert again != SDOptunaSearch.FINISHED and searcher.n_duplicates == 0
+    assert attrs.DUPLICATE_OF not in study.trials[again["trial_number"]].user_attrs
+
+
+def test_duplicates_waiting_on_a_trial_finished_elsewhere_are_failed_not_left_running():
+    searcher, study = make_searcher(space=DUP_SPACE, fingerprint_fn=lambda c: "same", max_duplicates=3)
+    first = searcher.suggest("a")
+    assert searcher.suggest("b") == SDOptunaSearch.FINISHED  # three waiters, then exhausted
+    study.tell(first["trial_number"], state=TrialState.FAIL)  # as another driver's stale check would
+    searcher.on_trial_complete("a", result(0.9))
+    waiters = [t for t in study.trials if attrs.DUPLICATE_OF in t.user_attrs]
+    assert len(waiters) == 3 and all(t.state == TrialState.FAIL for t in waiters)
+    assert all("finished by another driver" in t.user_attrs[attrs.FAIL_REASON] for t in waiters)
+    assert not searcher.in_flight
+
+
+def test_a_retried_duplicate_is_judged_again_not_kept_a_duplicate(tmp_path):
+    from sdsearch.store.storage import retry_interrupted
+
+    searcher, study = make_searcher(space=DUP_SPACE, fingerprint_fn=lambda c: "same", max_duplicates=1)
+    searcher.suggest("a")
+    searcher.suggest("b")  # one waiter
+    waiter = next(t for t in study.trials if attrs.DUPLICATE_OF in t.user_attrs)
+    study.tell(waiter.number, state=TrialState.FAIL)  # the driver stopped: retired as interrupted
+    assert retry_interrupted(study, study.trials[waiter.number]) == 1
+    retry = study.trials[-1]
+    assert retry.state == TrialState.WAITING
+    assert attrs.DUPLICATE_OF not in retry.user_attrs and attrs.FINGERPRINT not in retry.user_attrs

@@ -281,8 +281,10 @@ def find_knee(
 
 
 def _beyond(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """Signed distance of each point from the affine hull of ``anchors``: positive on the side of
-    the ideal point (the origin of the normalised losses), negative beyond it."""
+    """How far each point stands from the affine hull of ``anchors`` towards the ideal point (the
+    origin of the normalised losses): the component of its offset from the hull along the
+    direction from the hull to the ideal, so a point off to the side of a line in 3 objectives
+    counts only by what it gains towards the ideal. For a full hyperplane it is the signed distance."""
     origin = anchors[0]
     basis = (anchors[1:] - origin).T  # d x (k - 1)
     projector = basis @ np.linalg.pinv(basis)
@@ -292,9 +294,10 @@ def _beyond(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
         return rel - rel @ projector.T
 
     ideal_side = off_hull(np.zeros(points.shape[1]))
-    residual = off_hull(points)
-    sign = np.sign(residual @ ideal_side) if np.linalg.norm(ideal_side) > 0 else np.ones(len(points))
-    return sign * np.linalg.norm(residual, axis=1)
+    length = np.linalg.norm(ideal_side)
+    if length == 0:  # the hull holds the ideal point: no side is better
+        return np.zeros(len(points))
+    return off_hull(points) @ ideal_side / length
 
 
 def _hv(points: np.ndarray, ref: np.ndarray) -> float:

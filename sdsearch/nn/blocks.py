@@ -136,8 +136,8 @@ class CBFE(nn.Module):
 
     Unlike SE there is no global pooling: the gate is computed per position, so it can enhance
     channels differently across the map. The hidden width is the paper's ``C / r``, floored and at least
-    1 (``max(C // r, 1)``), so every ratio r <= C builds a different module; 0.2's floor of 8 made
-    ratios 2, 4 and 8 build the same module on narrow stages. The BN/ReLU/sigmoid placement is
+    1 (``max(C // r, 1)``), so the searched ratios 2, 4 and 8 build different modules wherever
+    C >= 8; 0.2's floor of 8 made them build one module on narrow stages. The BN/ReLU/sigmoid placement is
     *design* (the paper gives reduce, restore and multiply).
 
     Args:
@@ -172,7 +172,7 @@ class CBFE(nn.Module):
 
 class SDAttention(nn.Module):
     """SD/SCAN attention: ``x * sigmoid(up2(relu(bn(SepConv_s2(x)))))``, as in the SD code (its
-    :class:`SepConv` already ends in BN and ReLU; the code applies another pair, and so do we).
+    :class:`SepConv` already ends in BN and ReLU; the code adds one more BN and ReLU, and so do we).
 
     The upsampling interpolates to the input's exact size instead of a fixed factor 2, so odd map
     sizes (a stride-2 conv turns 5 into 3, and 3×2 is not 5) work; for even sizes it is the same

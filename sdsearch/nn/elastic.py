@@ -33,6 +33,7 @@ from sdsearch.nn.network import ExitModel, SDOutput, SelfDistillNet
 
 __all__ = ["ElasticNet", "can_slice"]
 
+#: The key that switches elastic training on, named in errors (declared with the search's support).
 _KEY = "train.elastic_widths"
 
 

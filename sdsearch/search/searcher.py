@@ -389,7 +389,15 @@ class SDOptunaSearch(Searcher):
             # Another driver judged it stale and failed it; its retry is queued, so drop this result.
             logger.warning("trial %d was finished elsewhere; its late result is dropped", ot_trial.number)
             self._told(ot_trial)
-            self._in_flight.pop(self._fingerprints.pop(trial_id, ""), None)  # its waiters are retired
+            fingerprint = self._fingerprints.pop(trial_id, "")
+            self._in_flight.pop(fingerprint, None)
+            for duplicate in self._waiting.pop(fingerprint, []):  # no result of its own to wait for
+                duplicate.set_user_attr(
+                    attrs.FAIL_REASON,
+                    f"trial {ot_trial.number}, the same training, was finished by another driver",
+                )
+                self._study.tell(duplicate, state=TrialState.FAIL)
+                self._told(duplicate)
             return
         outcome = final_state(result, error=error, config=config, costs=costs, objectives=self._objectives)
         ot_trial.set_user_attr(attrs.EPOCHS_DONE, outcome.epochs_done)
@@ -586,8 +594,9 @@ class SDOptunaSearch(Searcher):
         self.n_rejected += 1
 
 
-#: States of a trial whose result a duplicate can take over.
-_TRAINED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: States of a trial whose result a duplicate takes over. Not FAIL: a failure may be the machine's
+#: (a worker killed for memory), and a later proposal of the config deserves its own training.
+_TRAINED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class _StopOnFatal(Stopper):

@@ -167,13 +167,13 @@ def _retry_once() -> Any:
 def retry_interrupted(study: optuna.Study, trial: FrozenTrial) -> int:
     """Queue one re-run of an interrupted (FAIL) trial with the same params, unless it is a re-run
     itself; Optuna's ``RetryHeartbeatStaleTrialCallback`` marks and bounds the retries. Returns 1
-    if a re-run was queued. The re-run starts without the interruption's own marks."""
+    if a re-run was queued. The re-run starts without the interruption's own marks, nor a duplicate's:
+    whether it is one is decided again when it is asked for."""
     import copy
 
+    dropped = (attrs.INTERRUPTED, attrs.FAIL_REASON, attrs.DUPLICATE_OF, attrs.FINGERPRINT)
     clean = copy.deepcopy(trial)
-    clean.user_attrs = {
-        k: v for k, v in trial.user_attrs.items() if k not in (attrs.INTERRUPTED, attrs.FAIL_REASON)
-    }
+    clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
     clean.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith("constraints")}
     before = len(study.get_trials(deepcopy=False))
     _retry_once()(study, clean)
