@@ -328,14 +328,14 @@ class LossConfig(Record):
     feature_weight: NonNegFloat = 0.03
     #: The feature hint: ``adapter`` compares conv1x1(G_i) with the teacher map (the SD code's
     #: adaptation layers); ``byot`` compares G_i itself (BYOT: the bottleneck is the adaptation).
-    hint: Annotated[str, OneOf(HINTS), AppliesWhen(When("loss.feature_weight", not_in=(0, 0.0)))] = "adapter"
+    hint: Annotated[str, OneOf(HINTS), AppliesWhen(When("loss.feature_weight", not_in=(0,)))] = "adapter"
     #: RSKD (Liu et al. 2025): weight of the residual-gap regression (0 = off).
     rskd_weight: NonNegFloat = 0.0
     #: ``last``: each student exit's last feature map learns the teacher-student logit gap; ``all``
     #: adds the intermediate extension (the map a branch reads learns the deeper feature gap).
-    rskd_layers: Annotated[
-        str, OneOf(RSKD_LAYERS), AppliesWhen(When("loss.rskd_weight", not_in=(0, 0.0)))
-    ] = "last"
+    rskd_layers: Annotated[str, OneOf(RSKD_LAYERS), AppliesWhen(When("loss.rskd_weight", not_in=(0,)))] = (
+        "last"
+    )
     ce_weight: NonNegFloat = 1.0
     style: Annotated[str, OneOf(LOSS_STYLES)] = "byot"
 

@@ -223,8 +223,8 @@ class Space:
 
     def _values(self, key: str) -> tuple[Any, ...]:
         dim = self.dims.get(key)
-        if dim is not None:
-            return dim.values
+        if dim is not None:  # a numeric range by its bounds (rskd_layers applies when rskd_weight is not 0)
+            return dim.values or (dim.low, dim.high)
         return (getattr(self.train, LEAVES[key].name),)
 
     # -- sampling ----------------------------------------------------------------------------------
