@@ -207,6 +207,14 @@ def report(results: dict[str, Any]) -> None:
                   f"{best_gain:>13} {statistics.mean(cpu):7.0f} {cpu_ratio:7.2f}x   (seeds {seeds})")  # fmt: skip
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """``K/N`` with 0 <= K < N, for argparse (a bad value is a usage error, not a traceback)."""
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N, e.g. 0/2")
+    return int(k), int(n)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--npz", type=Path, default=None, help="npz dataset (e.g. the 10k/2k CIFAR-10 subset)")
@@ -224,7 +232,10 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=RESULTS, help="runs are saved here as they finish")
     p.add_argument("--report", action="store_true", help="print the table of --results and exit")
     p.add_argument(
-        "--shard", default="0/1", help="K/N: train every N-th run from the K-th (N processes share the cores)"
+        "--shard",
+        default=(0, 1),
+        type=_shard,
+        help="K/N: train every N-th run from the K-th (N processes share the cores)",
     )
     p.add_argument(
         "--smoke", action="store_true", help="seconds on digits, one seed, one epoch (what CI runs)"
@@ -254,7 +265,7 @@ def main() -> None:
           f"torch {torch.__version__}, {args.threads} thread(s); results: {args.results}", flush=True)  # fmt: skip
 
     want = settings(args, data_name)
-    shard, n_shards = (int(x) for x in args.shard.split("/"))
+    shard, n_shards = args.shard
     # Seed by seed, so every method has its first seeds early; within a seed the methods rotate, so
     # drift in the machine's load hits every method alike.
     runs = [

@@ -172,9 +172,12 @@ class SelfDistillLoss(nn.Module):
             kd = sum(kd_loss(out.logits[e], teacher_logits, t) for e in self.students)
             kd = cfg.kd_weight * (t * t if cfg.kd_t2 else 1.0) * kd
         feature = zero
-        if self.hinted:
-            hint = self.adapters if cfg.hint == "adapter" else dict.fromkeys(self.hinted, nn.Identity())
-            feature = sum(F.mse_loss(hint[e](out.features[e]), teacher_map) for e in self.hinted)
+        if self.hinted:  # BYOT's hint has no adapter: G_i itself meets the teacher map
+            adapt = self.adapters
+            feature = sum(
+                F.mse_loss(adapt[e](out.features[e]) if e in adapt else out.features[e], teacher_map)
+                for e in self.hinted
+            )
             feature = cfg.feature_weight * feature
         rskd = zero
         if len(self.residual_heads) > 0:

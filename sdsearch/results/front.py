@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdsearch.core.errors import ConfigError, StudyError
 from sdsearch.core.exits import FINAL, exit_order
-from sdsearch.core.metrics import METRICS, describe_limits, limit_of, metric_value
+from sdsearch.core.metrics import METRICS, describe_limits, limit_of, metric_value, quality_metrics
 from sdsearch.core.pareto import Knee, find_knee, hypervolume, pareto_front
 from sdsearch.results.budget import effective_budget
 from sdsearch.store import attrs
@@ -282,8 +282,7 @@ class Front:
         index = self.knee_of_front.index
         if index is not None:
             return self.front[index]
-        quality = next(m for m in self.objectives if METRICS.get(m).direction == "maximize")
-        return self.best[quality]
+        return self.best[next(m for m in self.objectives if m in quality_metrics())]
 
     @property
     def knee_note(self) -> str | None:
