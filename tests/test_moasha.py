@@ -17,6 +17,7 @@ from ray.tune.search import Searcher
 from sdsearch.core.errors import ConfigError
 from sdsearch.core.pareto import crowding_distance, nondominated_sort, pareto_front
 from sdsearch.search.moasha import (
+    CANDIDATE_COSTS_KEY,
     CONTINUE,
     COSTS_KEY,
     STOP,
@@ -380,6 +381,29 @@ def test_scheduler_reads_costs_from_the_config_and_accuracy_from_results():
     assert report(scheduler, big, 4, accuracy=0.95) == STOP  # max_t
     assert "num_stopped=2" in scheduler.debug_string()
     assert scheduler.metric == "accuracy"
+
+
+def test_an_elastic_trial_goes_on_while_one_of_its_fitting_candidates_would():
+    """Each fitting (width, exit) is a point at the rung with its own accuracy and cost: the wide
+    network loses to "big" here, but its narrow width is a trade-off nothing dominates."""
+    scheduler = make_scheduler()
+    big = fake_trial("big", params=90_000)
+    elastic = SimpleNamespace(trial_id="el", config={"config": {}, COSTS_KEY: {"params": 95_000},
+        CANDIDATE_COSTS_KEY: {"final@1": {"params": 95_000}, "final@0.5": {"params": 30_000}}})  # fmt: skip
+    assert report(scheduler, big, 1, accuracy=0.90) == CONTINUE
+    got = report(
+        scheduler, elastic, 1, accuracy=0.85, **{"accuracy_final@1": 0.85, "accuracy_final@0.5": 0.8}
+    )
+    assert got == CONTINUE
+    assert scheduler.halving.recorded(1)[("el", "final@0.5")] == (0.8, 30_000.0)
+    assert report(scheduler, fake_trial("small", params=20_000), 1, accuracy=0.85) == CONTINUE
+    # Every candidate in the last front: the trial stops.
+    worse = SimpleNamespace(trial_id="w", config={"config": {}, COSTS_KEY: {"params": 96_000},
+        CANDIDATE_COSTS_KEY: {"final@1": {"params": 96_000}, "final@0.5": {"params": 31_000}}})  # fmt: skip
+    assert (
+        report(scheduler, worse, 1, **{"accuracy": 0.7, "accuracy_final@1": 0.7, "accuracy_final@0.5": 0.6})
+        == STOP
+    )
 
 
 def test_scheduler_handles_missing_nan_and_failure_results():

@@ -44,12 +44,13 @@ from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from sdsearch.core.errors import ConfigError
 from sdsearch.core.metrics import METRICS, metric_value
 from sdsearch.core.pareto import check_directions, crowding_distance, nondominated_sort
-from sdsearch.search.result_keys import FAIL_REASON
+from sdsearch.search.result_keys import ACCURACY, FAIL_REASON, exit_key
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
 __all__ = [
+    "CANDIDATE_COSTS_KEY",
     "CONTINUE",
     "COSTS_KEY",
     "STOP",
@@ -70,6 +71,9 @@ STOP = TrialScheduler.STOP
 
 #: Key of the trial config (what the searcher suggests) holding the deployed exit's cost per cost objective.
 COSTS_KEY = "costs"
+#: Key of an elastic trial's config: every candidate that fits the budget -> its cost per cost objective.
+#: Each is ranked at a rung on its own accuracy; the trial goes on while one of them would.
+CANDIDATE_COSTS_KEY = "candidate_costs"
 
 #: A ranking maps n points to n keys; a smaller key ranks first and equal keys tie.
 Ranking = Callable[[Sequence[Sequence[float]]], Sequence[tuple[float, ...]]]
@@ -344,9 +348,14 @@ class MOASHAScheduler(FIFOScheduler):
         self._config_costs(trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        """CONTINUE or STOP at a rung; an elastic trial goes on while one of its fitting candidates would."""
         if self._time_attr not in result or result.get(FAIL_REASON):
             return CONTINUE
-        action = self._halving.on_result(trial.trial_id, result[self._time_attr], self._point(trial, result))
+        actions = [
+            self._halving.on_result(key, result[self._time_attr], point)
+            for key, point in self._points(trial, result).items()
+        ]
+        action = CONTINUE if CONTINUE in actions else STOP
         if action == STOP:
             self._num_stopped += 1
         return action
@@ -354,7 +363,8 @@ class MOASHAScheduler(FIFOScheduler):
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
         """Record the last result at its rung if no earlier call did (as Ray's ASHA does)."""
         if result and self._time_attr in result and not result.get(FAIL_REASON):
-            self._halving.on_result(trial.trial_id, result[self._time_attr], self._point(trial, result))
+            for key, point in self._points(trial, result).items():
+                self._halving.on_result(key, result[self._time_attr], point)
 
     def debug_string(self) -> str:
         return f"Using MOASHA: num_stopped={self._num_stopped}, {self._halving!r}"
@@ -380,10 +390,23 @@ class MOASHAScheduler(FIFOScheduler):
             )
         return {m: _number(costs[m]) for m in self._costs}
 
-    def _point(self, trial: Trial, result: Mapping[str, Any]) -> tuple[float, ...] | None:
+    def _points(self, trial: Trial, result: Mapping[str, Any]) -> dict[Hashable, tuple[float, ...] | None]:
+        """The points a result puts at its rung: the trial's, or one per fitting candidate of an elastic
+        trial (its own accuracy, ``accuracy_<candidate>``, and its own costs)."""
+        candidates = (trial.config or {}).get(CANDIDATE_COSTS_KEY)
+        if not candidates:
+            return {trial.trial_id: self._point(self._config_costs(trial) if self._costs else {}, result)}
+        return {
+            (trial.trial_id, name): self._point(
+                {m: _number(costs.get(m)) for m in self._costs},
+                {**result, ACCURACY: result.get(exit_key(name), math.nan)},
+            )
+            for name, costs in candidates.items()
+        }
+
+    def _point(self, costs: Mapping[str, float], result: Mapping[str, Any]) -> tuple[float, ...] | None:
         if any(o not in result for o in self._objectives if o not in self._costs):
             return None
-        costs = self._config_costs(trial) if self._costs else {}
         return tuple(costs[o] if o in costs else _number(result[o]) for o in self._objectives)
 
 
