@@ -285,7 +285,9 @@ def _show_anytime(args: argparse.Namespace) -> int:
 def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="write the chosen configuration as a trainer config")
     _add_source(p)
-    p.add_argument("--pick", default="knee", help="best, knee (default), trial:N or trial:N:EXIT")
+    p.add_argument(
+        "--pick", default="knee", help="best, knee (default), trial:N, trial:N:EXIT or trial:N:EXIT@WIDTH"
+    )
     p.add_argument("--candidates", action="store_true", help="pick best/knee among (trial, exit) candidates")
     p.add_argument("--epochs", type=int, help="train longer in the final run")
     p.add_argument("-o", "--out", required=True, help="trainer config to write, e.g. best.yaml")

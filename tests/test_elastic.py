@@ -123,12 +123,16 @@ def test_sandwich_training_on_digits_teaches_every_width() -> None:
     model = ModelConfig(backbone=BackboneConfig(width=0.25, depth=1), branches=BranchesConfig(placement=(2,)))
     net = ElasticNet(model, (1.0, 0.75, 0.5, 0.25), num_classes=10, in_chans=1, input_size=(8, 8))
     loss = SandwichLoss(LossConfig(), net)
-    result = fit(net, loss, data, TrainConfig(epochs=6, batch_size=64, lr=0.1), seed=0, threads=1)
+    train = TrainConfig(epochs=6, batch_size=64, lr=0.1)
+    result = fit(net, loss, data, train, seed=0, threads=1, deploy_exit="final@0.5")
     assert result.history[-1].loss_parts["inplace"] > 0
+    assert set(result.val_accuracy) == {f"{e}@{m:g}" for m in net.multipliers for e in ("2", "final")}
+    assert result.history[-1].accuracy == result.val_accuracy["final@0.5"]
     for m in net.multipliers:
         subnet = net.subnet(m).eval()
         acc = evaluate(subnet, data.x_val, data.y_val, mean=data.mean, std=data.std)
         assert min(acc.values()) > 0.5, (m, acc)
+        assert acc == {e: result.val_accuracy[f"{e}@{m:g}"] for e in acc}  # what fit() reported
 
 
 def test_the_sandwich_is_the_narrowest_and_one_width_between() -> None:

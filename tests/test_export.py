@@ -103,7 +103,7 @@ def test_best_breaks_accuracy_ties_by_fewer_macs(tmp_path: Path) -> None:
         ("trial:5", r"trial 5 is PRUNED, not a trained"),
         ("trial:4", r"trial 4 is FAIL, not a trained"),
         ("trial:7", r"trial 7 is RUNNING, not a trained"),
-        ("top", r"'top' is not one of best, knee, trial:N or trial:N:EXIT"),
+        ("top", r"'top' is not one of best, knee, trial:N, trial:N:EXIT or trial:N:EXIT@WIDTH"),
     ],
 )
 def test_bad_picks_say_how_to_fix_them(study_url: str, pick: str, match: str) -> None:

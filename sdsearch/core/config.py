@@ -174,6 +174,8 @@ NonNegInt = Annotated[int, Strict(), Field(ge=0)]
 PosFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 UnitFloat = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
+#: A width multiplier of an elastic network: a fraction of ``backbone.width``, in (0, 1].
+Multiplier = Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)]
 Path = Annotated[str, Strict()]
 
 
@@ -239,7 +241,7 @@ class Record(BaseModel):
 # The model.
 
 
-def _placement(value: Any) -> Any:
+def _unique_items(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         seen = [v for v in value if not isinstance(v, bool)]
         if len(set(seen)) != len(seen):
@@ -275,7 +277,7 @@ class BackboneConfig(Record):
 class BranchesConfig(Record):
     """Shallow exits: ``placement`` lists the stages (1-3) followed by an exit branch."""
 
-    placement: Annotated[tuple[Stage, ...], BeforeValidator(_placement)] = (1, 2, 3)
+    placement: Annotated[tuple[Stage, ...], BeforeValidator(_unique_items)] = (1, 2, 3)
     style: Annotated[str, OneOf(BRANCH_STYLES)] = "sd"
 
     @field_validator("placement")
@@ -378,6 +380,15 @@ class TrainConfig(Record):
     gamma: PosFloat = 0.1
     amp: Bool = True
     channels_last: Bool = True
+    #: Elastic (slimmable) training: the multipliers of ``backbone.width`` the one trained network runs
+    #: at, each (width, exit) a candidate (sandwich rule, in-place distillation; sdsearch.nn.elastic).
+    #: Empty: off.
+    elastic_widths: Annotated[tuple[Multiplier, ...], BeforeValidator(_unique_items)] = ()
+
+    @field_validator("elastic_widths")
+    @classmethod
+    def _widest_first(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(sorted(value, reverse=True))
 
 
 class LatencyConfig(Record):
@@ -462,10 +473,33 @@ class TrialConfig(Record):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _elastic_static_exit(self) -> TrialConfig:
+        if self.train.elastic_widths and self.deploy.exit == ANYTIME:
+            raise PydanticCustomError(
+                "elastic_anytime",
+                "an elastic trial deploys one exit at one width; deploy.exit: anytime needs "
+                "train.elastic_widths empty",
+                {"key": "train.elastic_widths"},
+            )
+        return self
+
     @property
     def deploy_exit(self) -> str:
         """The deployed exit's name (``deploy.exit``)."""
         return self.deploy.exit
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the trial trains one network at several widths (``train.elastic_widths``)."""
+        return bool(self.train.elastic_widths)
+
+    def at_width(self, multiplier: float) -> TrialConfig:
+        """The plain config of this network at ``multiplier`` times its width: what the candidates
+        ``EXIT@multiplier`` of an elastic trial deploy, and what retraining one from scratch trains."""
+        backbone = self.model.backbone
+        model = self.model.replace(backbone=backbone.replace(width=backbone.width * multiplier))
+        return self.replace(model=model, train=self.train.replace(elastic_widths=()))
 
     @property
     def static_exit(self) -> str:

@@ -9,6 +9,8 @@ Example:
     ('1', '3', 'final')
     >>> exit_stage("2"), exit_stage(FINAL)
     (2, 4)
+    >>> candidate_name("2", 0.5), split_candidate("final@0.5")
+    ('2@0.5', ('final', 0.5))
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ __all__ = [
     "EXIT_NAMES",
     "FINAL",
     "N_STAGES",
+    "WIDTH_MARK",
+    "candidate_name",
     "exit_names",
     "exit_order",
     "exit_stage",
+    "split_candidate",
 ]
 
 #: Stages of every backbone; exits may follow stages 1 to N_STAGES - 1.
@@ -36,6 +41,10 @@ ANYTIME = "anytime"
 EXIT_NAMES: tuple[str, ...] = (*(str(s) for s in range(1, N_STAGES)), FINAL)
 #: What ``deploy.exit`` accepts.
 DEPLOY_EXITS: tuple[str, ...] = (*EXIT_NAMES, ANYTIME)
+
+#: Joins an exit to the width multiplier of an elastic trial's sub-network: ``final@0.5`` is the final
+#: exit of the network at half the trial's width.
+WIDTH_MARK = "@"
 
 
 def exit_names(placement: Iterable[int]) -> tuple[str, ...]:
@@ -62,6 +71,28 @@ def exit_order(name: str) -> int:
     if name.isdigit():
         return int(name)
     return {FINAL: _LAST + 1, ANYTIME: _LAST + 2}.get(name, _LAST)
+
+
+def candidate_name(exit_name: str, width: float | None = None) -> str:
+    """A trial's candidate: the exit's name, with ``@multiplier`` for a width of an elastic trial."""
+    return exit_name if width is None else f"{exit_name}{WIDTH_MARK}{width:g}"
+
+
+def split_candidate(name: str) -> tuple[str, float | None]:
+    """Inverse of :func:`candidate_name`: ``"2@0.5"`` -> ``("2", 0.5)``, ``"2"`` -> ``("2", None)``.
+
+    Raises:
+        ValueError: the width is not a number.
+    """
+    exit_name, mark, width = name.partition(WIDTH_MARK)
+    if not mark:
+        return name, None
+    try:
+        return exit_name, float(width)
+    except ValueError:
+        raise ValueError(
+            f"{name!r}: the width after {WIDTH_MARK!r} must be a number, e.g. final@0.5"
+        ) from None
 
 
 #: Where :func:`exit_order` puts a name that is no exit (a stored record written by hand).

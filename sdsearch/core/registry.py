@@ -34,11 +34,13 @@ __all__ = [
     "BACKBONES",
     "BRANCH_STYLES",
     "DATASETS",
+    "ELASTIC_WIDTH_ATTR",
     "FUSIONS",
     "SAMPLERS",
     "DatasetSpec",
     "Registry",
     "SamplerSpec",
+    "can_slice",
     "did_you_mean",
     "resolve",
 ]
@@ -198,6 +200,22 @@ BACKBONES: Registry[Callable[..., Any]] = Registry(
     entry_points="sdsearch.backbones",
     import_strings=True,
 )
+#: The attribute a backbone factory sets to True when its channels at a smaller width are the leading
+#: channels at a larger one, layer by layer, so it can be trained as an elastic (slimmable) network.
+ELASTIC_WIDTH_ATTR = "elastic_width"
+
+
+def can_slice(arch: str) -> bool:
+    """Whether backbone ``arch`` can run at narrower widths as leading slices of its widest weights:
+    the built-in backbones can; a user's factory says so with :data:`ELASTIC_WIDTH_ATTR`."""
+    if BACKBONES.is_builtin(arch):
+        return True
+    try:
+        return bool(getattr(BACKBONES.get(arch), ELASTIC_WIDTH_ATTR, False))
+    except (KeyError, ImportError):
+        return False
+
+
 #: Exit-branch classes ``(in_chs, in_size, out_chs, out_size, *, cbfe_ratio, device, dtype)``.
 BRANCH_STYLES: Registry[type] = Registry(
     "branch style", {"sd": "sdsearch.nn.blocks:SDBranch", "lite": "sdsearch.nn.blocks:LiteBranch"}

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sdsearch.core.config import TrialConfig
-from sdsearch.core.exits import ANYTIME
+from sdsearch.core.exits import ANYTIME, candidate_name
 from sdsearch.core.metrics import METRICS
 
 if TYPE_CHECKING:
@@ -47,6 +47,22 @@ class DeployMetrics:
         self._latency_ms: dict[Any, float] = {}
 
     def __call__(self, config: TrialConfig) -> dict[str, dict[str, float]]:
+        """Costs of every exit; for an elastic config, of every (width, exit) candidate ``EXIT@m`` of
+        its distinct widths (each the plain config at that width, :meth:`TrialConfig.at_width`)."""
+        if not config.elastic:
+            return self._exits(config)
+        from sdsearch.nn.elastic import distinct_widths
+
+        s = self.shape
+        widths = distinct_widths(config.model, config.train.elastic_widths, num_classes=s.num_classes,
+                                 in_chans=s.in_chans, input_size=s.input_size)  # fmt: skip
+        return {
+            candidate_name(e, m): cost
+            for m in dict.fromkeys(widths.values())
+            for e, cost in self._exits(config.at_width(m)).items()
+        }
+
+    def _exits(self, config: TrialConfig) -> dict[str, dict[str, float]]:
         from sdsearch.cost.trace import exit_costs
 
         s = self.shape
@@ -110,7 +126,8 @@ class DeployMetrics:
         """Reuse latencies an earlier run of the study measured (the same model times the same)."""
         for c in candidates:
             if c.get("latency") is not None:
-                self._latency_ms.setdefault(self._key(config, str(c["exit"])), float(c["latency"]))
+                at = config.at_width(float(c["width"])) if c.get("width") is not None else config
+                self._latency_ms.setdefault(self._key(at, str(c["exit"])), float(c["latency"]))
 
 
 def config_metrics(

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -123,14 +123,18 @@ def train(
     dev = resolve_device(device)
     started = time.perf_counter()
 
+    if cfg.elastic:
+        _refuse(config, ConfigError(
+            "sdsearch train deploys one network; export one width of an elastic trial with "
+            "--pick trial:N:EXIT@WIDTH (its plain config at that width), or set it to []",
+            key="train.elastic_widths",
+        ))  # fmt: skip
     data = load_dataset(cfg.data, seed=cfg.seed, full=full)
     shape = data.shape
     try:
         net, loss = build(cfg, shape)
     except ConfigError as exc:  # a config its data cannot build: name the file it came from
-        if isinstance(config, TrialConfig):
-            raise
-        raise SpaceError(os.fspath(config), exc.key or "", exc.message) from None
+        _refuse(config, exc)
     out_dir = output_dir(out_dir, key="out")  # after the checks that can fail on bad input
     static = cfg.static_exit
     with _progress_bar(progress, cfg.train.epochs, static, held_out=data.val_held_out) as report:
@@ -160,6 +164,13 @@ def train(
         metrics.update(_anytime(net, cfg, data, out_dir, costs[ANYTIME]))
     write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(out=out_dir, metrics=metrics, fit=result)
+
+
+def _refuse(config: TrialConfig | str | os.PathLike[str], exc: ConfigError) -> NoReturn:
+    """Raise ``exc``, as a SpaceError naming the file when the config came from one."""
+    if isinstance(config, TrialConfig):
+        raise exc
+    raise SpaceError(os.fspath(config), exc.key or "", exc.message) from None
 
 
 def _resolve_config(

@@ -21,6 +21,7 @@ inside the widest one's (checked when the network is built).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,23 +29,66 @@ from torch.func import functional_call
 
 from sdsearch.core.config import ModelConfig
 from sdsearch.core.errors import ConfigError
-from sdsearch.core.registry import BACKBONES
+from sdsearch.core.exits import candidate_name
+from sdsearch.core.registry import ELASTIC_WIDTH_ATTR, can_slice
 from sdsearch.nn.network import ExitModel, SDOutput, SelfDistillNet
 
-__all__ = ["ElasticNet", "can_slice"]
+__all__ = ["ElasticNet", "distinct_widths", "width_config"]
 
 #: The key that switches elastic training on, named in errors (declared with the search's support).
 _KEY = "train.elastic_widths"
 
 
-def can_slice(arch: str) -> bool:
-    """Whether backbone ``arch`` keeps its narrower channels as the leading ones of its wider ones."""
-    if BACKBONES.is_builtin(arch):
-        return True
-    try:
-        return bool(getattr(BACKBONES.get(arch), "elastic_width", False))
-    except (KeyError, ImportError):
-        return False
+def distinct_widths(
+    config: ModelConfig,
+    multipliers: Sequence[float],
+    *,
+    num_classes: int,
+    in_chans: int = 3,
+    input_size: tuple[int, int] = (32, 32),
+) -> dict[float, float]:
+    """Every multiplier -> the largest multiplier that builds the same network (channel rounding makes
+    several narrow widths one network): the widths an elastic trial really has. Meta device, no compute.
+
+    Raises:
+        ConfigError: a multiplier out of (0, 1], or a backbone that cannot be sliced.
+    """
+    return _layouts(config, multipliers, {"num_classes": num_classes, "in_chans": in_chans,
+                                          "input_size": tuple(input_size)})[0]  # fmt: skip
+
+
+def _layouts(
+    config: ModelConfig, multipliers: Sequence[float], shape: dict[str, Any]
+) -> tuple[dict[float, float], dict[float, SelfDistillNet]]:
+    """(merged multipliers, the meta network of every distinct width)."""
+    if not multipliers:
+        raise ConfigError("needs at least one width multiplier", key=_KEY)
+    if any(not 0 < m <= 1 for m in multipliers):
+        raise ConfigError(f"multipliers must be in (0, 1], got {list(multipliers)}", key=_KEY)
+    if not can_slice(config.backbone.arch):
+        raise ConfigError(
+            f"backbone {config.backbone.arch!r} cannot be sliced to narrower widths; use resnet or "
+            f"mobilenetv2, or give its factory `{ELASTIC_WIDTH_ATTR} = True` if its narrower channels are the "
+            "leading ones of its wider ones",
+            key=_KEY,
+        )
+    ordered = sorted(set(multipliers), reverse=True)
+    # Layouts compared without the fusion head: only the widest network has one, and it is not deployed.
+    metas = {
+        m: SelfDistillNet(width_config(config, m, widest=False), **shape, device="meta") for m in ordered
+    }
+    largest: dict[str, float] = {}  # a network's layout -> the largest multiplier that builds it
+    for m in ordered:
+        largest.setdefault(repr(metas[m]), m)
+    merged = {m: largest[repr(metas[m])] for m in multipliers}
+    return merged, {m: metas[m] for m in dict.fromkeys(merged[m] for m in ordered)}
+
+
+def width_config(config: ModelConfig, multiplier: float, *, widest: bool) -> ModelConfig:
+    """The model config of the network at ``multiplier``; narrower networks have no fusion head."""
+    bb = config.backbone
+    model = config.replace(backbone=bb.replace(width=bb.width * multiplier))
+    return model if widest else model.replace(fusion=model.fusion.replace(type="none"))
 
 
 class ElasticNet(nn.Module):
@@ -78,31 +122,16 @@ class ElasticNet(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not multipliers:
-            raise ConfigError("needs at least one width multiplier", key=_KEY)
-        if any(not 0 < m <= 1 for m in multipliers):
-            raise ConfigError(f"multipliers must be in (0, 1], got {list(multipliers)}", key=_KEY)
-        if not can_slice(config.backbone.arch):
-            raise ConfigError(
-                f"backbone {config.backbone.arch!r} cannot be sliced to narrower widths; use resnet or "
-                "mobilenetv2, or give its factory `elastic_width = True` if its narrower channels are the "
-                "leading ones of its wider ones",
-                key=_KEY,
-            )
         self.base = config
         self._shape = {"num_classes": num_classes, "in_chans": in_chans, "input_size": tuple(input_size)}
-        ordered = sorted(set(multipliers), reverse=True)
+        self.merged, metas = _layouts(config, multipliers, self._shape)
+        #: The distinct widths, widest first.
+        self.multipliers: tuple[float, ...] = tuple(metas)
         self.net = SelfDistillNet(
-            self.width_config(ordered[0], narrow=False), **self._shape, device=device, dtype=dtype
+            self.width_config(self.multipliers[0], narrow=False), **self._shape, device=device, dtype=dtype
         )
         # Structure only, on the meta device: never registered, so never trained or saved.
-        metas = {m: SelfDistillNet(self.width_config(m), **self._shape, device="meta") for m in ordered}
-        largest: dict[str, float] = {}  # a network's layout -> the largest multiplier that builds it
-        for m in ordered:
-            largest.setdefault(repr(metas[m]), m)
-        self.merged = {m: largest[repr(metas[m])] for m in multipliers}
-        self._narrow = {m: metas[m] for m in ordered[1:] if largest[repr(metas[m])] == m}
-        self.multipliers: tuple[float, ...] = tuple(dict.fromkeys(self.merged[m] for m in ordered))
+        self._narrow = {m: metas[m] for m in self.multipliers[1:]}
         self._slices = {m: self._check_slices(m, narrow) for m, narrow in self._narrow.items()}
         # Switchable BN: each narrower width's running statistics, starting as the widest's do.
         wide_buffers = dict(self.net.named_buffers())
@@ -123,10 +152,18 @@ class ElasticNet(nn.Module):
         return self
 
     def width_config(self, multiplier: float, *, narrow: bool = True) -> ModelConfig:
-        """The model config of width ``multiplier``; narrower networks have no fusion head."""
-        bb = self.base.backbone
-        model = self.base.replace(backbone=bb.replace(width=bb.width * multiplier))
-        return model.replace(fusion=model.fusion.replace(type="none")) if narrow else model
+        """The model config of width ``multiplier`` (:func:`width_config`)."""
+        return width_config(self.base, multiplier, widest=not narrow)
+
+    @property
+    def exits(self) -> tuple[str, ...]:
+        """Every candidate, ``EXIT@multiplier`` (:func:`~sdsearch.core.exits.candidate_name`), widest
+        first, each width's exits in depth order: the names of :meth:`named_logits`."""
+        return tuple(candidate_name(e, m) for m in self.multipliers for e in self.net.exits)
+
+    def named_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The logits of every candidate (:attr:`exits`): one forward pass per width."""
+        return {candidate_name(e, m): z for m in self.multipliers for e, z in self(x, width=m).logits.items()}
 
     def forward(self, x: torch.Tensor, width: float | None = None) -> SDOutput:
         """The network's outputs at ``width`` (a given multiplier; None: the widest)."""

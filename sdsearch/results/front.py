@@ -33,7 +33,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from sdsearch.core.errors import ConfigError, StudyError
-from sdsearch.core.exits import FINAL, exit_order
+from sdsearch.core.exits import FINAL, candidate_name, exit_order, split_candidate
 from sdsearch.core.metrics import METRICS, describe_limits, limit_of, metric_value, quality_metrics
 from sdsearch.core.pareto import Knee, find_knee, hypervolume, pareto_front
 from sdsearch.results.budget import effective_budget
@@ -71,7 +71,8 @@ class Candidate:
     come from the trial's ``candidates`` user attr. ``metrics`` holds every stored metric (accuracy,
     params, MACs, peak memory, size, latency when measured, ...) in stored units. ``config`` is the
     trial's ``TrialConfig.to_dict()`` with the *trial's* deployed exit (export sets the candidate's
-    own). ``partial`` marks an exit of a trial a scheduler stopped at epoch ``epoch``.
+    own). ``partial`` marks an exit of a trial a scheduler stopped at epoch ``epoch``. ``width`` is
+    the multiplier of ``backbone.width`` of an elastic trial's candidate (None otherwise).
     """
 
     trial: int
@@ -81,6 +82,12 @@ class Candidate:
     deployed: bool = True
     partial: bool = False
     epoch: int | None = None
+    width: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The candidate within its trial: the exit, ``EXIT@multiplier`` for a width of an elastic trial."""
+        return candidate_name(self.exit, self.width)
 
     def value(self, metric: str) -> float:
         """The value of a metric (``flops`` from the stored MACs); NaN where it was not measured."""
@@ -108,7 +115,7 @@ class Candidate:
     @property
     def label(self) -> str:
         """``#12`` for a trial's deployed exit, ``#12(2)`` for another exit: short enough for plots."""
-        return f"#{self.trial}" if self.deployed else f"#{self.trial}({self.exit})"
+        return f"#{self.trial}" if self.deployed else f"#{self.trial}({self.name})"
 
 
 @dataclass(frozen=True)
@@ -390,7 +397,7 @@ def _front_of(points: list[Candidate], objectives: Sequence[str]) -> tuple[Candi
     directions = [METRICS.get(m).direction for m in objectives]
     members = [points[i] for i in pareto_front([c.values(objectives) for c in points], directions)]
     first_cost = next((m for m, d in zip(objectives, directions) if d == "minimize"), "macs")
-    members.sort(key=lambda c: (c.value(first_cost), -c.accuracy, c.trial, c.exit))
+    members.sort(key=lambda c: (c.value(first_cost), -c.accuracy, c.trial, c.name))
     return tuple(members)
 
 
@@ -417,11 +424,13 @@ def trial_candidates(trial: FrozenTrial, objectives: Sequence[str]) -> list[Cand
     except ValueError:
         deploy_exit = str((config.get("deploy") or {}).get("exit", config.get("deploy_exit", FINAL)))
     stored = {
-        str(c["exit"]): dict(c)
+        candidate_name(str(c["exit"]), c.get("width")): dict(c)
         for c in trial.user_attrs.get(attrs.CANDIDATES) or []
         if c.get("exit") is not None
     }
-    deployed = stored.setdefault(deploy_exit, {"exit": deploy_exit})
+    deploy_name = str(trial.user_attrs.get(attrs.DEPLOYED, deploy_exit))  # an elastic trial's width
+    exit_name, width = split_candidate(deploy_name)
+    deployed = stored.setdefault(deploy_name, {"exit": exit_name, "width": width})
     deployed.update(trial.user_attrs.get(attrs.COST) or {})
     for name, value in zip(objectives, trial.values or (), strict=False):
         base = METRICS.get(name).base
@@ -430,7 +439,7 @@ def trial_candidates(trial: FrozenTrial, objectives: Sequence[str]) -> list[Cand
     for name, c in stored.items():
         metrics = {k: float(v) for k, v in c.items() if k in METRICS and _is_number(v)}
         if not all(math.isfinite(metrics.get(m, math.nan)) for m in ("accuracy", "params", "macs")):
-            if name == deploy_exit:
+            if name == deploy_name:
                 warnings.warn(
                     f"trial {trial.number} has no complete cost record (user attrs "
                     f"{attrs.COST!r}/{attrs.CANDIDATES!r}); it is left out of the fronts",
@@ -441,15 +450,16 @@ def trial_candidates(trial: FrozenTrial, objectives: Sequence[str]) -> list[Cand
         out.append(
             Candidate(
                 trial=trial.number,
-                exit=name,
+                exit=str(c["exit"]),
                 metrics=metrics,
                 config=config,
-                deployed=name == deploy_exit,
+                deployed=name == deploy_name,
                 partial=bool(c.get("partial", False)),
                 epoch=c.get("epoch"),
+                width=None if c.get("width") is None else float(c["width"]),
             )
         )
-    return sorted(out, key=lambda c: exit_order(c.exit))
+    return sorted(out, key=lambda c: (-(c.width or 1.0), exit_order(c.exit)))
 
 
 def _is_number(value: Any) -> bool:

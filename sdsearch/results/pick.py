@@ -11,6 +11,8 @@ Picks:
     ``trial:N``: trial N with the exit it deployed during the search.
     ``trial:N:EXIT``: trial N deploying EXIT (``1``, ``2``, ``3`` or ``final``), e.g. a shallow exit
     that fits a smaller device.
+    ``trial:N:EXIT@WIDTH``: an elastic trial's EXIT at WIDTH times its ``backbone.width``: the plain
+    config of that network (``TrialConfig.at_width``), ``provenance.width`` naming the multiplier.
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ from sdsearch.store import attrs
 
 __all__ = ["export_config", "parse_pick"]
 
-_PICK = re.compile(r"^trial:(\d+)(?::([A-Za-z0-9]+))?$")
-_PICK_FORMS = "best, knee, trial:N or trial:N:EXIT (e.g. trial:12 or trial:12:2)"
+_PICK = re.compile(r"^trial:(\d+)(?::([A-Za-z0-9]+(?:@[0-9.]+)?))?$")
+_PICK_FORMS = (
+    "best, knee, trial:N, trial:N:EXIT or trial:N:EXIT@WIDTH (e.g. trial:12, trial:12:2, trial:12:final@0.5)"
+)
 
 
 def parse_pick(pick: str) -> tuple[str, int | None, str | None]:
-    """``"knee"`` -> ``("knee", None, None)``; ``"trial:12:2"`` -> ``("trial", 12, "2")``.
+    """``"knee"`` -> ``("knee", None, None)``; ``"trial:12:2"`` -> ``("trial", 12, "2")``;
+    ``"trial:12:final@0.5"`` -> ``("trial", 12, "final@0.5")`` (a width of an elastic trial).
 
     Raises:
         ConfigError: anything else, listing the accepted forms.
@@ -70,7 +75,8 @@ def export_config(
     Args:
         source: a space YAML path, a storage URL or a ``.db`` path.
         study_name: the study, when the storage holds several.
-        pick: ``knee``, ``best``, ``trial:N`` or ``trial:N:EXIT`` (see the module docstring).
+        pick: ``knee``, ``best``, ``trial:N``, ``trial:N:EXIT`` or ``trial:N:EXIT@WIDTH`` (see the
+            module docstring).
         budget: tighter limits for ``knee`` / ``best`` (e.g. ``{"macs": 1e6}``); a ``trial:`` pick
             outside it is exported with a warning, since it was asked for by name.
         epochs: override ``train.epochs``, e.g. to train the final model longer than the search did.
@@ -101,10 +107,12 @@ def export_config(
         front = build_front(record, candidates=candidates, budget=budget)
         chosen = front.knee if kind == "knee" else front.best["accuracy"]
         if kind == "knee" and front.knee_note:
-            warnings.warn(f"{front.knee_note}: trial {chosen.trial} exit {chosen.exit}", stacklevel=2)
+            warnings.warn(f"{front.knee_note}: trial {chosen.trial} exit {chosen.name}", stacklevel=2)
 
     try:
         stored = TrialConfig.from_dict(chosen.config)
+        if chosen.width is not None:  # a width of an elastic trial: its plain network, trained alone
+            stored = stored.at_width(chosen.width)
         config = stored.replace(deploy=stored.deploy.replace(exit=chosen.exit))
     except (KeyError, TypeError, ValueError) as exc:
         raise StudyError(
@@ -118,6 +126,7 @@ def export_config(
         "study": record.study_name,
         "trial": chosen.trial,
         "exit": chosen.exit,
+        **({} if chosen.width is None else {"width": chosen.width}),
         "pick": str(pick),
         "storage": record.storage,
         "values": dict(chosen.metrics),
@@ -130,6 +139,8 @@ def export_config(
         # CPU training is deterministic for a given thread count; train reuses it to reproduce the trial.
         provenance["threads"] = int(worker["threads"])
     suffix = "" if chosen.exit == FINAL else f"-exit{chosen.exit}"
+    if chosen.width is not None:
+        suffix += f"-width{chosen.width:g}"
     document = config_to_document(
         config, name=f"{record.study_name}-trial{chosen.trial}{suffix}", provenance=provenance
     )
@@ -163,18 +174,20 @@ def _pick_trial(
             f"trial {number} is {trial.state.name}, not a trained (COMPLETE) trial with a cost record; {show}",
             key="pick",
         )
-    names = [c.exit for c in exits]
+    names = [c.name for c in exits]
     if exit_name is not None and exit_name not in names:
         forms = ", ".join(f"trial:{number}:{n}" for n in names)
+        what = "candidates" if any(c.width is not None for c in exits) else "exits"
         raise ConfigError(
-            f"trial {number} has exits {', '.join(names)}, not {exit_name!r}; pick one of {forms}", key="pick"
+            f"trial {number} has {what} {', '.join(names)}, not {exit_name!r}; pick one of {forms}",
+            key="pick",
         )
-    chosen = next(c for c in exits if (c.deployed if exit_name is None else c.exit == exit_name))
+    chosen = next(c for c in exits if (c.deployed if exit_name is None else c.name == exit_name))
     limits = effective_budget(record.budget, budget)
     over = [m for m, limit in limits.items() if chosen.value(m) > limit]
     if over:
         warnings.warn(
-            f"trial {number} exit {chosen.exit} exceeds the budget on {', '.join(over)}; "
+            f"trial {number} exit {chosen.name} exceeds the budget on {', '.join(over)}; "
             "exporting it as asked",
             stacklevel=3,
         )
@@ -185,11 +198,16 @@ def _write(document: Mapping[str, Any], path: Path) -> None:
     prov = document.get("provenance", {})
     header = (
         f"# Trainer config exported by sdsearch from study {prov.get('study')}, trial {prov.get('trial')}, "
-        f"exit {prov.get('exit')}.\n# Train it with: sdsearch train {path}\n"
+        f"exit {prov.get('exit')}{_at_width(prov.get('width'))}.\n"
+        f"# Train it with: sdsearch train {path}\n"
     )
     path = output_file(path, key="out")
     body = yaml.dump(dict(document), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     write_atomic(path, header + body)
+
+
+def _at_width(width: float | None) -> str:
+    return "" if width is None else f" at {width:g} x its width"
 
 
 class _Dumper(yaml.SafeDumper):

@@ -93,8 +93,8 @@ def _panel(ax: Axes, front: Front, metric: str) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     spec = METRICS.get(metric)
-    on_a_front = {(c.trial, c.exit) for c in (*front.trials_front, *front.candidates_front)}
-    rest = [c for c in front.all_candidates if (c.trial, c.exit) not in on_a_front and _finite(c, metric)]
+    on_a_front = {(c.trial, c.name) for c in (*front.trials_front, *front.candidates_front)}
+    rest = [c for c in front.all_candidates if (c.trial, c.name) not in on_a_front and _finite(c, metric)]
     if rest:  # empty groups would still get a legend entry
         ax.scatter(
             [c.value(metric) for c in rest],

@@ -72,7 +72,7 @@ def front_records(front: Front) -> list[dict[str, Any]]:
 
 def _record(c: Candidate, names: dict[str, type], *, knee: bool) -> dict[str, Any]:
     values = {key: leaf_value(c.config, leaf) for key, leaf in LEAVES.items()}
-    row: dict[str, Any] = {"trial": c.trial, "exit": c.exit, "deployed": c.deployed, "partial": c.partial}
+    row: dict[str, Any] = {"trial": c.trial, "exit": c.name, "deployed": c.deployed, "partial": c.partial}
     row["knee"] = knee
     for metric in (m for m in names if m in METRICS):
         row[metric] = metric_or_none(c, metric)
@@ -166,7 +166,7 @@ def front_table(front: Front) -> Table:
         tags = [f"best {METRICS.get(m).label}" for m, b in best.items() if b is c]
         table.add_row(
             str(c.trial),
-            c.exit,
+            c.name,
             *(METRICS.get(m).format(metric_or_none(c, m)) for m in metrics),
             ", ".join((["knee"] if c is knee else []) + tags),
             style="bold" if c is knee else None,
@@ -213,7 +213,7 @@ def partial_table(front: Front) -> Table:
     for c in front.partial:
         table.add_row(
             str(c.trial),
-            c.exit,
+            c.name,
             str(c.epoch),
             *(METRICS.get(m).format(metric_or_none(c, m)) for m in metrics),
         )
@@ -258,7 +258,7 @@ def _best_line(front: Front, metric: str, c: Candidate) -> str:
         if METRICS.get(m).direction == "minimize"
     )
     return (
-        f"{word} {METRICS.get(metric).label}: trial {c.trial} exit {c.exit}: {100 * c.accuracy:.2f}%, {costs}"
+        f"{word} {METRICS.get(metric).label}: trial {c.trial} exit {c.name}: {100 * c.accuracy:.2f}%, {costs}"
     )
 
 

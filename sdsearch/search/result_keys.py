@@ -15,6 +15,7 @@ from collections.abc import Mapping
 __all__ = [
     "ACCURACY",
     "ANYTIME",
+    "DEPLOYED",
     "EPOCH",
     "FAIL_REASON",
     "FLOAT32_PREFIX",
@@ -36,6 +37,9 @@ FAIL_REASON = "fail_reason"
 WORKER = "worker"
 #: The anytime report of a network with shallow exits, as JSON text (it nests several levels).
 ANYTIME = "anytime"
+#: In the config the searcher hands a trial: the candidate whose accuracy is :data:`ACCURACY` (its
+#: deployed exit; for an elastic trial, that exit at the widest width that fits the budget, ``final@0.5``).
+DEPLOYED = "deployed"
 #: Prefix of the float32 accuracies kept beside an int8-scored last report (``float32_accuracy_2``).
 FLOAT32_PREFIX = "float32_"
 

@@ -28,9 +28,10 @@ from ray.tune.stopper import Stopper
 
 from sdsearch.core.config import TrialConfig
 from sdsearch.core.errors import DiskFullError, SdsearchError, StorageUnavailableError
+from sdsearch.core.exits import candidate_name, split_candidate
 from sdsearch.core.metrics import METRICS, metric_value
 from sdsearch.search import result_keys as keys
-from sdsearch.search.moasha import COSTS_KEY, trial_costs
+from sdsearch.search.moasha import CANDIDATE_COSTS_KEY, COSTS_KEY, trial_costs
 from sdsearch.space.space import Space
 from sdsearch.store import attrs
 
@@ -39,6 +40,7 @@ __all__ = [
     "SpaceSampler",
     "TrialOutcome",
     "budget_violations",
+    "deployed_candidate",
     "driver_identity",
     "final_state",
     "heartbeat_enabled",
@@ -77,6 +79,20 @@ def budget_violations(cost: Mapping[str, float], budget: Mapping[str, float]) ->
     return {metric: float(metric_value(cost, metric)) - float(limit) for metric, limit in budget.items()}
 
 
+def deployed_candidate(config: TrialConfig, costs: Costs, budget: Mapping[str, float]) -> str:
+    """The candidate whose values stand for a trial: its deployed exit; for an elastic trial, that exit
+    at the widest width whose network fits the budget, so the sampler learns from every trial that
+    trains (the narrowest when none fits: the trial is then rejected on that one's excess)."""
+    if not config.elastic:
+        return config.deploy_exit
+    widths = sorted(
+        (w for e, w in map(split_candidate, costs) if e == config.deploy_exit and w is not None), reverse=True
+    )
+    names = [candidate_name(config.deploy_exit, w) for w in widths]
+    fits = (n for n in names if all(v <= 0 for v in budget_violations(costs[n], budget).values()))
+    return next(fits, names[-1])
+
+
 def driver_identity() -> dict[str, Any]:
     """Who asked for a trial: host, pid and the pid's start time (pids are reused)."""
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start_time(os.getpid())}
@@ -109,8 +125,12 @@ def final_state(
     config: TrialConfig,
     costs: Costs,
     objectives: tuple[str, ...] | list[str],
+    deployed: str | None = None,
 ) -> TrialOutcome:
     """Decide how a trial handed to Ray ends, from its last result.
+
+    ``costs`` has every candidate of the trial (exit, or ``EXIT@multiplier`` of an elastic trial);
+    ``deployed`` names the one whose values Optuna is told (default: ``config.deploy_exit``).
 
     - the trainable caught an exception or divergence (``fail_reason``), Ray reported an error, or
       the accuracy is missing / NaN / inf -> FAIL with the reason;
@@ -121,12 +141,15 @@ def final_state(
     result = result or {}
     epochs_done = _epoch(result)
     partial = epochs_done < config.train.epochs
+    deployed = deployed or config.deploy_exit
     candidates = []
-    for exit_name in costs:
-        acc = result.get(keys.exit_key(exit_name))
+    for name in costs:
+        acc = result.get(keys.exit_key(name))
         if isinstance(acc, (int, float)) and math.isfinite(acc):
-            candidate = {"exit": exit_name, "accuracy": float(acc), **costs[exit_name]}
-            if exit_name == config.deploy_exit:  # metrics only training gives (expected MACs, ...)
+            exit_name, width = split_candidate(name)
+            candidate = {"exit": exit_name, **({} if width is None else {"width": width})}
+            candidate.update(accuracy=float(acc), **costs[name])
+            if name == deployed:  # metrics only training gives (expected MACs, ...)
                 candidate.update({k: float(v) for k, v in result.items() if k in METRICS and k not in candidate
                                   and isinstance(v, (int, float))})  # fmt: skip
             if partial:
@@ -144,7 +167,7 @@ def final_state(
         return TrialOutcome(TrialState.FAIL, None, str(reason), epochs_done, [])
     if partial:
         return TrialOutcome(TrialState.PRUNED, None, None, epochs_done, candidates)
-    measured = {**costs[config.deploy_exit], **{k: v for k, v in result.items() if k in METRICS}}
+    measured = {**costs[deployed], **{k: v for k, v in result.items() if k in METRICS}}
     values = [float(metric_value(measured, o)) for o in objectives]
     return TrialOutcome(TrialState.COMPLETE, values, None, epochs_done, candidates)
 
@@ -252,7 +275,7 @@ class SDOptunaSearch(Searcher):
         # fingerprint -> the duplicates waiting for the in-flight trial that trains it
         self._waiting: dict[str, list[optuna.trial.Trial]] = {}
         self._trials: dict[str, optuna.trial.Trial] = {}  # Ray trial id -> asked Optuna trial
-        self._pending: dict[str, tuple[TrialConfig, Costs]] = {}
+        self._pending: dict[str, tuple[TrialConfig, Costs, str]] = {}  # config, costs, deployed candidate
         self._told_ray: set[str] = set()
         self._untold: dict[int, optuna.trial.Trial] = {}  # asked, not yet told: storage trial id -> trial
         # Ray trial id -> its latest result: Ray reports a worker that died without any result.
@@ -306,7 +329,10 @@ class SDOptunaSearch(Searcher):
                 # Unbuildable (e.g. an input too small for the network): nothing to learn from.
                 self._reject(ot_trial, attrs.REJECTED_INVALID, f"cannot be built: {exc}", None)
                 continue
-            deployed = costs[config.deploy_exit]
+            deployed_name = deployed_candidate(config, costs, self._budget)
+            deployed = costs[deployed_name]
+            if config.elastic:
+                ot_trial.set_user_attr(attrs.DEPLOYED, deployed_name)
             ot_trial.set_user_attr(attrs.COST, dict(deployed))
             constraints = budget_violations(deployed, self._budget)
             invalid = self._space.space.invalid_reason(config)
@@ -334,12 +360,14 @@ class SDOptunaSearch(Searcher):
                 self._in_flight[fingerprint] = ot_trial.number
             self._trials[trial_id] = ot_trial
             with self._lock:
-                self._pending[trial_id] = (config, costs)
+                self._pending[trial_id] = (config, costs, deployed_name)
             self._beat(storage_id)
             return {
                 "config": config.to_dict(),
                 "trial_number": ot_trial.number,
+                keys.DEPLOYED: deployed_name,
                 COSTS_KEY: trial_costs(deployed, self._objectives),  # what MO-ASHA ranks by
+                **({CANDIDATE_COSTS_KEY: self._fitting(costs)} if config.elastic else {}),
             }
         self.infeasible = True
         return Searcher.FINISHED
@@ -380,7 +408,7 @@ class SDOptunaSearch(Searcher):
             return
         ot_trial = self._trials[trial_id]
         with self._lock:
-            config, costs = self._pending.pop(trial_id)
+            config, costs, deployed = self._pending.pop(trial_id)
         self._told_ray.add(trial_id)
         last, restarts = self._last.pop(trial_id, None), self._restarts.pop(trial_id, [])
         if result is None and error:  # Tune reports a dead worker without the trial's last result
@@ -399,7 +427,9 @@ class SDOptunaSearch(Searcher):
                 self._study.tell(duplicate, state=TrialState.FAIL)
                 self._told(duplicate)
             return
-        outcome = final_state(result, error=error, config=config, costs=costs, objectives=self._objectives)
+        outcome = final_state(
+            result, error=error, config=config, costs=costs, objectives=self._objectives, deployed=deployed
+        )
         ot_trial.set_user_attr(attrs.EPOCHS_DONE, outcome.epochs_done)
         if outcome.candidates:
             ot_trial.set_user_attr(attrs.CANDIDATES, outcome.candidates)
@@ -564,6 +594,14 @@ class SDOptunaSearch(Searcher):
             ot_trial.set_user_attr(attrs.FAIL_REASON, f"the same training as trial {original}, which failed")
             self._study.tell(ot_trial, state=TrialState.FAIL)
         self._told(ot_trial)
+
+    def _fitting(self, costs: Costs) -> dict[str, dict[str, float]]:
+        """Every candidate within the budget -> its cost per cost objective (what MO-ASHA ranks)."""
+        return {
+            name: trial_costs(cost, self._objectives)
+            for name, cost in costs.items()
+            if all(v <= 0 for v in budget_violations(cost, self._budget).values())
+        }
 
     def _count_duplicate(self) -> None:
         self.consecutive_duplicates += 1

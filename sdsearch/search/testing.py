@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sdsearch.core.config import TrialConfig
+from sdsearch.core.exits import candidate_name
 
 __all__ = ["FakeEpoch", "FakeFit", "fake_accuracy"]
 
@@ -79,7 +80,8 @@ class FakeFit:
 
                 raise TrainingDivergedError("loss", epoch=epoch, step=7, lr=cfg.train.lr, value=float("nan"))
             accuracy = {
-                e: fake_accuracy(cfg, e) * (0.7 + 0.3 * epoch / cfg.train.epochs) for e in cfg.model.exits
+                name: fake_accuracy(at, e) * (0.7 + 0.3 * epoch / cfg.train.epochs)
+                for name, at, e in _candidates(cfg)
             }
             report(
                 FakeEpoch(
@@ -97,3 +99,12 @@ class FakeFit:
                 return
             time.sleep(0.05)
         (folder / f"in-{me}").unlink()  # gave up: a later trial must not count this one as present
+
+
+def _candidates(cfg: TrialConfig) -> list[tuple[str, TrialConfig, str]]:
+    """(name, the config that deploys it, exit) of every candidate; an elastic config's every width."""
+    if not cfg.elastic:
+        return [(e, cfg, e) for e in cfg.model.exits]
+    return [
+        (candidate_name(e, m), cfg.at_width(m), e) for m in cfg.train.elastic_widths for e in cfg.model.exits
+    ]

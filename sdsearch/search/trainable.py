@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sdsearch.core.config import TrialConfig
-from sdsearch.core.exits import ANYTIME, FINAL
+from sdsearch.core.exits import ANYTIME, FINAL, candidate_name
 from sdsearch.search import result_keys as keys
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
 
     started = time.time()
     cfg = TrialConfig.from_dict(config["config"])
+    deployed = config.get(keys.DEPLOYED, cfg.deploy_exit)
     last: dict[str, Any] = {keys.EPOCH: 0}
 
     def report(epoch: EpochReport) -> None:
@@ -74,8 +75,8 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
                 {keys.FLOAT32_PREFIX + k: v for k, v in list(last.items()) if k.startswith(keys.ACCURACY)}
             )
         # An anytime deployment has its accuracy only at the end; until then the final exit's stands in.
-        deployed = cfg.deploy_exit if cfg.deploy_exit in epoch.val_accuracy else FINAL
-        last.update(keys.exit_metrics(epoch.val_accuracy, deployed))
+        shown = deployed if deployed in epoch.val_accuracy else FINAL
+        last.update(keys.exit_metrics(epoch.val_accuracy, shown))
         last.update(epoch.extra)
         last.update(
             {
@@ -116,6 +117,8 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     net, loss = build(cfg, data.shape)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # An elastic network's exits are its (width, exit) candidates; its widest stands for it in fit().
+    deploy_exit = candidate_name(cfg.static_exit, net.multipliers[0]) if cfg.elastic else cfg.static_exit
     result = fit(
         net,
         loss,
@@ -126,7 +129,7 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
         device=device,
         threads=threads,
         report=report,
-        deploy_exit=cfg.static_exit,
+        deploy_exit=deploy_exit,
     )
     if result.stopped or report is None:
         return result
@@ -135,10 +138,15 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
         from sdsearch.graphs.runtime import int8_accuracy, tflm_accuracy
 
         score = tflm_accuracy if cfg.deploy.runtime == "tflm" else int8_accuracy
-        int8 = score(net, net.exits, data, seed=cfg.seed)
-        last = dataclasses.replace(last, val_accuracy=int8, accuracy=int8[cfg.static_exit], precision="int8")
+        if cfg.elastic:  # each width's network scored as it deploys
+            subnets = {m: net.subnet(m).eval() for m in net.multipliers}
+            int8 = {candidate_name(e, m): acc for m, sub in subnets.items()
+                    for e, acc in score(sub, sub.exits, data, seed=cfg.seed).items()}  # fmt: skip
+        else:
+            int8 = score(net, net.exits, data, seed=cfg.seed)
+        last = dataclasses.replace(last, val_accuracy=int8, accuracy=int8[deploy_exit], precision="int8")
         report(last)
-    if len(net.exits) > 1:
+    if len(net.exits) > 1 and not cfg.elastic:  # an elastic trial deploys one exit per candidate
         report(anytime_report(cfg, net, data, last))
     return result
 

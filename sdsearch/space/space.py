@@ -38,6 +38,7 @@ from sdsearch.core.config import (
 from sdsearch.core.errors import ConfigError, SpaceError
 from sdsearch.core.exits import ANYTIME, FINAL, exit_stage
 from sdsearch.core.metrics import METRICS, quality_metrics, stored_limits
+from sdsearch.core.registry import ELASTIC_WIDTH_ATTR, can_slice
 from sdsearch.space.document import plain
 from sdsearch.space.schema import (
     ResourcesSetting,
@@ -374,6 +375,7 @@ class _Rules:
         self.nesterov()
         self.runtime()
         self.deploy()
+        self.elastic()
         self.objectives()
         self.scheduler()
 
@@ -467,6 +469,23 @@ class _Rules:
         if deploy.quantize == "int8" and deploy.dtype != "int8":
             raise self.fail(
                 "deploy.dtype", "quantize: int8 deploys an int8 model; set dtype: int8 (or quantize: none)"
+            )
+
+    def elastic(self) -> None:
+        key, widths = self.train_dim("elastic_widths")
+        if widths.is_fixed and not widths.value:
+            return
+        unsliceable = [a for a in self.dims["backbone.arch"].values if not can_slice(a)]
+        if unsliceable:
+            raise self.fail(
+                key,
+                f"backbone {unsliceable[0]!r} cannot run at narrower widths as slices of its widest weights; "
+                f"use resnet or mobilenetv2, or give its factory `{ELASTIC_WIDTH_ATTR} = True` if its narrower "
+                "channels are the leading ones of its wider ones",
+            )
+        if self.doc.deploy.exit == ANYTIME:
+            raise self.fail(
+                key, "an elastic trial deploys one exit at one width; deploy.exit: anytime needs it empty"
             )
 
     def objectives(self) -> None:

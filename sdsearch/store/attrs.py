@@ -25,9 +25,12 @@ Trial user attrs:
     (params, macs, peak_memory, size, and latency when the study measures it); MACs only, since
     FLOPs are a unit of display (2 x MACs).
     ``CANDIDATES``: list of ``{"exit": "1"|"2"|"3"|"final"|"anytime", "accuracy": float,
-    <every COST metric>: value, ...}``, one per exit of a trained trial (last epoch). A PRUNED
+    <every COST metric>: value, ...}``, one per exit of a trained trial (last epoch); an elastic
+    trial's have ``"width": multiplier`` too, one per (width, exit). A PRUNED
     trial's candidates carry ``"partial": true`` and ``"epoch": n``: they were measured at the
     rung where a scheduler stopped it, and never join a front of full-budget points.
+    ``DEPLOYED``: for an elastic trial, the candidate whose values Optuna was told, ``EXIT@multiplier``
+    (the deployed exit at the widest width that fits the budget); ``COST`` is its cost.
     ``REJECTED``: reason a config was never trained, e.g. ``"budget"``; such trials never count.
     ``FAIL_REASON``: one line saying why a trial FAILed (NaN loss, exception, out of memory).
     ``EPOCHS_DONE``: epochs trained (PRUNED and FAIL trials may have fewer than configured).
@@ -73,6 +76,7 @@ CONVENTIONS = "sdsearch:conventions"
 CONFIG = "config"
 COST = "cost"
 CANDIDATES = "candidates"
+DEPLOYED = "deployed"
 REJECTED = "rejected"
 FAIL_REASON = "fail_reason"
 EPOCHS_DONE = "epochs_done"

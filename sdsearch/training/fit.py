@@ -80,7 +80,8 @@ class EpochReport:
     Attributes:
         epoch: 1-based epoch just finished; ``epochs`` is how many were planned.
         train_loss: mean total loss over the epoch's steps.
-        val_accuracy: top-1 validation accuracy per exit name (``"1"``, ..., ``"final"``).
+        val_accuracy: top-1 validation accuracy per exit name (``"1"``, ..., ``"final"``; an elastic
+            network's per candidate, ``"final@0.5"``).
         accuracy: ``val_accuracy`` of the deployed exit (the trial's objective).
         lr: learning rate of the epoch's last step.
         seconds: wall time of the epoch, evaluation included; ``train_seconds`` without it.
@@ -125,15 +126,20 @@ def build(cfg: TrialConfig, shape: DataShape) -> tuple[nn.Module, nn.Module]:
     """The seeded multi-exit network and its loss for a config: the one place both are built.
 
     ``sdsearch run`` trials and ``sdsearch train`` build through here, so the same config and
-    seed give the same initial weights in both.
+    seed give the same initial weights in both. An elastic config (``train.elastic_widths``) builds
+    an :class:`~sdsearch.nn.elastic.ElasticNet` and its sandwich loss.
     """
-    from sdsearch.nn.losses import SelfDistillLoss  # nn and losses load only when a network is built
+    from sdsearch.nn.losses import SandwichLoss, SelfDistillLoss  # nn loads only when a network is built
     from sdsearch.nn.network import SelfDistillNet
 
     torch.manual_seed(cfg.seed)  # weight init; fit() seeds batches and augmentation
-    net = SelfDistillNet(
-        cfg.model, num_classes=shape.num_classes, in_chans=shape.in_chans, input_size=shape.input_size
-    )
+    dims = {"num_classes": shape.num_classes, "in_chans": shape.in_chans, "input_size": shape.input_size}
+    if cfg.elastic:
+        from sdsearch.nn.elastic import ElasticNet
+
+        elastic = ElasticNet(cfg.model, cfg.train.elastic_widths, **dims)
+        return elastic, SandwichLoss(cfg.loss, elastic)
+    net = SelfDistillNet(cfg.model, **dims)
     return net, SelfDistillLoss(cfg.loss, net)
 
 
@@ -401,10 +407,11 @@ def _evaluate(net: nn.Module, loader: DeviceLoader, *, amp: bool) -> dict[str, f
     if loader.num_samples == 0:
         raise ValueError("cannot evaluate on an empty split")
     net.eval()
+    named = getattr(net, "named_logits", None)  # an elastic network: every (width, exit) candidate
     correct: dict[str, torch.Tensor] = {}
     for xb, yb in loader:
         with _autocast(loader.device, amp):
-            logits = net(xb).logits
+            logits = named(xb) if named is not None else net(xb).logits
         for name, z in logits.items():
             hits = (z.argmax(dim=1) == yb).sum()
             correct[name] = correct[name] + hits if name in correct else hits

@@ -38,6 +38,12 @@ def training_fingerprint(cfg: TrialConfig, shape: DataShape) -> str:
     # The architecture is in repr(net); of the model section only the initialisation is not.
     rest["model"] = {"zero_init_last": cfg.model.backbone.zero_init_last}
     rest["loss"] = active_loss(cfg.loss)
+    if cfg.elastic:  # multipliers that build one network are one width
+        from sdsearch.nn.elastic import distinct_widths
+
+        widths = distinct_widths(cfg.model, cfg.train.elastic_widths, num_classes=shape.num_classes,
+                                 in_chans=shape.in_chans, input_size=shape.input_size)  # fmt: skip
+        rest["train"]["elastic_widths"] = sorted(set(widths.values()), reverse=True)
     text = json.dumps({"network": repr(net), "loss_modules": repr(loss), "config": rest}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
