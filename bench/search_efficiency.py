@@ -15,6 +15,11 @@ strategy is measured, not Ray):
   train -> ``on_trial_complete``) over an in-memory study with the space's TPE sampler: configs
   over budget are told at once with their constraints and never trained; every exit of a trained
   trial is a candidate for the front. Every trial trains to the full epochs.
+* **sdsearch+elastic**: sdsearch whose every trial trains one elastic network at ``--elastic-widths``
+  (multipliers of the sampled width; sandwich rule, in-place distillation, per-width BN): every
+  (width, exit) that fits the budget is a candidate, and the sampler is told the widest fitting width's
+  deployed exit. Its report adds the final HV against plain sdsearch per seed, the share of the budget
+  where its mean curve is ahead, seconds per trained trial and candidates per trial.
 * **sdsearch+asha** / **sdsearch+moasha**: sdsearch with a scheduler, simulated with the rule code
   the Ray schedulers use (:class:`sdsearch.search.moasha.AsyncSuccessiveHalving`, one bracket,
   ``--grace-epochs``, ``--reduction-factor``, ``max_t`` = the epochs): ASHA ranks a rung by the
@@ -75,25 +80,38 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE_FILE = REPO / "spaces" / "iot_budget.yaml"
-METHODS = ("tpe", "random", "sdsearch", "sdsearch+asha", "sdsearch+moasha")
+METHODS = ("tpe", "random", "sdsearch", "sdsearch+asha", "sdsearch+moasha", "sdsearch+elastic")
 #: Method -> scheduler simulated over the sdsearch searcher.
-SCHEDULERS = {"sdsearch": None, "sdsearch+asha": "asha", "sdsearch+moasha": "moasha"}
+SCHEDULERS = {
+    "sdsearch": None,
+    "sdsearch+asha": "asha",
+    "sdsearch+moasha": "moasha",
+    "sdsearch+elastic": None,
+}
+#: Methods whose trials train elastic networks (``train.elastic_widths``: every width a candidate).
+ELASTIC = ("sdsearch+elastic",)
+#: The multipliers of ``backbone.width`` an elastic trial trains (``--elastic-widths``).
+ELASTIC_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 #: Order the methods run in per seed: the ones that train every config to the end fill the cache first.
-RUN_ORDER = ("tpe", "random", "sdsearch", "sdsearch+moasha", "sdsearch+asha")
+RUN_ORDER = ("tpe", "random", "sdsearch", "sdsearch+moasha", "sdsearch+asha", "sdsearch+elastic")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 OBJECTIVES = ("accuracy", "params", "macs")
 DIRECTIONS = ("maximize", "minimize", "minimize")
 #: The goal of the early-stopping issue: MOASHA reaches TPE's final HV in at most this share of TPE's seconds.
 TARGET_RATIO = 0.3
+#: The goal of elastic trials: sdsearch+elastic reaches TPE's final HV in at most this share of its seconds.
+ELASTIC_TARGET_RATIO = 0.2
 
 
 @dataclass
 class Event:
-    """One trial trained to the end: when it finished (search seconds) and its exits as candidates."""
+    """One trial trained to the end: when it finished (search seconds), its exits (an elastic trial's
+    every width's) as candidates, and the seconds its training was charged."""
 
     t: float
     deployed: dict[str, Any]
     exits: list[dict[str, Any]]
+    seconds: float = math.nan
 
 
 @dataclass
@@ -247,8 +265,9 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
     from ray.tune.search import Searcher
 
     from sdsearch.core.config import TrialConfig
+    from sdsearch.core.exits import candidate_name
     from sdsearch.search.moasha import COSTS_KEY, STOP
-    from sdsearch.search.result_keys import exit_metrics
+    from sdsearch.search.result_keys import DEPLOYED, exit_metrics
     from sdsearch.search.searcher import SDOptunaSearch, SpaceSampler
     from sdsearch.search.study import make_sampler
 
@@ -273,6 +292,7 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
             if s == Searcher.FINISHED:
                 break
             cfg = TrialConfig.from_dict(s["config"])
+            deployed_name = s[DEPLOYED]  # an elastic trial's widest width that fits
             decide = None
             if halving is not None:
                 costs = s[COSTS_KEY]  # the deployed exit's costs, known before training
@@ -287,7 +307,7 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
             run = train(cfg, decide)
             result: dict[str, Any] = {"epoch": run.epochs}
             if run.accuracy is not None:
-                result.update(exit_metrics(run.accuracy, cfg.deploy_exit))
+                result.update(exit_metrics(run.accuracy, deployed_name))
             if run.failure is not None:
                 result["fail_reason"] = run.failure
             searcher.on_trial_complete(tid, result)
@@ -298,6 +318,7 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
         else:
             trial = study.ask()
             cfg = space.suggest(trial)
+            deployed_name = cfg.deploy_exit
             run = train(cfg)
             costs = cost_fn(cfg)
             d = costs[cfg.deploy_exit]
@@ -320,10 +341,10 @@ def search(method: str, space: Any, seed: int, budget_s: float, train: Trainer, 
         if state == TrialState.FAIL:  # its seconds are spent, it adds no point
             log.failed += 1
             continue
-        deployed = next(c for c in exits if c["exit"] == cfg.deploy_exit)
+        deployed = next(c for c in exits if candidate_name(c["exit"], c.get("width")) == deployed_name)
         if not feasible(deployed, space.budget):
             log.infeasible_seconds += run.charged
-        log.events.append(Event(log.elapsed, deployed, exits))
+        log.events.append(Event(log.elapsed, deployed, exits, run.charged))
     return log
 
 
@@ -362,6 +383,7 @@ ROWS = {
     "sdsearch": ("sdsearch", True),
     "sdsearch+asha": ("sdsearch+asha", True),
     "sdsearch+moasha": ("sdsearch+moasha", True),
+    "sdsearch+elastic": ("sdsearch+elastic", True),
     "sdsearch (trials) [ablation]": ("sdsearch", False),
     "tpe (+exits) [ablation]": ("tpe", True),
 }
@@ -440,6 +462,36 @@ def report(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds:
     if ("sdsearch+asha", seeds[0]) in by and ("sdsearch+moasha", seeds[0]) in by:
         print()
         compare(by, budget, budget_s, seeds)
+    if ("sdsearch+elastic", seeds[0]) in by and ("sdsearch", seeds[0]) in by:
+        met = [x <= ELASTIC_TARGET_RATIO for x in reached["sdsearch+elastic"]]
+        print(f"  goal: sdsearch+elastic within {ELASTIC_TARGET_RATIO}x of TPE's seconds: met on "
+              f"{sum(met)}/{len(seeds)} seeds")  # fmt: skip
+        print()
+        elastic_report(by, budget, budget_s, seeds)
+
+
+def elastic_report(
+    by: dict[tuple[str, int], RunLog], budget: dict[str, float], budget_s: float, seeds: list[int]
+) -> None:
+    """Elastic against plain sdsearch: final HV per seed, the share of the budget where the mean curve
+    is ahead, seconds per trial and candidates per trial."""
+    el, sd = [[by[(m, s)] for s in seeds] for m in ("sdsearch+elastic", "sdsearch")]
+    final = [hv_at(a, budget_s, budget, exits=True) - hv_at(b, budget_s, budget, exits=True)
+             for a, b in zip(el, sd, strict=True)]  # fmt: skip
+    grid = [budget_s * k / 120 for k in range(1, 121)]
+    ahead = sum(
+        statistics.mean(hv_at(a, t, budget, exits=True) for a in el)
+        > statistics.mean(hv_at(b, t, budget, exits=True) for b in sd)
+        for t in grid
+    )
+    print("sdsearch+elastic vs sdsearch (HV difference, elastic - plain; > 0: elastic better):")
+    print(f"  at the final budget: per seed {', '.join(f'{x:+.3f}' for x in final)}; elastic ahead on "
+          f"{sum(x > 0 for x in final)}/{len(seeds)}; mean curve ahead at {ahead}/{len(grid)} budget points")  # fmt: skip
+    for label, runs in (("sdsearch", sd), ("sdsearch+elastic", el)):
+        secs = [e.seconds for r in runs for e in r.events if math.isfinite(e.seconds)]
+        cands = [len(e.exits) for r in runs for e in r.events]
+        print(f"  {label:<18} seconds per trained trial: median {statistics.median(secs) if secs else math.nan:.1f}; "
+              f"candidates per trial: mean {statistics.mean(cands) if cands else math.nan:.1f}")  # fmt: skip
 
 
 def compare(
@@ -495,7 +547,8 @@ def plot(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds: l
     print(f"wrote {path}")
 
 
-def build_space(args: argparse.Namespace, seed: int) -> Any:
+def build_space(args: argparse.Namespace, seed: int, *, elastic: bool = False) -> Any:
+    """The benchmark's space for a seed; ``elastic`` trains every trial at ``--elastic-widths``."""
     import yaml
 
     from sdsearch.space.space import parse_space
@@ -508,6 +561,8 @@ def build_space(args: argparse.Namespace, seed: int) -> Any:
         budget={"params": args.budget_params, "macs": args.budget_macs},
     )
     doc["train"] = {**doc["train"], "epochs": args.epochs, "batch_size": args.batch_size}
+    if elastic:
+        doc["train"]["elastic_widths"] = list(args.elastic_widths)
     if args.depth is not None:
         doc["space"]["backbone"]["depth"] = args.depth
     if args.npz:
@@ -554,6 +609,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=None,
                         help="fix backbone.depth (default: the space's 1-2 on digits, 1 with --npz)")  # fmt: skip
     parser.add_argument("--grace-epochs", type=int, default=1, help="first rung of asha/moasha (1)")
+    parser.add_argument("--elastic-widths", type=float, nargs="+", default=list(ELASTIC_WIDTHS),
+                        help="multipliers of backbone.width an sdsearch+elastic trial trains (1 0.75 0.5 0.25)")  # fmt: skip
     parser.add_argument("--reduction-factor", type=float, default=3.0, help="eta of asha/moasha (3)")
     parser.add_argument("--budget-params", default="100k", help="params limit of the deployed model (100k)")
     parser.add_argument("--budget-macs", default=None,
@@ -642,9 +699,9 @@ def main() -> None:
     logs: list[RunLog] = []
     started = time.perf_counter()
     for seed in seeds:
-        space = build_space(args, seed)
         trainer = Trainer(dataset, args.threads, clock)  # one cache per seed, shared by the methods
         for method in [m for m in RUN_ORDER if m in args.methods]:
+            space = build_space(args, seed, elastic=method in ELASTIC)
             log = search(method, space, seed, args.seconds, trainer, cost_fn, clock, args)
             logs.append(log)
             print(f"  seed {seed} {method:<16} full {sum(e.t <= args.seconds for e in log.events):>3}, pruned {log.pruned:>3}, failed "

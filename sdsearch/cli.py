@@ -332,6 +332,14 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: the search trial's, to reproduce it)"
     )
+    p.add_argument(
+        "--from-study",
+        action="store_true",
+        help="no training: deploy the weights the exported config's trial left in its study",
+    )
+    p.add_argument(
+        "--storage", help="the study's storage URL for --from-study (when the exported one is masked)"
+    )
     p.set_defaults(handler=_train)
 
 
@@ -345,7 +353,8 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or str(Path("runs") / Path(args.config).stem)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-    result = train(args.config, out=out, epochs=args.epochs, full=args.full, threads=args.threads)
+    result = train(args.config, out=out, epochs=args.epochs, full=args.full, threads=args.threads,
+                   from_study=args.from_study, storage=args.storage)  # fmt: skip
     _console().print(f"model and metrics written to {result.out}")
     return 0
 

@@ -77,9 +77,17 @@ def test_run_show_export_train_round_trip(tmp_path, capsys, ray_session):
     (row,) = json.loads(capsys.readouterr().out)
     assert row["top"][0]["class"] in [str(i) for i in range(10)] and 0 < row["top"][0]["confidence"] <= 1
 
+    # The trial's own weights, kept beside the study, deploy without training: the same validation accuracy.
+    kept = tmp_path / "kept"
+    assert main(["train", str(best), "--out", str(kept), "--from-study"]) == 0
+    from_study = json.loads((kept / "metrics.json").read_text())
+    assert from_study["from_study"]["val_accuracy"] == from_study["from_study"]["stored_val_accuracy"]
+    assert from_study["val_accuracy"] == pytest.approx(searched_acc, abs=1e-12)
+
     capsys.readouterr()
     assert main(["studies", str(tmp_path / "tiny.db")]) == 0
-    assert "tiny" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "tiny" in listing and "KiB" in listing  # the kept weights, in bytes
 
 
 def test_cost_json_for_a_fixed_config(tmp_path, capsys):

@@ -103,7 +103,7 @@ def test_a_backbone_that_does_not_say_it_slices_is_refused() -> None:
     BACKBONES.register("opaque", plain)
     try:
         model = ModelConfig(backbone=BackboneConfig(arch="opaque"))
-        with pytest.raises(ConfigError, match="'opaque' cannot be sliced") as info:
+        with pytest.raises(ConfigError, match="'opaque' cannot run at narrower widths") as info:
             ElasticNet(model, WIDTHS, num_classes=5)
         assert info.value.key == "train.elastic_widths"
     finally:

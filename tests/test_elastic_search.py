@@ -25,7 +25,9 @@ def elastic_config(widths=(1.0, 0.5, 0.25), width=0.5, **deploy) -> TrialConfig:
 
 def test_candidate_names_round_trip() -> None:
     assert candidate_name("final", 0.5) == "final@0.5" and candidate_name("2") == "2"
+    assert candidate_name("final", 1.0) == "final@1"
     assert split_candidate("final@0.5") == ("final", 0.5) and split_candidate("3") == ("3", None)
+    assert split_candidate(candidate_name("2", 0.1234567)) == ("2", 0.1234567)  # no digit lost
     with pytest.raises(ValueError, match="must be a number"):
         split_candidate("final@half")
 
@@ -118,6 +120,8 @@ def test_an_elastic_study_puts_only_fitting_widths_on_its_fronts(tmp_path, ray_s
     assert doc["provenance"]["width"] == 0.25
     assert "at 0.25 x its width" in (tmp_path / "t.yaml").read_text()
     assert yaml.safe_load((tmp_path / "t.yaml").read_text())["deploy"]["exit"] == "2"
+    widest = export_config(space.storage, study_name="elastic", pick=f"trial:{trial}:final@1.0")  # = final@1
+    assert widest["provenance"]["width"] == 1.0
     with pytest.raises(Exception, match=r"trial:\d+:final@0.5"):
         export_config(space.storage, study_name="elastic", pick=f"trial:{trial}:final@0.75")
 
@@ -165,3 +169,118 @@ def test_train_refuses_an_elastic_config_in_one_line(tmp_path) -> None:
     assert proc.returncode == 2 and not (tmp_path / "o").exists()
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"{path}: train.elastic_widths:") and "trial:N:EXIT@WIDTH" in line
+
+
+@pytest.mark.ray
+def test_a_width_of_a_trained_trial_deploys_from_the_study_with_its_stored_accuracy(
+    tmp_path, ray_session
+) -> None:
+    """One real elastic trial on digits leaves its weights beside the study; `train --from-study`
+    slices the exported width out of them and scores exactly the validation accuracy the study stored."""
+    import json
+    import shutil
+
+    from sdsearch.core.errors import StudyError
+    from sdsearch.deploy.build import train
+    from sdsearch.results.pick import export_config
+    from sdsearch.search.runner import run
+    from sdsearch.space.space import parse_space
+
+    space = parse_space(
+        {
+            "name": "el",
+            "storage": f"sqlite:///{tmp_path}/el.db",
+            "trials": 1,
+            "objectives": ["accuracy", "params"],
+            "resources": {"cpu": 1, "concurrent": 1},
+            "data": {"dataset": "digits"},
+            "train": {"epochs": 2, "batch_size": 64, "elastic_widths": [1.0, 0.5]},
+            "space": {
+                "backbone": {"arch": "resnet", "width": 0.25, "depth": 1},
+                "branches": {"placement": [2]},
+            },
+        },
+        source=str(tmp_path / "el.yaml"),
+    )
+    run(space, progress=False)
+    study = optuna.load_study(study_name="el", storage=space.storage)
+    (trial,) = study.trials
+    kept = trial.user_attrs[attrs.CHECKPOINT]
+    folder = tmp_path / study.user_attrs[attrs.ARTIFACTS]
+    assert (
+        folder.parent == tmp_path / "el.artifacts" and (folder / kept["file"]).stat().st_size == kept["bytes"]
+    )
+
+    export_config(space.storage, pick="trial:0:2@0.5", out=tmp_path / "half.yaml")
+    result = train(tmp_path / "half.yaml", out=tmp_path / "half", from_study=True, progress=False)
+    metrics = json.loads((tmp_path / "half" / "metrics.json").read_text())
+    assert metrics["from_study"]["val_accuracy"] == metrics["from_study"]["stored_val_accuracy"]
+    assert metrics["from_study"]["width"] == 0.5 and metrics["deploy_exit"] == "2"
+    assert metrics["params"] == DeployMetrics(DIGITS)(elastic_half(trial))["2"]["params"]
+    assert (result.out / "model.onnx").is_file()
+
+    shutil.rmtree(folder)
+    with pytest.raises(StudyError, match="without --from-study"):
+        train(tmp_path / "half.yaml", out=tmp_path / "again", from_study=True, progress=False)
+
+
+def elastic_half(trial) -> TrialConfig:
+    return TrialConfig.from_dict(trial.user_attrs[attrs.CONFIG]).at_width(0.5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        (["--epochs", "3"], "--from-study: deploys the trial as it was trained"),
+        ([], "provenance: --from-study deploys a trial's trained weights: it needs a config written by"),
+    ],
+)
+def test_from_study_mistakes_are_one_line(tmp_path, extra, expect) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "plain.yaml"
+    path.write_text("name: t\ndata: {dataset: digits}\nspace: {backbone: {width: 0.25, depth: 1}}\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "sdsearch",
+        "train",
+        str(path),
+        "--from-study",
+        "--out",
+        str(tmp_path / "o"),
+        *extra,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and not (tmp_path / "o").exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert expect in line
+
+
+def test_a_subset_of_widths_under_its_min_is_invalid() -> None:
+    from optuna.trial import FixedTrial
+
+    from sdsearch.space.space import parse_space
+
+    space = parse_space({"name": "t", "data": {"dataset": "digits"},
+                         "space": {"train": {"elastic_widths": {"subset": [1.0, 0.5, 0.25], "min": 2}}}},
+                        source="t.yaml")  # fmt: skip
+    params = {f"train.elastic_widths.{w}": w == 1.0 for w in (0.25, 0.5, 1.0)}
+    cfg = space.suggest(FixedTrial(params))
+    assert cfg.train.elastic_widths == (1.0,)
+    assert space.can_be_invalid and "fewer than 2 items" in space.invalid_reason(cfg)
+
+
+def test_two_elastic_configs_that_differ_only_at_the_base_width_are_two_trainings() -> None:
+    """Channel rounding can make two base widths one network while their half widths differ."""
+    from sdsearch.training.identity import training_fingerprint
+
+    a, b = (elastic_config(widths=(1.0, 0.5), width=w) for w in (0.64, 0.66))
+    costs_a, costs_b = DeployMetrics(DIGITS)(a), DeployMetrics(DIGITS)(b)
+    assert costs_a["final@0.5"]["params"] != costs_b["final@0.5"]["params"]
+    assert training_fingerprint(a, DIGITS) != training_fingerprint(b, DIGITS)
+    merged = elastic_config(widths=(1.0, 0.99), width=0.03125)  # 0.99 of 8 channels is 8 channels
+    assert training_fingerprint(merged, DIGITS) == training_fingerprint(
+        elastic_config(widths=(1.0,), width=0.03125), DIGITS
+    )

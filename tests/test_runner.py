@@ -103,6 +103,21 @@ def test_a_new_study_is_stamped_with_todays_conventions(tmp_path):
     }
 
 
+def test_a_study_has_its_own_weights_folder_which_a_fresh_start_leaves_to_it(tmp_path):
+    space = make_space(tmp_path)
+    study = _prepare(space)
+    assert study.user_attrs[attrs.ARTIFACTS] == "e2e.artifacts/e2e-1"  # beside the .db, relative to it
+    drop_study_attr(space.storage, "e2e", attrs.ARTIFACTS)  # a study stored before weights were kept
+    assert _prepare(space).user_attrs[attrs.ARTIFACTS] == "e2e.artifacts/e2e-1"
+    fresh = _prepare(space, fresh=True)
+    kept = optuna.load_study(study_name="e2e.1", storage=space.storage)
+    assert kept.user_attrs[attrs.ARTIFACTS] == "e2e.artifacts/e2e-1"
+    assert fresh.user_attrs[attrs.ARTIFACTS] not in ("e2e.artifacts/e2e-1", None)
+    moved = make_space(tmp_path, artifacts=str(tmp_path / "elsewhere"))
+    with pytest.warns(UserWarning, match="artifacts: study e2e keeps its weights in"):
+        _prepare(moved)
+
+
 def test_an_int8_study_of_older_conventions_is_refused_then_fresh_keeps_it(tmp_path):
     """A study stored before the stamp counted int8 peak memory by liveness and size as weights:
     resuming it would mix two meanings on one front."""
@@ -267,6 +282,9 @@ def test_moasha_through_the_runner_prunes_with_partial_candidates(tmp_path, ray_
             for c in t.user_attrs[attrs.CANDIDATES]
         )
     assert summary.counts["complete"] + summary.counts["pruned"] == 6
+    # A trial that reaches its last epoch is not stopped there: it ends on its own and keeps its weights.
+    for t in trials(space):
+        assert (attrs.CHECKPOINT in t.user_attrs) == (attrs.outcome(t) is attrs.Outcome.COMPLETE), t.number
 
 
 def test_a_config_is_trained_once_however_often_it_is_sampled(tmp_path, ray_session):

@@ -154,11 +154,11 @@ def test_a_search_trial_scores_the_tflite_the_train_command_writes(
     the conversion itself is stubbed with the written file: seconds) and scores it on the validation split."""
     import torch
 
-    from sdsearch.deploy.artifacts import load_checkpoint
     from sdsearch.graphs.onnx import N_CALIBRATION, calibration_images
     from sdsearch.graphs.runtime import int8_accuracy, tflm_accuracy
     from sdsearch.graphs.tflm import tflm_logits
     from sdsearch.nn.network import SelfDistillNet
+    from sdsearch.training.checkpoint import load_checkpoint
 
     data = _data()
     net = SelfDistillNet(DIGITS.model, num_classes=10, in_chans=1, input_size=(8, 8))

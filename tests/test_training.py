@@ -12,11 +12,11 @@ from sdsearch import __version__
 from sdsearch.core.config import BackboneConfig, BranchesConfig, ModelConfig, TrainConfig, TrialConfig
 from sdsearch.core.platforms import mcu_available
 from sdsearch.data.datasets import load_dataset
-from sdsearch.deploy.artifacts import load_checkpoint
 from sdsearch.deploy.build import ARTIFACTS, TrainResult, train
 from sdsearch.graphs.contract import METADATA_KEYS
 from sdsearch.nn.network import SelfDistillNet
 from sdsearch.space.load import load_trial_config
+from sdsearch.training.checkpoint import load_checkpoint
 
 TINY = TrialConfig(
     model=ModelConfig(

@@ -312,6 +312,10 @@ class ModelConfig(Record):
         """Exit names in depth order, the final exit last."""
         return exit_names(self.branches.placement)
 
+    def at_width(self, multiplier: float) -> ModelConfig:
+        """This model with ``backbone.width`` times ``multiplier`` (a width of an elastic network)."""
+        return self.replace(backbone=self.backbone.replace(width=self.backbone.width * multiplier))
+
 
 class LossConfig(Record):
     """Self-distillation loss; the defaults are the BYOT/SD reproduction setting (see losses.py)."""
@@ -497,9 +501,9 @@ class TrialConfig(Record):
     def at_width(self, multiplier: float) -> TrialConfig:
         """The plain config of this network at ``multiplier`` times its width: what the candidates
         ``EXIT@multiplier`` of an elastic trial deploy, and what retraining one from scratch trains."""
-        backbone = self.model.backbone
-        model = self.model.replace(backbone=backbone.replace(width=backbone.width * multiplier))
-        return self.replace(model=model, train=self.train.replace(elastic_widths=()))
+        return self.replace(
+            model=self.model.at_width(multiplier), train=self.train.replace(elastic_widths=())
+        )
 
     @property
     def static_exit(self) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "exit_order",
     "exit_stage",
     "split_candidate",
+    "width_text",
 ]
 
 #: Stages of every backbone; exits may follow stages 1 to N_STAGES - 1.
@@ -73,9 +74,15 @@ def exit_order(name: str) -> int:
     return {FINAL: _LAST + 1, ANYTIME: _LAST + 2}.get(name, _LAST)
 
 
+def width_text(width: float) -> str:
+    """A multiplier as text that reads back as the same float: ``1.0`` -> ``1``, ``0.5`` -> ``0.5``."""
+    short = f"{width:g}"
+    return short if float(short) == width else repr(float(width))
+
+
 def candidate_name(exit_name: str, width: float | None = None) -> str:
     """A trial's candidate: the exit's name, with ``@multiplier`` for a width of an elastic trial."""
-    return exit_name if width is None else f"{exit_name}{WIDTH_MARK}{width:g}"
+    return exit_name if width is None else f"{exit_name}{WIDTH_MARK}{width_text(width)}"
 
 
 def split_candidate(name: str) -> tuple[str, float | None]:

@@ -41,6 +41,7 @@ __all__ = [
     "Registry",
     "SamplerSpec",
     "can_slice",
+    "cannot_slice",
     "did_you_mean",
     "resolve",
 ]
@@ -168,6 +169,10 @@ class Registry(Generic[T]):
             return resolve(name)
         raise KeyError(self.problem(name))
 
+    def builtin_names(self) -> list[str]:
+        """The registry's built-in names (sdsearch's own), sorted."""
+        return sorted(self._builtin)
+
     def is_builtin(self, name: str) -> bool:
         """Whether ``name`` is one of the registry's built-in entries (sdsearch's own)."""
         return name in self._builtin
@@ -203,6 +208,16 @@ BACKBONES: Registry[Callable[..., Any]] = Registry(
 #: The attribute a backbone factory sets to True when its channels at a smaller width are the leading
 #: channels at a larger one, layer by layer, so it can be trained as an elastic (slimmable) network.
 ELASTIC_WIDTH_ATTR = "elastic_width"
+
+
+def cannot_slice(arch: str) -> str:
+    """The message for an elastic network of a backbone :func:`can_slice` refuses: what to do instead."""
+    builtins = " or ".join(BACKBONES.builtin_names())
+    return (
+        f"backbone {arch!r} cannot run at narrower widths as slices of its widest weights; use {builtins}, "
+        f"or give its factory `{ELASTIC_WIDTH_ATTR} = True` if its narrower channels are the leading ones "
+        "of its wider ones"
+    )
 
 
 def can_slice(arch: str) -> bool:

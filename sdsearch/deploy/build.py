@@ -50,9 +50,11 @@ from sdsearch.core.files import output_dir, write_atomic
 from sdsearch.core.metrics import METRICS
 from sdsearch.core.platforms import MCU_INSTALL, MEASURED_PLATFORM, PLATFORMS, mcu_available
 from sdsearch.data.datasets import Dataset, DataShape, load_dataset
-from sdsearch.deploy.artifacts import save_checkpoint, save_deploy_models, save_firmware, save_tflite
+from sdsearch.deploy.artifacts import save_deploy_models, save_firmware, save_tflite
+from sdsearch.deploy.trained import TrainedTrial, check_same_network, trained_network, trained_trial
 from sdsearch.graphs.contract import DEPLOY_FILES, FIRMWARE_FILES, TFLITE_INPUT_LAYOUT
 from sdsearch.graphs.tflm import FIGURES
+from sdsearch.training.checkpoint import save_checkpoint
 from sdsearch.training.fit import EpochReport, FitResult, build, evaluate, fit, resolve_device
 
 __all__ = ["ARTIFACTS", "TRAINED_ON", "TrainResult", "train"]
@@ -82,6 +84,8 @@ def train(
     progress: bool = True,
     device: torch.device | str | None = None,
     threads: int | None = None,
+    from_study: bool = False,
+    storage: str | None = None,
 ) -> TrainResult:
     """Train a fixed config and write the deploy model, checkpoint and metrics into ``out``.
 
@@ -97,6 +101,10 @@ def train(
         threads: torch threads for training. CPU results are reproducible only at the same thread
             count, so the default is the thread count the search trial used (``provenance.threads``
             of an exported config), else torch's choice.
+        from_study: do not train: deploy the weights the exported config's trial left in its study
+            (:mod:`sdsearch.deploy.trained`; an elastic trial's width sliced out) and write the same
+            files; metrics.json's ``from_study`` compares its validation accuracy with the stored one.
+        storage: the study's storage URL for ``from_study``, when the exported one is masked or moved.
 
     Returns:
         The output folder, the metrics and the :class:`~sdsearch.training.fit.FitResult`.
@@ -129,28 +137,41 @@ def train(
             "--pick trial:N:EXIT@WIDTH (its plain config at that width), or set it to []",
             key="train.elastic_widths",
         ))  # fmt: skip
+    trained = None
+    if from_study:
+        if epochs is not None or full:
+            raise ConfigError("deploys the trial as it was trained; --epochs and --full train anew: drop them, "
+                              "or drop --from-study", key="from_study")  # fmt: skip
+        try:
+            trained = trained_trial(provenance, storage=storage)
+            check_same_network(cfg, trained)
+        except ConfigError as exc:
+            _refuse(config, exc)
     data = load_dataset(cfg.data, seed=cfg.seed, full=full)
     shape = data.shape
     try:
-        net, loss = build(cfg, shape)
+        net, loss = build(cfg, shape) if trained is None else (trained_network(trained, shape), None)
     except ConfigError as exc:  # a config its data cannot build: name the file it came from
         _refuse(config, exc)
     out_dir = output_dir(out_dir, key="out")  # after the checks that can fail on bad input
     static = cfg.static_exit
-    with _progress_bar(progress, cfg.train.epochs, static, held_out=data.val_held_out) as report:
-        result = fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=dev,
-                     threads=threads, report=report, deploy_exit=static)  # fmt: skip
+    if trained is None:
+        with _progress_bar(progress, cfg.train.epochs, static, held_out=data.val_held_out) as report:
+            result = fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device=dev,
+                         threads=threads, report=report, deploy_exit=static)  # fmt: skip
+    else:
+        cfg = cfg.replace(model=net.config)  # a narrow width's network has no fusion head
+        result = _as_trained(net, trained, data, cfg, dev)
     # Test accuracy in float32 (no autocast, no TF32) on every device: the deployed files are float32 or int8.
     test = evaluate(net, data.x_test, data.y_test, mean=data.mean, std=data.std, device=dev, amp=False)
 
     net.to("cpu", memory_format=torch.contiguous_format).eval()
-    loss.to("cpu")
     costs = DeployMetrics(shape)(cfg)  # every analytic deploy metric per exit, at deploy.dtype
     save_checkpoint(
         out_dir / "checkpoint.pt",
         state_dict=net.state_dict(),
         config=cfg.to_dict(),
-        loss_state_dict={k: v.detach().cpu() for k, v in loss.state_dict().items()},
+        loss_state_dict={} if loss is None else {k: v.detach().cpu() for k, v in loss.state_dict().items()},
         **_input_spec(data),
     )
     _write_config(cfg, out_dir)
@@ -160,10 +181,31 @@ def train(
     metrics = _metrics(cfg, data, result, test, costs, dev, files, seconds=time.perf_counter() - started,
                        threads=threads or torch.get_num_threads())  # fmt: skip
     metrics.update(tflm)
+    if trained is not None:
+        metrics["from_study"] = {
+            "study": trained.study, "trial": trained.trial, "width": trained.width,
+            "checkpoint": str(trained.checkpoint), "val_accuracy": result.val_accuracy.get(static),
+            "stored_val_accuracy": trained.val_accuracy,
+        }  # fmt: skip
     if cfg.deploy_exit == ANYTIME:
         metrics.update(_anytime(net, cfg, data, out_dir, costs[ANYTIME]))
     write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(out=out_dir, metrics=metrics, fit=result)
+
+
+def _as_trained(
+    net: torch.nn.Module, trained: TrainedTrial, data: Dataset, cfg: TrialConfig, device: torch.device
+) -> FitResult:
+    """A study trial's network as if just trained: every exit's validation accuracy, measured as the
+    trial measured it (its split, memory format, and bf16 autocast on CUDA when ``train.amp``), so it
+    reproduces the stored float32 figure."""
+    started = time.perf_counter()
+    if cfg.train.channels_last:
+        net.to(memory_format=torch.channels_last)
+    val = evaluate(net, data.x_val, data.y_val, mean=data.mean, std=data.std, device=device,
+                   amp=cfg.train.amp, channels_last=cfg.train.channels_last)  # fmt: skip
+    return FitResult(epochs_done=trained.epochs_done, val_accuracy=val, train_loss=(),
+                     seconds=time.perf_counter() - started, stopped=False)  # fmt: skip
 
 
 def _refuse(config: TrialConfig | str | os.PathLike[str], exc: ConfigError) -> NoReturn:

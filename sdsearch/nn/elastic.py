@@ -29,8 +29,8 @@ from torch.func import functional_call
 
 from sdsearch.core.config import ModelConfig
 from sdsearch.core.errors import ConfigError
-from sdsearch.core.exits import candidate_name
-from sdsearch.core.registry import ELASTIC_WIDTH_ATTR, can_slice
+from sdsearch.core.exits import candidate_name, width_text
+from sdsearch.core.registry import can_slice, cannot_slice
 from sdsearch.nn.network import ExitModel, SDOutput, SelfDistillNet
 
 __all__ = ["ElasticNet", "distinct_widths", "width_config"]
@@ -66,12 +66,7 @@ def _layouts(
     if any(not 0 < m <= 1 for m in multipliers):
         raise ConfigError(f"multipliers must be in (0, 1], got {list(multipliers)}", key=_KEY)
     if not can_slice(config.backbone.arch):
-        raise ConfigError(
-            f"backbone {config.backbone.arch!r} cannot be sliced to narrower widths; use resnet or "
-            f"mobilenetv2, or give its factory `{ELASTIC_WIDTH_ATTR} = True` if its narrower channels are the "
-            "leading ones of its wider ones",
-            key=_KEY,
-        )
+        raise ConfigError(cannot_slice(config.backbone.arch), key=_KEY)
     ordered = sorted(set(multipliers), reverse=True)
     # Layouts compared without the fusion head: only the widest network has one, and it is not deployed.
     metas = {
@@ -86,8 +81,7 @@ def _layouts(
 
 def width_config(config: ModelConfig, multiplier: float, *, widest: bool) -> ModelConfig:
     """The model config of the network at ``multiplier``; narrower networks have no fusion head."""
-    bb = config.backbone
-    model = config.replace(backbone=bb.replace(width=bb.width * multiplier))
+    model = config.at_width(multiplier)
     return model if widest else model.replace(fusion=model.fusion.replace(type="none"))
 
 
@@ -150,6 +144,11 @@ class ElasticNet(nn.Module):
         for narrow in self._narrow.values():
             narrow.train(mode)
         return self
+
+    def layouts(self) -> dict[float, str]:
+        """Every width's network as ``repr`` shows it (layer by layer, shapes included), widest first:
+        what tells two elastic configs apart (``sdsearch.training.identity``)."""
+        return {m: repr(self.net if m == self.multipliers[0] else self._narrow[m]) for m in self.multipliers}
 
     def width_config(self, multiplier: float, *, narrow: bool = True) -> ModelConfig:
         """The model config of width ``multiplier`` (:func:`width_config`)."""
@@ -279,4 +278,4 @@ class _Buffers(nn.Module):
 
 def _name(multiplier: float) -> str:
     # Module names cannot hold dots.
-    return f"w{multiplier:g}".replace(".", "_")
+    return f"w{width_text(multiplier)}".replace(".", "_")

@@ -175,6 +175,8 @@ class StudyRecord:
     trials: tuple[FrozenTrial, ...]
     dtype: str = "int8"
     conventions: Mapping[str, str] = field(default_factory=dict)
+    #: The study's folder of trained trials' weights (``store.attrs.ARTIFACTS``); None for older studies.
+    artifacts: str | None = None
 
     def trained(self) -> list[FrozenTrial]:
         """Trials eligible for a front: trained to their full budget (COMPLETE, not rejected)."""

@@ -28,7 +28,7 @@ import yaml
 
 from sdsearch.core.config import TrialConfig
 from sdsearch.core.errors import ConfigError, StudyError
-from sdsearch.core.exits import FINAL
+from sdsearch.core.exits import FINAL, candidate_name, split_candidate
 from sdsearch.core.files import output_file, write_atomic
 from sdsearch.results.budget import effective_budget
 from sdsearch.results.front import Candidate, StudyRecord, build_front, is_trained, trial_candidates
@@ -175,6 +175,11 @@ def _pick_trial(
             key="pick",
         )
     names = [c.name for c in exits]
+    if exit_name is not None:
+        try:  # final@1.0 names final@1
+            exit_name = candidate_name(*split_candidate(exit_name))
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="pick") from None
     if exit_name is not None and exit_name not in names:
         forms = ", ".join(f"trial:{number}:{n}" for n in names)
         what = "candidates" if any(c.width is not None for c in exits) else "exits"

@@ -21,7 +21,7 @@ from sdsearch.results.front import Front, StudyRecord, build_front
 from sdsearch.space.load import load_space
 from sdsearch.store import attrs
 from sdsearch.store.storage import open_storage, study_names
-from sdsearch.store.urls import mask_url, storage_url
+from sdsearch.store.urls import artifacts_folder, mask_url, storage_url
 
 __all__ = ["anytime_of", "list_studies", "load_front", "read_study", "resolve_study"]
 
@@ -62,7 +62,8 @@ def resolve_study(source: str, study_name: str | None = None) -> tuple[str, str,
 
 
 def list_studies(source: str) -> list[dict[str, Any]]:
-    """One row per study in a storage (or a space file's storage): name, counts by outcome, target."""
+    """One row per study in a storage (or a space file's storage): name, counts by outcome, target, and
+    the bytes of trained weights kept in its folder (``artifacts``)."""
     import optuna
 
     url = load_space(source).storage if source.endswith(_SPACE_SUFFIXES) else storage_url(source)
@@ -70,8 +71,12 @@ def list_studies(source: str) -> list[dict[str, Any]]:
     rows = []
     for name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        row: dict[str, Any] = {"study": name, **attrs.count(study.get_trials(deepcopy=False))}
+        trials = study.get_trials(deepcopy=False)
+        row: dict[str, Any] = {"study": name, **attrs.count(trials)}
         row["target"] = study.user_attrs.get(attrs.TARGET, "")
+        # Trained weights kept beside the study (attrs.CHECKPOINT), in bytes: what its folder holds.
+        row["weights"] = sum(int((t.user_attrs.get(attrs.CHECKPOINT) or {}).get("bytes", 0)) for t in trials)
+        row["artifacts"] = study.user_attrs.get(attrs.ARTIFACTS, "")
         rows.append(row)
     return rows
 
@@ -110,6 +115,9 @@ def read_study(source: str, *, study_name: str | None = None) -> StudyRecord:
         trials=tuple(storage.get_all_trials(study_id, deepcopy=False)),
         dtype=dtype,
         conventions=stored_conventions(user_attrs.get(attrs.CONVENTIONS), dtype),
+        artifacts=str(artifacts_folder(url, user_attrs[attrs.ARTIFACTS]))
+        if attrs.ARTIFACTS in user_attrs
+        else None,
     )
 
 

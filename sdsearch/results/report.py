@@ -21,7 +21,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sdsearch.core.config import LEAVES
+from sdsearch.core.config import LEAVES, TrialConfig
 from sdsearch.core.files import output_file, write_atomic
 from sdsearch.core.metrics import METRICS
 from sdsearch.results.front import Candidate, Front
@@ -71,7 +71,10 @@ def front_records(front: Front) -> list[dict[str, Any]]:
 
 
 def _record(c: Candidate, names: dict[str, type], *, knee: bool) -> dict[str, Any]:
-    values = {key: leaf_value(c.config, leaf) for key, leaf in LEAVES.items()}
+    config = c.config
+    if c.width is not None:  # a width of an elastic trial: the plain config that export writes for it
+        config = TrialConfig.from_dict(config).at_width(c.width).to_dict()
+    values = {key: leaf_value(config, leaf) for key, leaf in LEAVES.items()}
     row: dict[str, Any] = {"trial": c.trial, "exit": c.name, "deployed": c.deployed, "partial": c.partial}
     row["knee"] = knee
     for metric in (m for m in names if m in METRICS):

@@ -12,6 +12,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from sdsearch.core.units import format_value
+
 if TYPE_CHECKING:
     from sdsearch.search.runner import RunSummary
     from sdsearch.space.space import Space
@@ -107,8 +109,8 @@ def tflm_check_table(checks: Mapping[str, Mapping[str, Mapping[str, int]]]) -> T
 
 
 def studies_table(rows: Iterable[Mapping[str, Any]]) -> Table:
-    """One line per study: trial counts by outcome."""
-    table = Table(title="studies")
+    """One line per study: trial counts by outcome, and the trained weights kept for it (bytes)."""
+    table = Table(title="studies", caption="weights: trained trials' checkpoints kept in the study's folder")
     columns = (
         "study",
         "complete",
@@ -119,11 +121,13 @@ def studies_table(rows: Iterable[Mapping[str, Any]]) -> Table:
         "interrupted",
         "running",
         "target",
+        "weights",
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "study" else "right")
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in columns))
+        cells = {**row, "weights": format_value(row["weights"], "bytes") if row.get("weights") else ""}
+        table.add_row(*(str(cells.get(c, "")) for c in columns))
     return table
 
 

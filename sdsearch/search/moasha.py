@@ -292,6 +292,10 @@ class MOASHAScheduler(FIFOScheduler):
         reduction_factor: eta > 1.
         max_t: trials are stopped here.
         time_attr: the result key that measures progress.
+        stop_last_trials: stop trials that reach ``max_t`` (as Ray's ASHA's option of the same name).
+            Off when ``max_t`` is every trial's last epoch: such a trial ends on its own, after the
+            reports that follow its last epoch (int8 scores, anytime calibration) and after keeping
+            its weights, which a stop there would cut.
 
     Raises:
         ConfigError: bad objectives, directions or rung arguments; and, from ``on_trial_add``, a
@@ -312,8 +316,10 @@ class MOASHAScheduler(FIFOScheduler):
         reduction_factor: float = 3,
         max_t: float = 100,
         time_attr: str = "training_iteration",
+        stop_last_trials: bool = True,
     ) -> None:
         super().__init__()
+        self._stop_last_trials = stop_last_trials
         objectives, directions = tuple(objectives), tuple(directions)
         if len(objectives) != len(directions) or not objectives:
             raise ConfigError(
@@ -351,6 +357,8 @@ class MOASHAScheduler(FIFOScheduler):
         """CONTINUE or STOP at a rung; an elastic trial goes on while one of its fitting candidates would."""
         if self._time_attr not in result or result.get(FAIL_REASON):
             return CONTINUE
+        if result[self._time_attr] >= self._halving.max_t and not self._stop_last_trials:
+            return CONTINUE  # its last epoch: it ends on its own
         actions = [
             self._halving.on_result(key, result[self._time_attr], point)
             for key, point in self._points(trial, result).items()

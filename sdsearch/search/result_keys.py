@@ -15,6 +15,7 @@ from collections.abc import Mapping
 __all__ = [
     "ACCURACY",
     "ANYTIME",
+    "CHECKPOINT",
     "DEPLOYED",
     "EPOCH",
     "FAIL_REASON",
@@ -40,6 +41,8 @@ ANYTIME = "anytime"
 #: In the config the searcher hands a trial: the candidate whose accuracy is :data:`ACCURACY` (its
 #: deployed exit; for an elastic trial, that exit at the widest width that fits the budget, ``final@0.5``).
 DEPLOYED = "deployed"
+#: In the config the searcher hands a trial: the file its trained weights go to when it completes.
+CHECKPOINT = "checkpoint"
 #: Prefix of the float32 accuracies kept beside an int8-scored last report (``float32_accuracy_2``).
 FLOAT32_PREFIX = "float32_"
 

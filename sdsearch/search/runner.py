@@ -46,7 +46,7 @@ from sdsearch.space.load import load_space
 from sdsearch.space.space import Space
 from sdsearch.store import attrs
 from sdsearch.store.storage import open_storage
-from sdsearch.store.urls import mask_url, sqlite_path, storage_url
+from sdsearch.store.urls import artifacts_folder, mask_url, sqlite_path, storage_url
 
 __all__ = ["RunSummary", "max_epochs_of", "ray_session", "run"]
 
@@ -155,6 +155,9 @@ def _scheduler(space: Space) -> Any:
     if setting.type == "none":
         return None
     max_epochs = setting.max_epochs or max_epochs_of(space)
+    # A trial that reaches its last epoch ends on its own: stopping it there would cut what follows
+    # its last epoch (int8 scores, the anytime report, keeping its weights).
+    stop_last_trials = max_epochs < max_epochs_of(space)
     if setting.type == "moasha":
         from sdsearch.search.moasha import MOASHAScheduler
 
@@ -165,6 +168,7 @@ def _scheduler(space: Space) -> Any:
             reduction_factor=setting.reduction_factor,
             max_t=max_epochs,
             time_attr=keys.TIME,
+            stop_last_trials=stop_last_trials,
         )
     from ray.tune.schedulers import ASHAScheduler
 
@@ -175,6 +179,7 @@ def _scheduler(space: Space) -> Any:
         max_t=max_epochs,
         grace_period=setting.grace_epochs,
         reduction_factor=setting.reduction_factor,
+        stop_last_trials=stop_last_trials,
     )
 
 
@@ -321,6 +326,9 @@ def _search(
         cost_fn=cost_fn,
         max_rejections=searching.MAX_CONSECUTIVE_REJECTIONS,
         fingerprint_fn=functools.partial(training_fingerprint, shape=dataset.shape),
+        checkpoints=artifacts_folder(space.storage, study.user_attrs[attrs.ARTIFACTS])
+        if attrs.ARTIFACTS in study.user_attrs
+        else None,
     )
     store_bytes = max(256 * 2**20, 3 * dataset.nbytes)
     with ray_session(address, object_store_bytes=store_bytes), searcher.heartbeats():

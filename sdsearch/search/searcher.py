@@ -19,6 +19,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -149,6 +150,9 @@ def final_state(
             exit_name, width = split_candidate(name)
             candidate = {"exit": exit_name, **({} if width is None else {"width": width})}
             candidate.update(accuracy=float(acc), **costs[name])
+            f32 = result.get(keys.FLOAT32_PREFIX + keys.exit_key(name))  # beside an int8 accuracy
+            if isinstance(f32, (int, float)) and math.isfinite(f32):
+                candidate[attrs.FLOAT32_ACCURACY] = float(f32)
             if name == deployed:  # metrics only training gives (expected MACs, ...)
                 candidate.update({k: float(v) for k, v in result.items() if k in METRICS and k not in candidate
                                   and isinstance(v, (int, float))})  # fmt: skip
@@ -244,6 +248,8 @@ class SDOptunaSearch(Searcher):
             a config whose fingerprint a trial of the study already has is not trained again: it is
             told that trial's result (at once, or when that trial ends) and does not count.
         max_duplicates: consecutive duplicates before the space is taken to be exhausted.
+        checkpoints: the study's folder for trained weights: a trial that completes leaves its
+            network there (``trial-N.pt``, stored as ``attrs.CHECKPOINT``); None keeps none.
     """
 
     def __init__(
@@ -258,6 +264,7 @@ class SDOptunaSearch(Searcher):
         max_rejections: int = MAX_CONSECUTIVE_REJECTIONS,
         fingerprint_fn: Callable[[TrialConfig], str] | None = None,
         max_duplicates: int = MAX_CONSECUTIVE_DUPLICATES,
+        checkpoints: Path | None = None,
     ) -> None:
         super().__init__(metric=keys.ACCURACY, mode="max")
         self._space = space
@@ -270,6 +277,7 @@ class SDOptunaSearch(Searcher):
         self._max_rejections = max_rejections
         self._fingerprint_fn = fingerprint_fn
         self._max_duplicates = max_duplicates
+        self._checkpoints = checkpoints
         self._fingerprints: dict[str, str] = {}  # Ray trial id -> fingerprint of what it trains
         self._in_flight: dict[str, int] = {}  # fingerprint -> number of the trial training it
         # fingerprint -> the duplicates waiting for the in-flight trial that trains it
@@ -368,6 +376,7 @@ class SDOptunaSearch(Searcher):
                 keys.DEPLOYED: deployed_name,
                 COSTS_KEY: trial_costs(deployed, self._objectives),  # what MO-ASHA ranks by
                 **({CANDIDATE_COSTS_KEY: self._fitting(costs)} if config.elastic else {}),
+                **({keys.CHECKPOINT: str(self._checkpoint(ot_trial.number))} if self._checkpoints else {}),
             }
         self.infeasible = True
         return Searcher.FINISHED
@@ -445,6 +454,15 @@ class SDOptunaSearch(Searcher):
             ot_trial.set_user_attr(attrs.ANYTIME, json.loads(anytime))
         if restarts:
             ot_trial.set_user_attr(attrs.RESTARTS, [restart_record(r) for r in restarts])
+        checkpoint = self._checkpoint(ot_trial.number)
+        if outcome.state == TrialState.COMPLETE and checkpoint is not None:
+            if checkpoint.is_file():
+                ot_trial.set_user_attr(
+                    attrs.CHECKPOINT, {"file": checkpoint.name, "bytes": checkpoint.stat().st_size}
+                )
+            else:  # e.g. a worker whose disk the driver cannot see: say so, the results stand
+                logger.warning("trial %d: its trained weights are not in %s; it deploys only by retraining",
+                               ot_trial.number, checkpoint.parent)  # fmt: skip
         self._study.tell(ot_trial, outcome.values, state=outcome.state)
         self._told(ot_trial)
         self.completed.append((ot_trial.number, outcome))
@@ -594,6 +612,9 @@ class SDOptunaSearch(Searcher):
             ot_trial.set_user_attr(attrs.FAIL_REASON, f"the same training as trial {original}, which failed")
             self._study.tell(ot_trial, state=TrialState.FAIL)
         self._told(ot_trial)
+
+    def _checkpoint(self, number: int) -> Path | None:
+        return None if self._checkpoints is None else self._checkpoints / f"trial-{number}.pt"
 
     def _fitting(self, costs: Costs) -> dict[str, dict[str, float]]:
         """Every candidate within the budget -> its cost per cost objective (what MO-ASHA ranks)."""

@@ -31,7 +31,7 @@ from sdsearch.space.space import Space
 from sdsearch.store import attrs
 from sdsearch.store.faults import disk_full_error
 from sdsearch.store.storage import retry_interrupted
-from sdsearch.store.urls import mask_url, sqlite_path
+from sdsearch.store.urls import artifacts_folder, artifacts_root, mask_url, sqlite_path, study_artifacts
 
 __all__ = ["find_orphans", "make_sampler", "prepare_study", "recover_orphans", "study_lock"]
 
@@ -179,10 +179,29 @@ def prepare_study(space: Space, storage: Any, *, fresh: bool = False) -> Any:
         study.set_user_attr(attrs.OBJECTIVES, list(space.objectives))
         study.set_user_attr(attrs.BUDGET, dict(space.budget))
         study.set_user_attr(attrs.DTYPE, space.deploy.dtype)
+    if attrs.ARTIFACTS not in study.user_attrs:  # its own folder: a study renamed by --fresh keeps its files
+        folder = f"{space.name}-{storage.get_study_id_from_name(space.name)}"  # every driver names it alike
+        study.set_user_attr(attrs.ARTIFACTS, study_artifacts(space.storage, space.artifacts, folder))
+    else:
+        _note_moved_artifacts(space, study.user_attrs[attrs.ARTIFACTS])
     current = _conventions(space)
     if study.user_attrs.get(attrs.CONVENTIONS) != current:  # new, adopted, or legacy with today's meaning
         study.set_user_attr(attrs.CONVENTIONS, current)
     return study
+
+
+def _note_moved_artifacts(space: Space, stored: str) -> None:
+    """``artifacts:`` changed since the study began: its weights stay where they are, and say so."""
+    if space.artifacts is None:
+        return
+    folder = artifacts_folder(space.storage, stored).resolve()
+    if folder.parent != artifacts_root(space.storage, space.artifacts).resolve():
+        warnings.warn(
+            f"{space.source}: artifacts: study {space.name} keeps its weights in {folder}, chosen when it began; "
+            "the new folder applies to studies started with --fresh",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _conventions(space: Space) -> dict[str, str]:

@@ -62,7 +62,13 @@ class FakeFit:
     rendezvous_timeout: float = 60.0
 
     def __call__(
-        self, cfg: TrialConfig, dataset: Any, *, threads: int | None, report: Callable[[Any], Any]
+        self,
+        cfg: TrialConfig,
+        dataset: Any,
+        *,
+        threads: int | None,
+        report: Callable[[Any], Any],
+        checkpoint: str | None = None,
     ) -> None:
         if self.rendezvous:
             self._meet(Path(self.rendezvous))
@@ -83,11 +89,16 @@ class FakeFit:
                 name: fake_accuracy(at, e) * (0.7 + 0.3 * epoch / cfg.train.epochs)
                 for name, at, e in _candidates(cfg)
             }
-            report(
+            stop = report(
                 FakeEpoch(
                     epoch=epoch, train_loss=1.0 / epoch, val_accuracy=accuracy, seconds=self.epoch_seconds
                 )
             )
+            if stop is True:
+                return
+        if checkpoint:  # a stand-in for the trained weights, where a real trial leaves them
+            Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            Path(checkpoint).write_bytes(b"fake weights")
 
     def _meet(self, folder: Path) -> None:
         me = f"{os.getpid()}-{time.time_ns()}"

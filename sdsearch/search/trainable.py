@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdsearch.core.config import TrialConfig
@@ -59,7 +60,8 @@ def _fail_reason(exc: BaseException) -> str:
 def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: Any = None) -> None:
     """Ray function trainable: ``config`` is ``{"config": TrialConfig.to_dict(), "threads": n, ...}``.
 
-    ``fit_fn(cfg, dataset, threads=, report=)`` defaults to :func:`fit_config`; tests and benchmarks
+    ``fit_fn(cfg, dataset, threads=, report=[, checkpoint=])`` defaults to :func:`fit_config` (the
+    ``checkpoint`` file, where the trained weights go, is passed only when the study keeps them); tests and benchmarks
     pass a cheap stand-in (``sdsearch.search.testing.FakeFit``) and keep the real failure handling.
     """
     from ray import tune
@@ -89,13 +91,24 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
         tune.report(dict(last))
 
     try:
-        (fit_fn or fit_config)(cfg, dataset, threads=config.get("threads"), report=report)
+        kept = {"checkpoint": config[keys.CHECKPOINT]} if config.get(keys.CHECKPOINT) else {}
+        (fit_fn or fit_config)(cfg, dataset, threads=config.get("threads"), report=report, **kept)
     except Exception as exc:
         tune.report({**last, keys.FAIL_REASON: _fail_reason(exc), keys.WORKER: worker_info(started)})
 
 
-def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None, report: Any) -> Any:
+def fit_config(
+    cfg: TrialConfig,
+    dataset: Dataset | None,
+    *,
+    threads: int | None,
+    report: Any,
+    checkpoint: str | None = None,
+) -> Any:
     """Build the network and loss of ``cfg`` and train them (the same path as ``sdsearch train``).
+
+    A run that trains every epoch leaves its weights in ``checkpoint`` (when given), so a candidate
+    deploys without retraining (``sdsearch train --from-study``); a failed write costs only that.
 
     After training, a last report can follow, on the same epoch:
 
@@ -133,6 +146,8 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     )
     if result.stopped or report is None:
         return result
+    if checkpoint:
+        _keep_weights(Path(checkpoint), net, cfg)
     last = result.history[-1]
     if cfg.deploy.quantize == "int8":
         from sdsearch.graphs.runtime import int8_accuracy, tflm_accuracy
@@ -149,6 +164,19 @@ def fit_config(cfg: TrialConfig, dataset: Dataset | None, *, threads: int | None
     if len(net.exits) > 1 and not cfg.elastic:  # an elastic trial deploys one exit per candidate
         report(anytime_report(cfg, net, data, last))
     return result
+
+
+def _keep_weights(path: Path, net: Any, cfg: TrialConfig) -> None:
+    import warnings
+
+    from sdsearch.core.errors import SdsearchError
+    from sdsearch.training.checkpoint import save_checkpoint
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, state_dict=net.state_dict(), config=cfg.to_dict())
+    except (OSError, SdsearchError) as exc:  # the trial's results stand; only its weights are not kept
+        warnings.warn(f"{path}: the trained weights were not kept: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def anytime_report(cfg: TrialConfig, net: Any, data: Dataset, last: EpochReport) -> EpochReport:

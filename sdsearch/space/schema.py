@@ -375,6 +375,8 @@ class SpaceDocument(Record):
     name: Annotated[str, Strict(), Field(pattern=NAME_PATTERN)] | None = None
     description: Annotated[str, Strict()] | None = None
     storage: Annotated[str, Strict(), Field(min_length=1)] | None = None
+    #: Folder for the study's files (trained trials' weights); default beside an SQLite study file.
+    artifacts: Annotated[str, Strict(), Field(min_length=1)] | None = None
     trials: PosInt = 20
     seed: NonNegInt = 0
     sampler: SamplerSetting = SamplerSetting()

@@ -38,7 +38,7 @@ from sdsearch.core.config import (
 from sdsearch.core.errors import ConfigError, SpaceError
 from sdsearch.core.exits import ANYTIME, FINAL, exit_stage
 from sdsearch.core.metrics import METRICS, quality_metrics, stored_limits
-from sdsearch.core.registry import ELASTIC_WIDTH_ATTR, can_slice
+from sdsearch.core.registry import can_slice, cannot_slice
 from sdsearch.space.document import plain
 from sdsearch.space.schema import (
     ResourcesSetting,
@@ -187,6 +187,8 @@ class Space:
     dims: Mapping[str, Dimension]
     document: Mapping[str, Any]
     provenance: Mapping[str, Any] | None = None
+    #: The ``artifacts:`` folder as written (None: the storage's default, ``store.urls.artifacts_root``).
+    artifacts: str | None = None
 
     @property
     def deploy_exit(self) -> str:
@@ -256,9 +258,11 @@ class Space:
 
     def invalid_reason(self, config: TrialConfig) -> str | None:
         """Why a sampled config breaks a rule no single leaf can express (a subset under its ``min``)."""
-        placement = self.dims["branches.placement"]
-        if len(config.model.branches.placement) < placement.min:
-            return f"branches.placement: {list(config.model.branches.placement)} has fewer than {placement.min} exits"
+        values = config.leaf_values()
+        for key, dim in self.dims.items():
+            if dim.kind == "subset" and len(values[key]) < dim.min:
+                items = "exits" if key == "branches.placement" else "items"
+                return f"{key}: {list(values[key])} has fewer than {dim.min} {items}"
         return None
 
     def fixed_config(self) -> TrialConfig:
@@ -477,12 +481,7 @@ class _Rules:
             return
         unsliceable = [a for a in self.dims["backbone.arch"].values if not can_slice(a)]
         if unsliceable:
-            raise self.fail(
-                key,
-                f"backbone {unsliceable[0]!r} cannot run at narrower widths as slices of its widest weights; "
-                f"use resnet or mobilenetv2, or give its factory `{ELASTIC_WIDTH_ATTR} = True` if its narrower "
-                "channels are the leading ones of its wider ones",
-            )
+            raise self.fail(key, cannot_slice(unsliceable[0]))
         if self.doc.deploy.exit == ANYTIME:
             raise self.fail(
                 key, "an elastic trial deploys one exit at one width; deploy.exit: anytime needs it empty"
@@ -547,4 +546,5 @@ def parse_space(document: Any, *, source: str = "<string>", default_name: str = 
         dims=dims,
         document=plain(dict(document)),
         provenance=doc.provenance,
+        artifacts=doc.artifacts,
     )

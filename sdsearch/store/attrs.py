@@ -14,6 +14,8 @@ Study user attrs:
     ``BUDGET``: dict metric -> limit in stored units (counts, bytes, ms), e.g. ``{"macs": 2000000}``.
     ``TARGET``: the number of trained trials the last ``sdsearch run`` aimed for.
     ``DTYPE``: ``deploy.dtype`` of the study (what its byte metrics count).
+    ``ARTIFACTS``: the study's own folder of files (absolute path; trained trials' weights), chosen when
+    the study is created (``store.urls.artifacts_root``) and kept by a study renamed by ``--fresh``.
     ``CONVENTIONS``: ``{metric: convention id}`` of every stored metric whose meaning changed over
     time, e.g. ``{"peak_memory": "tflm-arena:cortex-m", "size": "tflite-bytes"}``
     (:func:`sdsearch.core.metrics.conventions`); a study without it, or without a metric in it,
@@ -26,7 +28,8 @@ Trial user attrs:
     FLOPs are a unit of display (2 x MACs).
     ``CANDIDATES``: list of ``{"exit": "1"|"2"|"3"|"final"|"anytime", "accuracy": float,
     <every COST metric>: value, ...}``, one per exit of a trained trial (last epoch); an elastic
-    trial's have ``"width": multiplier`` too, one per (width, exit). A PRUNED
+    trial's have ``"width": multiplier`` too, one per (width, exit); an int8-scored trial's keep the
+    float32 network's accuracy as ``FLOAT32_ACCURACY``. A PRUNED
     trial's candidates carry ``"partial": true`` and ``"epoch": n``: they were measured at the
     rung where a scheduler stopped it, and never join a front of full-budget points.
     ``DEPLOYED``: for an elastic trial, the candidate whose values Optuna was told, ``EXIT@multiplier``
@@ -42,6 +45,9 @@ Trial user attrs:
     ``RESTARTS``: list of ``{"epoch": n, "node": ..., "host": ..., "reason": one line}``, one per
     attempt whose worker died (its Ray node lost, or killed for memory) after reporting epoch n;
     Ray re-ran the trial from the start (once at most), and the trial's state is the last attempt's.
+    ``CHECKPOINT``: ``{"file": name in the study's ARTIFACTS folder, "bytes": n}`` of a COMPLETE trial's
+    trained weights (``sdsearch.training.checkpoint``: format, config, state_dict), what ``sdsearch
+    train --from-study`` deploys without retraining.
     ``FINGERPRINT``: hash of what the trial trains (network, loss, training; see
     ``sdsearch.training.identity``), set before it is trained.
     ``DUPLICATE_OF``: number of the trial that trained what this one would have: it was told that
@@ -72,6 +78,7 @@ BUDGET = "sdsearch:budget"
 TARGET = "sdsearch:target"
 DTYPE = "sdsearch:dtype"
 CONVENTIONS = "sdsearch:conventions"
+ARTIFACTS = "sdsearch:artifacts"
 
 CONFIG = "config"
 COST = "cost"
@@ -85,6 +92,8 @@ DRIVER = "driver"
 WORKER = "worker"
 ANYTIME = "anytime"
 FINGERPRINT = "fingerprint"
+CHECKPOINT = "checkpoint"
+FLOAT32_ACCURACY = "float32_accuracy"
 DUPLICATE_OF = "duplicate_of"
 RESTARTS = "restarts"
 

@@ -21,7 +21,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sdsearch.core.errors import ConfigError
 
-__all__ = ["SQLITE_SUFFIXES", "default_storage", "mask_secrets", "mask_url", "sqlite_path", "storage_url"]
+__all__ = [
+    "SQLITE_SUFFIXES",
+    "artifacts_folder",
+    "artifacts_root",
+    "default_storage",
+    "mask_secrets",
+    "mask_url",
+    "sqlite_path",
+    "storage_url",
+    "study_artifacts",
+]
 
 #: File endings read as SQLite stores when a storage is given as a path.
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -69,6 +79,33 @@ def sqlite_path(url: str) -> Path | None:
         return None
     path = url[len("sqlite:///") :].split("?", 1)[0]
     return None if path in ("", ":memory:") else Path(path)
+
+
+def artifacts_root(url: str, configured: str | None = None) -> Path:
+    """Where a storage's studies keep their files (trained trials' weights): ``configured`` (the space's
+    ``artifacts:``), else beside an SQLite file (``studies/x.db`` -> ``studies/x.artifacts``), else
+    ``artifacts`` in the working directory. A study on a Ray cluster needs a folder every node writes."""
+    if configured is not None:
+        return Path(configured)
+    path = sqlite_path(url)
+    return path.with_suffix(".artifacts") if path is not None else Path("artifacts")
+
+
+def study_artifacts(url: str, configured: str | None, folder: str) -> str:
+    """What a new study stores as its folder (``store.attrs.ARTIFACTS``): ``folder`` under
+    :func:`artifacts_root`, relative to an SQLite file's folder when inside it (a .db moved with its
+    folder keeps its files), else absolute."""
+    path = artifacts_root(url, configured).resolve() / folder
+    db = sqlite_path(url)
+    if db is not None and path.is_relative_to(db.resolve().parent):
+        return str(path.relative_to(db.resolve().parent))
+    return str(path)
+
+
+def artifacts_folder(url: str, stored: str) -> Path:
+    """The folder a study's stored ``ARTIFACTS`` names (see :func:`study_artifacts`)."""
+    path, db = Path(stored), sqlite_path(url)
+    return path if path.is_absolute() or db is None else db.parent / path
 
 
 def mask_url(url: str) -> str:

@@ -26,25 +26,25 @@ def training_fingerprint(cfg: TrialConfig, shape: DataShape) -> str:
     Raises:
         ConfigError, ValueError: the config cannot be built for ``shape`` (as ``build`` would).
     """
-    from sdsearch.nn.losses import SelfDistillLoss
+    from sdsearch.nn.losses import SandwichLoss, SelfDistillLoss
     from sdsearch.nn.network import SelfDistillNet
 
-    net = SelfDistillNet(
-        cfg.model, num_classes=shape.num_classes, in_chans=shape.in_chans, input_size=shape.input_size,
-        device="meta",
-    )  # fmt: skip
-    loss = SelfDistillLoss(cfg.loss, net)
+    dims = {"num_classes": shape.num_classes, "in_chans": shape.in_chans, "input_size": shape.input_size}
     rest = cfg.to_dict()
-    # The architecture is in repr(net); of the model section only the initialisation is not.
+    if cfg.elastic:  # every width's network, layer by layer: multipliers that build one network are one
+        from sdsearch.nn.elastic import ElasticNet
+
+        elastic = ElasticNet(cfg.model, cfg.train.elastic_widths, **dims, device="meta")
+        network: object = {str(m): layout for m, layout in elastic.layouts().items()}
+        loss: object = SandwichLoss(cfg.loss, elastic)
+        rest["train"]["elastic_widths"] = list(elastic.multipliers)
+    else:
+        net = SelfDistillNet(cfg.model, **dims, device="meta")
+        network, loss = repr(net), SelfDistillLoss(cfg.loss, net)
+    # The architecture is in the network's repr; of the model section only the initialisation is not.
     rest["model"] = {"zero_init_last": cfg.model.backbone.zero_init_last}
     rest["loss"] = active_loss(cfg.loss)
-    if cfg.elastic:  # multipliers that build one network are one width
-        from sdsearch.nn.elastic import distinct_widths
-
-        widths = distinct_widths(cfg.model, cfg.train.elastic_widths, num_classes=shape.num_classes,
-                                 in_chans=shape.in_chans, input_size=shape.input_size)  # fmt: skip
-        rest["train"]["elastic_widths"] = sorted(set(widths.values()), reverse=True)
-    text = json.dumps({"network": repr(net), "loss_modules": repr(loss), "config": rest}, sort_keys=True)
+    text = json.dumps({"network": network, "loss_modules": repr(loss), "config": rest}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
