@@ -459,13 +459,14 @@ def report(logs: list[RunLog], budget: dict[str, float], budget_s: float, seeds:
         print(
             f"  goal: sdsearch+moasha within {TARGET_RATIO}x of TPE's seconds: met on {sum(met)}/{len(seeds)} seeds"
         )
+    if "sdsearch+elastic" in rows:
+        met = [x <= ELASTIC_TARGET_RATIO for x in reached["sdsearch+elastic"]]
+        print(f"  goal: sdsearch+elastic within {ELASTIC_TARGET_RATIO}x of TPE's seconds: met on "
+              f"{sum(met)}/{len(seeds)} seeds")  # fmt: skip
     if ("sdsearch+asha", seeds[0]) in by and ("sdsearch+moasha", seeds[0]) in by:
         print()
         compare(by, budget, budget_s, seeds)
     if ("sdsearch+elastic", seeds[0]) in by and ("sdsearch", seeds[0]) in by:
-        met = [x <= ELASTIC_TARGET_RATIO for x in reached["sdsearch+elastic"]]
-        print(f"  goal: sdsearch+elastic within {ELASTIC_TARGET_RATIO}x of TPE's seconds: met on "
-              f"{sum(met)}/{len(seeds)} seeds")  # fmt: skip
         print()
         elastic_report(by, budget, budget_s, seeds)
 

@@ -309,9 +309,10 @@ def _export(args: argparse.Namespace) -> int:
         out=args.out,
     )
     prov = doc.get("provenance", {})
+    width = "" if prov.get("width") is None else f" at {prov['width']:g} x the trial's width"
     _console().print(
-        f"wrote {args.out} (trial {prov.get('trial')}, exit {doc['deploy']['exit']}); "
-        f"train it with: sdsearch train {args.out}"
+        f"wrote {args.out} (trial {prov.get('trial')}, exit {doc['deploy']['exit']}{width}); "
+        f"train it with: sdsearch train {args.out} (add --from-study to deploy the trial's own weights)"
     )
     return 0
 
