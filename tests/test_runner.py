@@ -306,3 +306,18 @@ def test_a_config_is_trained_once_however_often_it_is_sampled(tmp_path, ray_sess
             original = by_number[t.user_attrs[attrs.DUPLICATE_OF]]
             assert t.user_attrs[attrs.FINGERPRINT] == original.user_attrs[attrs.FINGERPRINT]
             assert t.values == original.values and attrs.WORKER not in t.user_attrs
+
+
+def test_the_same_seed_with_one_trial_at_a_time_gives_the_same_trials(tmp_path, ray_session):
+    """Real training, twice, on one machine: the same parameters and the same values, trial by trial
+    (with concurrency, which trial the sampler sees first varies, and so does the rest)."""
+    studies = []
+    for run_id in ("a", "b"):
+        space = make_space(
+            tmp_path, name=f"same_{run_id}", storage=f"sqlite:///{tmp_path}/{run_id}.db", trials=3,
+            sampler={"type": "tpe", "n_startup_trials": 2}, resources={"cpu": 1, "concurrent": 1},
+            train={"epochs": 2, "batch_size": 64},
+        )  # fmt: skip
+        run(space, progress=False)
+        studies.append([(t.params, t.values) for t in trials(space)])
+    assert studies[0] == studies[1] and len(studies[0]) >= 3
