@@ -5,11 +5,13 @@ What an elastic trial (``train.elastic_widths``) buys and costs, on one config:
 * **cost**: CPU seconds of the elastic training (every step: the widest network under the
   self-distillation loss, the narrowest and one random width distilled in place) against a plain
   training of the widest network alone, the same epochs and batches: the sandwich's price per trial;
-* **what each width is worth**: the validation and test accuracy of every (width, exit) sliced out of
-  the elastic network (what ``sdsearch train --from-study`` deploys, no retraining) against the same
-  width trained from scratch as a plain config (what ``export --pick trial:N:EXIT@WIDTH`` and
-  ``sdsearch train`` give), and the plain trainings' CPU seconds summed: what the elastic trial
-  replaces.
+* **what each width is worth**: the test accuracy of every (width, exit) sliced out of the elastic
+  network (what ``sdsearch train --from-study`` deploys, no retraining) against the same width trained
+  from scratch as a plain config (what ``export --pick trial:N:EXIT@WIDTH`` and ``sdsearch train``
+  give), and the plain trainings' CPU seconds summed: what the elastic trial replaces;
+* **ablations**: the same elastic network with every width's BN statistics recomputed after training
+  (recalibration) instead of kept per width while training (switchable BN), and an elastic training
+  whose narrower widths learn the labels instead of the widest network (in-place distillation off).
 
 Every run goes through ``sdsearch.training.fit.build`` and ``fit``, one thread, the same seed, on the
 same split; the test split is never used to choose anything.
@@ -22,9 +24,12 @@ Run:  .venv/bin/python bench/elastic_widths.py [--epochs 40] [--widths 1 0.75 0.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from sdsearch.core.config import (
     BackboneConfig,
@@ -36,12 +41,17 @@ from sdsearch.core.config import (
 )
 from sdsearch.core.exits import FINAL, candidate_name
 from sdsearch.data.datasets import Dataset, load_dataset
+from sdsearch.data.loader import DeviceLoader
+from sdsearch.nn.losses import SandwichLoss
 from sdsearch.training.fit import build, evaluate, fit
 
 
-def train(cfg: TrialConfig, data: Dataset, threads: int) -> tuple[Any, float]:
-    """The trained network of ``cfg`` and the CPU seconds ``fit`` took."""
+def train(cfg: TrialConfig, data: Dataset, threads: int, *, inplace: bool = True) -> tuple[Any, float]:
+    """The trained network of ``cfg`` and the CPU seconds ``fit`` took; ``inplace=False`` trains an
+    elastic network's narrower widths on the labels instead of distilling them (the ablation)."""
     net, loss = build(cfg, data.shape)
+    if cfg.elastic and not inplace:
+        loss = SandwichLoss(cfg.loss, net, inplace=False)
     deploy_exit = candidate_name(FINAL, net.multipliers[0]) if cfg.elastic else FINAL
     cpu = time.process_time()
     fit(net, loss, data, cfg.train, seed=cfg.seed, augment=cfg.data.augment, device="cpu", threads=threads,
@@ -95,26 +105,47 @@ def main() -> None:
     widest, widest_s = train(base.at_width(elastic.multipliers[0]), data, args.threads)
     print(f"CPU seconds: elastic (sandwich) {elastic_s:.0f} s, the widest network alone {widest_s:.0f} s: "
           f"{elastic_s / widest_s:.2f}x per trial", flush=True)  # fmt: skip
+    labels_only, _ = train(elastic_cfg, data, args.threads, inplace=False)
+    recalibrated = recalibrate(elastic_cfg, elastic, data)
     rows, plain_total = [], 0.0
     for m in elastic.multipliers:
-        sliced_val, sliced_test = scores(elastic.subnet(m).eval(), data)
-        plain, seconds = (
-            (widest, widest_s) if m == elastic.multipliers[0] else train(base.at_width(m), data, args.threads)
-        )
+        if m == elastic.multipliers[0]:
+            plain, seconds = widest, widest_s
+        else:
+            plain, seconds = train(base.at_width(m), data, args.threads)
         plain_total += seconds
-        plain_val, plain_test = scores(plain, data)
-        for e in sliced_val:
-            rows.append((candidate_name(e, m), sliced_val[e], plain_val[e], sliced_test[e], plain_test[e]))
+        tests = [scores(net.subnet(m).eval(), data)[1] for net in (elastic, recalibrated, labels_only)]
+        plain_test = scores(plain, data)[1]
+        rows += [(candidate_name(e, m), *(t[e] for t in tests), plain_test[e]) for e in plain_test]
+    print("test accuracy (%)")
     print(
-        f"{'candidate':<12}{'val sliced':>12}{'val plain':>11}{'test sliced':>13}{'test plain':>12}{'test diff':>11}"
+        f"{'candidate':<12}{'sliced':>9}{'recal. BN':>11}{'no inplace':>12}{'plain':>9}{'sliced - plain':>16}"
     )
-    for name, sv, pv, st, pt in rows:
-        print(
-            f"{name:<12}{100 * sv:>11.2f}%{100 * pv:>10.2f}%{100 * st:>12.2f}%{100 * pt:>11.2f}%{100 * (st - pt):>+10.2f}"
-        )
-    print(f"(sliced: the width cut out of the one elastic network, as --from-study deploys it; plain: that "
-          f"width trained alone from scratch)\nthe {len(elastic.multipliers)} plain trainings took {plain_total:.0f} "
-          f"CPU s, the one elastic training {elastic_s:.0f} s: {plain_total / elastic_s:.2f}x")  # fmt: skip
+    for name, sliced, recal, labels, plain_acc in rows:
+        print(f"{name:<12}{100 * sliced:>9.2f}{100 * recal:>11.2f}{100 * labels:>12.2f}{100 * plain_acc:>9.2f}"
+              f"{100 * (sliced - plain_acc):>+16.2f}")  # fmt: skip
+    mean = [100 * sum(r[i] for r in rows) / len(rows) for i in range(1, 5)]
+    print(f"mean over candidates: sliced {mean[0]:.2f}, recalibrated BN {mean[1]:.2f}, in-place distillation "
+          f"off {mean[2]:.2f}, plain {mean[3]:.2f}")  # fmt: skip
+    print(
+        "(sliced: the width cut out of the one elastic network, switchable BN, as --from-study deploys it; "
+        "recal. BN: the same network, every width's statistics recomputed on the training images; no "
+        "inplace: an elastic training whose narrower widths learn the labels; plain: that width trained "
+        "alone from scratch)"
+    )
+    print(f"the {len(elastic.multipliers)} plain trainings took {plain_total:.0f} CPU s, the one elastic "
+          f"training {elastic_s:.0f} s: {plain_total / elastic_s:.2f}x")  # fmt: skip
+
+
+def recalibrate(cfg: TrialConfig, elastic: Any, data: Dataset) -> Any:
+    """A copy of ``elastic`` whose every width's BN statistics are recomputed on the training split
+    (the universally slimmable network's calibration) instead of those kept while training."""
+    net = copy.deepcopy(elastic)
+    batches = DeviceLoader(data.x_train, data.y_train, batch_size=cfg.train.batch_size, mean=data.mean,
+                           std=data.std, device=torch.device("cpu"))  # fmt: skip
+    for m in net.multipliers:
+        net.recalibrate(m, (x for x, _ in batches))
+    return net
 
 
 if __name__ == "__main__":

@@ -177,3 +177,18 @@ def test_recalibration_sets_one_widths_statistics_to_the_exact_batch_mean() -> N
     torch.testing.assert_close(stats["stem.bn.running_mean"], torch.stack(means).mean(0))
     assert int(stats["stem.bn.num_batches_tracked"]) == 3 and not net.training
     assert net.net.stem.bn.momentum == 0.1  # restored
+
+
+def test_without_inplace_distillation_the_narrower_widths_learn_the_labels() -> None:
+    """The ablation of SandwichLoss: the same widths per step, cross-entropy instead of the widest's exits."""
+    from sdsearch.core.config import LossConfig
+    from sdsearch.nn.losses import SandwichLoss
+
+    net = elastic()
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 5, (4,))
+    torch.manual_seed(0)
+    out = SandwichLoss(LossConfig(), net, inplace=False).batch_loss(net, x, y)
+    assert "narrow_ce" in out.parts and "inplace" not in out.parts
+    torch.manual_seed(0)
+    kd = SandwichLoss(LossConfig(), net).batch_loss(net, x, y)
+    assert out.total != kd.total and out.parts["narrow_ce"] > 0

@@ -228,23 +228,31 @@ class SandwichLoss(nn.Module):
     Args:
         config: the widest network's loss.
         net: the elastic network (its widest network sizes the self-distillation loss).
+        inplace: distil the narrower widths from the widest one (the method); False trains them on
+            the labels instead (cross-entropy on every exit, part ``narrow_ce``): the ablation that
+            shows what in-place distillation adds.
     """
 
-    def __init__(self, config: LossConfig, net: ElasticNet) -> None:
+    def __init__(self, config: LossConfig, net: ElasticNet, *, inplace: bool = True) -> None:
         super().__init__()
         self.widest = SelfDistillLoss(config, net.net)
         self.multipliers = net.multipliers
+        self.inplace = inplace
 
     def batch_loss(self, net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> LossOutput:
         """Loss of one training batch at the sandwich's widths (the random one from torch's generator)."""
         wide_out = net(x)
         wide = self.widest(wide_out, target)
         teacher = {e: z.detach() for e, z in wide_out.logits.items()}
-        inplace = wide.total.new_zeros(())
+        narrow = wide.total.new_zeros(())
         for m in self.sandwich():
             out = net(x, width=m)
-            inplace = inplace + sum(kd_loss(z, teacher[e], 1.0) for e, z in out.logits.items())
-        return LossOutput(wide.total + inplace, {**wide.parts, "inplace": inplace.detach()})
+            if self.inplace:
+                narrow = narrow + sum(kd_loss(z, teacher[e], 1.0) for e, z in out.logits.items())
+            else:
+                narrow = narrow + sum(F.cross_entropy(z, target) for z in out.logits.values())
+        part = "inplace" if self.inplace else "narrow_ce"
+        return LossOutput(wide.total + narrow, {**wide.parts, part: narrow.detach()})
 
     def sandwich(self) -> list[float]:
         """The narrower widths of one step: the narrowest, and one drawn from those in between."""
