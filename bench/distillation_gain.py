@@ -18,6 +18,10 @@ is what each method's paper adds (``METHODS`` below has every setting):
 * ``spatial_mask``: Qin et al. 2025: spatial-mask-averaging fusion, the fused head teaches.
 * ``rskd``: RSKD (Liu et al. 2025): SD's branches and loss plus the residual-gap regression at
   every level (``rskd_weight: 1``, ``rskd_layers: all``).
+* ``ensemble``: the mean of every exit's logits teaching every exit (``teacher: ensemble``), SD's
+  branches: a teacher the shipped spaces search.
+* ``residual``: sdsearch's own residual fusion (no paper's), the fused head teaching, as the spatial
+  mask is run: the shipped spaces search it, so it must show its gain like the papers' fusions.
 
 Figures: the **final exit's** test accuracy (the model every method deploys at full depth) and the
 **best exit's** (the most accurate exit per run; a shallower exit may win), paired with ``plain`` by
@@ -99,6 +103,15 @@ METHODS: dict[str, dict[str, Any]] = {
     "rskd": {
         "branches": BranchesConfig(style="sd"),
         "loss": LossConfig(style="sd", rskd_weight=1.0, rskd_layers="all", **_KD),
+    },
+    "ensemble": {
+        "branches": BranchesConfig(style="sd"),
+        "loss": LossConfig(teacher="ensemble", style="byot", **_KD),
+    },
+    "residual": {
+        "branches": BranchesConfig(style="sd"),
+        "fusion": FusionConfig(type="residual"),
+        "loss": LossConfig(teacher="fused", style="byot", **_KD),
     },
 }
 
