@@ -127,7 +127,9 @@ class TimedFit:
     def __init__(self, log_path: str, every_epoch: bool = True) -> None:
         self.log_path, self.every_epoch = log_path, every_epoch
 
-    def __call__(self, cfg: Any, dataset: Any, *, threads: int | None, report: Any) -> Any:
+    def __call__(
+        self, cfg: Any, dataset: Any, *, threads: int | None, report: Any, checkpoint: str | None = None
+    ) -> Any:
         from sdsearch.search.trainable import fit_config
 
         blocked: list[float] = []
@@ -142,7 +144,7 @@ class TimedFit:
 
         started = time.time()
         try:
-            return fit_config(cfg, dataset, threads=threads, report=timed_report)
+            return fit_config(cfg, dataset, threads=threads, report=timed_report, checkpoint=checkpoint)
         finally:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps({"started": started, "blocked": blocked, "module": fit_config.__module__,

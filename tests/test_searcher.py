@@ -572,3 +572,13 @@ def test_a_retried_duplicate_is_judged_again_not_kept_a_duplicate(tmp_path):
     retry = study.trials[-1]
     assert retry.state == TrialState.WAITING
     assert attrs.DUPLICATE_OF not in retry.user_attrs and attrs.FINGERPRINT not in retry.user_attrs
+
+
+def test_a_fit_fn_written_before_weights_were_kept_is_called_without_checkpoint():
+    from sdsearch.search.testing import FakeFit
+    from sdsearch.search.trainable import _keeps, fit_config
+
+    def old(cfg, dataset, *, threads, report):  # no checkpoint argument
+        return None
+
+    assert not _keeps(old) and _keeps(fit_config) and _keeps(FakeFit()) and _keeps(lambda *a, **k: None)

@@ -91,10 +91,23 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None, fit_fn: 
         tune.report(dict(last))
 
     try:
-        kept = {"checkpoint": config[keys.CHECKPOINT]} if config.get(keys.CHECKPOINT) else {}
-        (fit_fn or fit_config)(cfg, dataset, threads=config.get("threads"), report=report, **kept)
+        fit = fit_fn or fit_config
+        kept = {"checkpoint": config[keys.CHECKPOINT]} if config.get(keys.CHECKPOINT) and _keeps(fit) else {}
+        fit(cfg, dataset, threads=config.get("threads"), report=report, **kept)
     except Exception as exc:
         tune.report({**last, keys.FAIL_REASON: _fail_reason(exc), keys.WORKER: worker_info(started)})
+
+
+def _keeps(fit: Any) -> bool:
+    """Whether a ``fit_fn`` takes ``checkpoint=`` (one written before weights were kept does not: it
+    still trains, and its trials keep no weights)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fit).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "checkpoint" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def fit_config(
