@@ -59,10 +59,9 @@ def train(cfg: TrialConfig, data: Dataset, threads: int, *, inplace: bool = True
     return net, time.process_time() - cpu
 
 
-def scores(net: Any, data: Dataset) -> tuple[dict[str, float], dict[str, float]]:
-    """(validation, test) accuracy of every exit of a plain network."""
-    norm = {"mean": data.mean, "std": data.std, "device": "cpu"}
-    return evaluate(net, data.x_val, data.y_val, **norm), evaluate(net, data.x_test, data.y_test, **norm)
+def test_accuracy(net: Any, data: Dataset) -> dict[str, float]:
+    """Test accuracy of every exit of a plain network."""
+    return evaluate(net, data.x_test, data.y_test, mean=data.mean, std=data.std, device="cpu")
 
 
 def main() -> None:
@@ -114,8 +113,8 @@ def main() -> None:
         else:
             plain, seconds = train(base.at_width(m), data, args.threads)
         plain_total += seconds
-        tests = [scores(net.subnet(m).eval(), data)[1] for net in (elastic, recalibrated, labels_only)]
-        plain_test = scores(plain, data)[1]
+        tests = [test_accuracy(net.subnet(m).eval(), data) for net in (elastic, recalibrated, labels_only)]
+        plain_test = test_accuracy(plain, data)
         rows += [(candidate_name(e, m), *(t[e] for t in tests), plain_test[e]) for e in plain_test]
     print("test accuracy (%)")
     print(

@@ -735,12 +735,12 @@ def _first_config(space: Any, cost_fn: Any) -> Any:
     """The first config a seeded random search samples that fits the budget."""
     import optuna
 
-    from sdsearch.search.searcher import budget_violations
+    from sdsearch.search.searcher import within_budget
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     while True:
         cfg = space.suggest(study.ask())
-        if all(v <= 0 for v in budget_violations(cost_fn(cfg)[cfg.deploy_exit], space.budget).values()):
+        if within_budget(cost_fn(cfg)[cfg.deploy_exit], space.budget):
             return cfg
 
 

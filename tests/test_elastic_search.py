@@ -73,6 +73,7 @@ def test_final_state_stores_every_width_and_tells_the_deployed_ones_values() -> 
 
 @pytest.mark.ray
 def test_an_elastic_study_puts_only_fitting_widths_on_its_fronts(tmp_path, ray_session) -> None:
+    from sdsearch.core.errors import ConfigError
     from sdsearch.results.front import build_front
     from sdsearch.results.pick import export_config
     from sdsearch.results.read import read_study
@@ -122,7 +123,7 @@ def test_an_elastic_study_puts_only_fitting_widths_on_its_fronts(tmp_path, ray_s
     assert yaml.safe_load((tmp_path / "t.yaml").read_text())["deploy"]["exit"] == "2"
     widest = export_config(space.storage, study_name="elastic", pick=f"trial:{trial}:final@1.0")  # = final@1
     assert widest["provenance"]["width"] == 1.0
-    with pytest.raises(Exception, match=r"trial:\d+:final@0.5"):
+    with pytest.raises(ConfigError, match=r"trial:\d+:final@0.5"):
         export_config(space.storage, study_name="elastic", pick=f"trial:{trial}:final@0.75")
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "final_state",
     "heartbeat_enabled",
     "restart_record",
+    "within_budget",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ def budget_violations(cost: Mapping[str, float], budget: Mapping[str, float]) ->
     return {metric: float(metric_value(cost, metric)) - float(limit) for metric, limit in budget.items()}
 
 
+def within_budget(cost: Mapping[str, float], budget: Mapping[str, float]) -> bool:
+    """Whether a cost fits every limit of ``budget`` (:func:`budget_violations` all <= 0)."""
+    return all(v <= 0 for v in budget_violations(cost, budget).values())
+
+
 def deployed_candidate(config: TrialConfig, costs: Costs, budget: Mapping[str, float]) -> str:
     """The candidate whose values stand for a trial: its deployed exit; for an elastic trial, that exit
     at the widest width whose network fits the budget, so the sampler learns from every trial that
@@ -90,7 +96,7 @@ def deployed_candidate(config: TrialConfig, costs: Costs, budget: Mapping[str, f
         (w for e, w in map(split_candidate, costs) if e == config.deploy_exit and w is not None), reverse=True
     )
     names = [candidate_name(config.deploy_exit, w) for w in widths]
-    fits = (n for n in names if all(v <= 0 for v in budget_violations(costs[n], budget).values()))
+    fits = (n for n in names if within_budget(costs[n], budget))
     return next(fits, names[-1])
 
 
@@ -621,7 +627,7 @@ class SDOptunaSearch(Searcher):
         return {
             name: trial_costs(cost, self._objectives)
             for name, cost in costs.items()
-            if all(v <= 0 for v in budget_violations(cost, self._budget).values())
+            if within_budget(cost, self._budget)
         }
 
     def _count_duplicate(self) -> None:
